@@ -1,0 +1,422 @@
+//! The compiled, immutable route snapshot the data plane serves from: listeners by port, a host
+//! index per listener leading to ordered routes, and the clusters those routes send to. Built only
+//! by `translate`; swapped whole, never mutated.
+
+mod lookup;
+
+pub use lookup::*;
+
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything one generation of configuration means to the data plane.
+#[derive(Debug, Default, Serialize)]
+pub struct Snapshot {
+    /// Listeners keyed by Gateway server `port.number` (80 is `--http`, 443 is `--https`).
+    pub listeners: BTreeMap<u16, Listener>,
+    /// Every cluster some route can send to, by name.
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+}
+
+/// The HTTP routing of one port: the union of every Gateway server on that port.
+#[derive(Debug, Default, Serialize)]
+pub struct Listener {
+    pub port: u16,
+    pub hosts: HostIndex,
+}
+
+/// Host → virtual host, with Envoy's precedence: exact, then `*.suffix` longest first, then `*`.
+/// Lookup cost depends on the number of labels of the request host, not on the number of hosts.
+#[derive(Debug, Default, Serialize)]
+pub struct HostIndex {
+    /// Lowercased exact domains.
+    pub exact: HashMap<String, usize>,
+    /// `*.example.com` stored as `example.com` (lowercased).
+    pub suffix: HashMap<String, usize>,
+    /// The `*` virtual host.
+    pub any: Option<usize>,
+    pub vhosts: Vec<VirtualHost>,
+}
+
+/// The routes served for one domain on one listener.
+#[derive(Debug, Serialize)]
+pub struct VirtualHost {
+    /// The domain as written (`a.example.com`, `*.example.com`, `*`).
+    pub domain: String,
+    /// Plain-HTTP requests get 301 to `https://` (Gateway server `tls.httpsRedirect`).
+    pub https_redirect: bool,
+    /// Ordered: first match wins; merged across VirtualServices with catch-alls last.
+    pub routes: Vec<Arc<Route>>,
+}
+
+/// One compiled `http` rule of a VirtualService.
+#[derive(Debug, Serialize)]
+pub struct Route {
+    /// `vs/<ns>/<name>/http/<i>`: shared by logs, metrics and error headers.
+    pub id: String,
+    /// `ns/name` of the Gateway this route is served for (metrics label).
+    pub gateway: String,
+    /// `ns/name` of the VirtualService.
+    pub virtual_service: String,
+    /// OR across entries; empty means match everything.
+    pub matches: Vec<RouteMatch>,
+    pub action: RouteAction,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    /// Whole-request timeout; `None` is Istio's default (no timeout).
+    pub timeout: Option<Duration>,
+    pub retries: RetryPolicy,
+    pub fault: Option<Fault>,
+    pub mirrors: Vec<Mirror>,
+    pub cors: Option<Cors>,
+}
+
+/// AND of every condition of one `match` entry.
+#[derive(Debug, Default, Serialize)]
+pub struct RouteMatch {
+    pub uri: Option<Matcher>,
+    pub scheme: Option<Matcher>,
+    pub method: Option<Matcher>,
+    pub authority: Option<Matcher>,
+    pub headers: Vec<HeaderMatch>,
+    pub query_params: Vec<QueryMatch>,
+    pub port: Option<u16>,
+}
+
+/// A compiled `StringMatch`. `ignore_case` is `ignoreUriCase` (exact and prefix only).
+#[derive(Debug, Clone, Serialize)]
+pub enum Matcher {
+    Exact {
+        value: String,
+        ignore_case: bool,
+    },
+    Prefix {
+        value: String,
+        ignore_case: bool,
+    },
+    /// Anchored `^(?:…)$` so that it matches the whole value (RE2 full match).
+    Regex(#[serde(serialize_with = "ser_regex")] regex::Regex),
+}
+
+fn ser_cluster_name<S: serde::Serializer>(c: &Arc<Cluster>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&c.name)
+}
+
+fn ser_regex<S: serde::Serializer>(r: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(r.as_str())
+}
+
+/// A header condition: `matcher: None` is a presence test; `invert` is `withoutHeaders`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderMatch {
+    /// Lowercase.
+    pub name: String,
+    pub matcher: Option<Matcher>,
+    pub invert: bool,
+}
+
+/// A query parameter condition: `matcher: None` is a presence test.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryMatch {
+    pub name: String,
+    pub matcher: Option<Matcher>,
+}
+
+#[derive(Debug, Serialize)]
+pub enum RouteAction {
+    Forward(Forward),
+    Redirect(Redirect),
+    Direct(DirectResponse),
+}
+
+/// Weighted destinations plus the request rewrite that applies before forwarding.
+#[derive(Debug, Serialize)]
+pub struct Forward {
+    pub destinations: Vec<WeightedDestination>,
+    /// Sum of `weight`s; never 0 (one destination alone gets weight 1).
+    pub total_weight: u32,
+    pub rewrite: Option<Rewrite>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WeightedDestination {
+    /// Normalised weight; 0 gets no traffic.
+    pub weight: u32,
+    /// `host` as written in the VirtualService (metrics label `destination_service`).
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: u16,
+    pub target: Target,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+/// Where a destination sends: a cluster, or why there is none (answered at request time).
+#[derive(Debug, Serialize)]
+pub enum Target {
+    Cluster(#[serde(serialize_with = "ser_cluster_name")] Arc<Cluster>),
+    /// The subset is defined by no DestinationRule for the host: 503 `NC`.
+    NoCluster {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rewrite {
+    /// Replaces the matched prefix (prefix match) or the whole path (exact or regex match).
+    pub uri: Option<String>,
+    /// `uriRegexRewrite`: anchored-less RE2 match, `\1` replaced by capture groups (as `$1`).
+    pub uri_regex: Option<RegexRewrite>,
+    pub authority: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegexRewrite {
+    #[serde(serialize_with = "ser_regex")]
+    pub pattern: regex::Regex,
+    /// Replacement in the `regex` crate's syntax (`${1}`), converted from RE2's `\1`.
+    pub replacement: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Redirect {
+    /// Replaces the whole path; `None` keeps it.
+    pub uri: Option<String>,
+    /// Replaces the matched prefix.
+    pub prefix_rewrite: Option<String>,
+    pub authority: Option<String>,
+    pub port: Option<RedirectPort>,
+    pub scheme: Option<String>,
+    /// 301 by default.
+    pub code: u16,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub enum RedirectPort {
+    Fixed(u16),
+    FromProtocolDefault,
+    FromRequestPort,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectResponse {
+    pub status: u16,
+    pub body: bytes_body::Body,
+}
+
+/// A body kept as bytes but shown as text (or base64) in golden files.
+pub mod bytes_body {
+    use serde::Serialize;
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Body(pub Vec<u8>);
+
+    impl Serialize for Body {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&String::from_utf8_lossy(&self.0))
+        }
+    }
+}
+
+/// Header operations in the order Envoy applies them: remove, then set, then add.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    pub set: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub remove: Vec<http::HeaderName>,
+}
+
+impl Serialize for HeaderOps {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let pairs = |v: &[(http::HeaderName, http::HeaderValue)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(n, v)| {
+                    (
+                        n.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect()
+        };
+        let mut st = s.serialize_struct("HeaderOps", 3)?;
+        st.serialize_field("set", &pairs(&self.set))?;
+        st.serialize_field("add", &pairs(&self.add))?;
+        let remove: Vec<&str> = self.remove.iter().map(|n| n.as_str()).collect();
+        st.serialize_field("remove", &remove)?;
+        st.end()
+    }
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Retries as compiled from `retries` (or Istio's default policy when absent).
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryPolicy {
+    /// Retries after the first try; 0 disables.
+    pub attempts: u32,
+    pub per_try_timeout: Option<Duration>,
+    /// Tokens of `retryOn`, lowercased (numeric codes go to `status_codes`).
+    pub retry_on: Vec<String>,
+    pub status_codes: Vec<u16>,
+    pub ignore_previous_hosts: bool,
+    pub backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Istio's default when `retries` is absent.
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 2,
+            per_try_timeout: None,
+            retry_on: [
+                "connect-failure",
+                "refused-stream",
+                "unavailable",
+                "cancelled",
+                "retriable-status-codes",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            status_codes: Vec::new(),
+            ignore_previous_hosts: true,
+            backoff: Duration::from_millis(25),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultDelay {
+    pub delay: Duration,
+    /// 0..=100.
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultAbort {
+    pub kind: AbortKind,
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum AbortKind {
+    Http(u16),
+    /// gRPC status code number (e.g. 14 for UNAVAILABLE).
+    Grpc(u32),
+}
+
+#[derive(Debug, Serialize)]
+pub struct Mirror {
+    pub host: String,
+    pub port: u16,
+    pub target: Target,
+    /// 0..=100.
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cors {
+    pub allow_origins: Vec<Matcher>,
+    pub allow_methods: String,
+    pub allow_headers: String,
+    pub expose_headers: String,
+    pub max_age: Option<u64>,
+    pub allow_credentials: Option<bool>,
+    /// `unmatchedPreflights: IGNORE` (default FORWARD).
+    pub ignore_unmatched_preflights: bool,
+}
+
+/// An upstream: a host and port, optionally narrowed to a subset, with its endpoints and policy.
+#[derive(Debug, Serialize)]
+pub struct Cluster {
+    /// Envoy-style `outbound|<port>|<subset>|<host>`.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub subset: Option<String>,
+    pub discovery: Discovery,
+    pub policy: ClusterPolicy,
+}
+
+/// How a cluster finds its endpoints.
+#[derive(Debug, Serialize)]
+pub enum Discovery {
+    /// Endpoints known at translation time (a STATIC ServiceEntry, or an IP destination). An
+    /// endpoint address may still be a DNS name (resolution DNS with endpoints).
+    Static(Vec<Endpoint>),
+    /// Resolve `host` by DNS at request time (no ServiceEntry lists it, or resolution DNS without
+    /// endpoints), on `port`.
+    Dns { host: String, port: u16 },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    /// IP or DNS name.
+    pub address: String,
+    pub port: u16,
+    /// Relative weight, ≥ 1.
+    pub weight: u32,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The effective DestinationRule policy for one cluster (subset over port-level over host-level).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterPolicy {
+    pub lb: LbPolicy,
+    pub connect_timeout: Duration,
+    pub max_connections: Option<u32>,
+    pub idle_timeout: Option<Duration>,
+    pub max_pending_requests: Option<u32>,
+    pub max_requests: Option<u32>,
+    pub max_requests_per_connection: Option<u32>,
+    pub max_retries: Option<u32>,
+}
+
+impl Default for ClusterPolicy {
+    fn default() -> Self {
+        ClusterPolicy {
+            lb: LbPolicy::LeastRequest,
+            connect_timeout: Duration::from_secs(10),
+            max_connections: None,
+            idle_timeout: None,
+            max_pending_requests: None,
+            max_requests: None,
+            max_requests_per_connection: None,
+            max_retries: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastRequest,
+    Random,
+    Passthrough,
+    ConsistentHash(HashKey),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum HashKey {
+    Header(String),
+    Cookie {
+        name: String,
+        path: Option<String>,
+        ttl: Option<Duration>,
+    },
+    SourceIp,
+    QueryParameter(String),
+}

@@ -1,0 +1,541 @@
+//! The `Resource` sum type, kinds and keys, and decoding from JSON or YAML bodies: syntax errors with
+//! line and column, shape errors (unknown fields, wrong types, unknown enum values) with the field path.
+
+use super::*;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Every kind the gateway stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Kind {
+    Gateway,
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    WorkloadEntry,
+    Secret,
+}
+
+impl Kind {
+    /// All kinds, in the order they are applied within a batch (credentials and registry first).
+    pub const ALL: [Kind; 6] = [
+        Kind::Secret,
+        Kind::ServiceEntry,
+        Kind::WorkloadEntry,
+        Kind::DestinationRule,
+        Kind::Gateway,
+        Kind::VirtualService,
+    ];
+
+    /// The `kind` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gateway => "Gateway",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::Secret => "Secret",
+        }
+    }
+
+    /// The lowercase plural of REST paths.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Gateway => "gateways",
+            Kind::VirtualService => "virtualservices",
+            Kind::DestinationRule => "destinationrules",
+            Kind::ServiceEntry => "serviceentries",
+            Kind::WorkloadEntry => "workloadentries",
+            Kind::Secret => "secrets",
+        }
+    }
+
+    pub fn from_plural(p: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.plural() == p)
+    }
+
+    pub fn from_kind_str(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The API group (`""` for the core group of Secrets).
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::Secret => "",
+            _ => NETWORKING_GROUP,
+        }
+    }
+
+    /// The `apiVersion` the server answers with.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Secret => "v1",
+            _ => "networking.istio.io/v1",
+        }
+    }
+
+    /// `VirtualService.networking.istio.io`, the qualified name Kubernetes uses in messages.
+    pub fn qualified(self) -> String {
+        match self {
+            Kind::Secret => "Secret".to_string(),
+            k => format!("{}.{}", k.as_str(), NETWORKING_GROUP),
+        }
+    }
+
+    /// Whether `api_version` is accepted for this kind.
+    pub fn accepts_api_version(self, api_version: &str) -> bool {
+        match self {
+            Kind::Secret => api_version == "v1",
+            _ => api_version
+                .strip_prefix("networking.istio.io/")
+                .is_some_and(|v| NETWORKING_VERSIONS.contains(&v)),
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The identity of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ResourceKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ResourceKey {
+    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ResourceKey {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// One resource of any kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    Gateway(Gateway),
+    VirtualService(VirtualService),
+    DestinationRule(DestinationRule),
+    ServiceEntry(ServiceEntry),
+    WorkloadEntry(WorkloadEntry),
+    Secret(Secret),
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Gateway(_) => Kind::Gateway,
+            Resource::VirtualService(_) => Kind::VirtualService,
+            Resource::DestinationRule(_) => Kind::DestinationRule,
+            Resource::ServiceEntry(_) => Kind::ServiceEntry,
+            Resource::WorkloadEntry(_) => Kind::WorkloadEntry,
+            Resource::Secret(_) => Kind::Secret,
+        }
+    }
+
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Resource::Gateway(o) => &o.metadata,
+            Resource::VirtualService(o) => &o.metadata,
+            Resource::DestinationRule(o) => &o.metadata,
+            Resource::ServiceEntry(o) => &o.metadata,
+            Resource::WorkloadEntry(o) => &o.metadata,
+            Resource::Secret(o) => &o.metadata,
+        }
+    }
+
+    pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Resource::Gateway(o) => &mut o.metadata,
+            Resource::VirtualService(o) => &mut o.metadata,
+            Resource::DestinationRule(o) => &mut o.metadata,
+            Resource::ServiceEntry(o) => &mut o.metadata,
+            Resource::WorkloadEntry(o) => &mut o.metadata,
+            Resource::Secret(o) => &mut o.metadata,
+        }
+    }
+
+    pub fn key(&self) -> ResourceKey {
+        let m = self.meta();
+        ResourceKey::new(self.kind(), m.namespace(), m.name.clone())
+    }
+
+    /// The `apiVersion` as sent.
+    pub fn api_version(&self) -> &str {
+        match self {
+            Resource::Gateway(o) => &o.api_version,
+            Resource::VirtualService(o) => &o.api_version,
+            Resource::DestinationRule(o) => &o.api_version,
+            Resource::ServiceEntry(o) => &o.api_version,
+            Resource::WorkloadEntry(o) => &o.api_version,
+            Resource::Secret(o) => &o.api_version,
+        }
+    }
+
+    /// The spec as JSON (for Secrets: `type`, `data`), to compare two versions for `generation`.
+    pub fn spec_value(&self) -> Value {
+        let r = match self {
+            Resource::Gateway(o) => serde_json::to_value(&o.spec),
+            Resource::VirtualService(o) => serde_json::to_value(&o.spec),
+            Resource::DestinationRule(o) => serde_json::to_value(&o.spec),
+            Resource::ServiceEntry(o) => serde_json::to_value(&o.spec),
+            Resource::WorkloadEntry(o) => serde_json::to_value(&o.spec),
+            Resource::Secret(s) => serde_json::to_value((&s.type_, &s.data, &s.string_data)),
+        };
+        r.unwrap_or(Value::Null)
+    }
+
+    /// The whole object as JSON, with `status` dropped (the server computes it on read).
+    pub fn to_value(&self) -> Value {
+        let r = match self {
+            Resource::Gateway(o) => serde_json::to_value(o),
+            Resource::VirtualService(o) => serde_json::to_value(o),
+            Resource::DestinationRule(o) => serde_json::to_value(o),
+            Resource::ServiceEntry(o) => serde_json::to_value(o),
+            Resource::WorkloadEntry(o) => serde_json::to_value(o),
+            Resource::Secret(o) => serde_json::to_value(o),
+        };
+        let mut v = r.unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut v {
+            m.remove("status");
+        }
+        v
+    }
+
+    /// Drops input-only parts: `status`, and a Secret's `stringData` folded into `data`.
+    pub fn normalize(&mut self) {
+        match self {
+            Resource::Gateway(o) => o.status = None,
+            Resource::VirtualService(o) => o.status = None,
+            Resource::DestinationRule(o) => o.status = None,
+            Resource::ServiceEntry(o) => o.status = None,
+            Resource::WorkloadEntry(o) => o.status = None,
+            Resource::Secret(s) => s.normalize(),
+        }
+        let m = self.meta_mut();
+        if m.namespace.as_deref().is_none_or(str::is_empty) {
+            m.namespace = Some("default".to_string());
+        }
+    }
+}
+
+/// The body's media type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+/// Why a body is not a resource. Every variant is a 400 at the API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The text is not JSON/YAML at all.
+    #[error("{message} at line {line} column {column}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// The document parses but a field does not fit its type, or is unknown.
+    #[error("{path}: {message}")]
+    Field { path: String, message: String },
+}
+
+impl DecodeError {
+    fn field(path: impl Into<String>, message: impl Into<String>) -> Self {
+        DecodeError::Field {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses one document into a JSON value.
+pub fn parse_document(bytes: &[u8], format: Format) -> Result<Value, DecodeError> {
+    match format {
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| DecodeError::Syntax {
+            line: e.line(),
+            column: e.column(),
+            message: strip_position(&e.to_string()),
+        }),
+        Format::Yaml => {
+            let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Syntax {
+                line: 1,
+                column: e.valid_up_to() + 1,
+                message: "body is not UTF-8".to_string(),
+            })?;
+            serde_yaml::from_str::<Value>(text).map_err(yaml_error)
+        }
+    }
+}
+
+/// Parses a batch for `/apply`: a `List` (`items`), a JSON array, or multi-document YAML.
+pub fn parse_documents(bytes: &[u8], format: Format) -> Result<Vec<Value>, DecodeError> {
+    let docs = match format {
+        Format::Json => vec![parse_document(bytes, format)?],
+        Format::Yaml => {
+            let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Syntax {
+                line: 1,
+                column: e.valid_up_to() + 1,
+                message: "body is not UTF-8".to_string(),
+            })?;
+            let mut out = Vec::new();
+            for de in serde_yaml::Deserializer::from_str(text) {
+                let v = <Value as serde::Deserialize>::deserialize(de).map_err(yaml_error)?;
+                if !v.is_null() {
+                    out.push(v);
+                }
+            }
+            out
+        }
+    };
+    let mut out = Vec::new();
+    for d in docs {
+        match d {
+            Value::Array(items) => out.extend(items),
+            Value::Object(ref m)
+                if m.get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k == "List" || k.ends_with("List")) =>
+            {
+                match m.get("items") {
+                    Some(Value::Array(items)) => out.extend(items.iter().cloned()),
+                    _ => return Err(DecodeError::field("items", "a List needs an items array")),
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+fn yaml_error(e: serde_yaml::Error) -> DecodeError {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
+    DecodeError::Syntax {
+        line,
+        column,
+        message: strip_position(&e.to_string()),
+    }
+}
+
+fn strip_position(s: &str) -> String {
+    match s.find(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// Reads `kind` and `apiVersion` and decodes the typed resource. `expected` is the kind of the REST
+/// path; a body of another kind is refused.
+pub fn resource_from_value(v: Value, expected: Option<Kind>) -> Result<Resource, DecodeError> {
+    let Value::Object(map) = &v else {
+        return Err(DecodeError::field("", "expected an object"));
+    };
+    let kind_str = match map.get("kind") {
+        Some(Value::String(s)) => s.clone(),
+        None => match expected {
+            Some(k) => k.as_str().to_string(),
+            None => return Err(DecodeError::field("kind", "Required value")),
+        },
+        Some(_) => return Err(DecodeError::field("kind", "must be a string")),
+    };
+    let Some(kind) = Kind::from_kind_str(&kind_str) else {
+        return Err(DecodeError::field(
+            "kind",
+            format!("unsupported kind {kind_str:?}: expected one of Gateway, VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Secret"),
+        ));
+    };
+    if let Some(e) = expected {
+        if e != kind {
+            return Err(DecodeError::field(
+                "kind",
+                format!("kind {kind_str:?} does not match the path, which is for {e}"),
+            ));
+        }
+    }
+    let mut v = v;
+    if let Value::Object(m) = &mut v {
+        m.insert("kind".into(), Value::String(kind_str));
+        match m.get("apiVersion") {
+            None => {
+                m.insert(
+                    "apiVersion".into(),
+                    Value::String(kind.api_version().to_string()),
+                );
+            }
+            Some(Value::String(av)) if kind.accepts_api_version(av) => {}
+            Some(other) => {
+                let want = match kind {
+                    Kind::Secret => "v1".to_string(),
+                    _ => "networking.istio.io/v1, v1beta1 or v1alpha3".to_string(),
+                };
+                return Err(DecodeError::field(
+                    "apiVersion",
+                    format!("unsupported apiVersion {other} for {kind}: use {want}"),
+                ));
+            }
+        }
+    }
+    let r = match kind {
+        Kind::Gateway => Resource::Gateway(typed(v)?),
+        Kind::VirtualService => Resource::VirtualService(typed(v)?),
+        Kind::DestinationRule => Resource::DestinationRule(typed(v)?),
+        Kind::ServiceEntry => Resource::ServiceEntry(typed(v)?),
+        Kind::WorkloadEntry => Resource::WorkloadEntry(typed(v)?),
+        Kind::Secret => Resource::Secret(typed(v)?),
+    };
+    Ok(r)
+}
+
+fn typed<T: DeserializeOwned>(v: Value) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        DecodeError::field(path, e.into_inner().to_string())
+    })
+}
+
+/// Decodes one body (JSON or YAML) into a resource.
+pub fn decode_resource(
+    bytes: &[u8],
+    format: Format,
+    expected: Option<Kind>,
+) -> Result<Resource, DecodeError> {
+    resource_from_value(parse_document(bytes, format)?, expected)
+}
+
+/// Every stored resource, keyed and ordered; the input of validation of references and translation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceSet {
+    pub items: BTreeMap<ResourceKey, Resource>,
+}
+
+impl ResourceSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, r: Resource) -> Option<Resource> {
+        self.items.insert(r.key(), r)
+    }
+
+    pub fn remove(&mut self, key: &ResourceKey) -> Option<Resource> {
+        self.items.remove(key)
+    }
+
+    pub fn get(&self, key: &ResourceKey) -> Option<&Resource> {
+        self.items.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Resource> {
+        self.items.values()
+    }
+
+    pub fn gateways(&self) -> impl Iterator<Item = &Gateway> {
+        self.items.values().filter_map(|r| match r {
+            Resource::Gateway(o) => Some(o),
+            _ => None,
+        })
+    }
+
+    pub fn virtual_services(&self) -> impl Iterator<Item = &VirtualService> {
+        self.items.values().filter_map(|r| match r {
+            Resource::VirtualService(o) => Some(o),
+            _ => None,
+        })
+    }
+
+    pub fn destination_rules(&self) -> impl Iterator<Item = &DestinationRule> {
+        self.items.values().filter_map(|r| match r {
+            Resource::DestinationRule(o) => Some(o),
+            _ => None,
+        })
+    }
+
+    pub fn service_entries(&self) -> impl Iterator<Item = &ServiceEntry> {
+        self.items.values().filter_map(|r| match r {
+            Resource::ServiceEntry(o) => Some(o),
+            _ => None,
+        })
+    }
+
+    pub fn workload_entries(&self) -> impl Iterator<Item = &WorkloadEntry> {
+        self.items.values().filter_map(|r| match r {
+            Resource::WorkloadEntry(o) => Some(o),
+            _ => None,
+        })
+    }
+
+    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.items.values().filter_map(|r| match r {
+            Resource::Secret(o) => Some(o),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_is_named_with_its_path() {
+        let body = br#"{"apiVersion":"networking.istio.io/v1","kind":"VirtualService","metadata":{"name":"a"},"spec":{"hosts":["a"],"http":[{"route":[{"destination":{"host":"x"},"wieght":3}]}]}}"#;
+        let e = decode_resource(body, Format::Json, None).expect_err("must fail");
+        let DecodeError::Field { path, message } = e else {
+            panic!("wrong error {e:?}")
+        };
+        assert!(path.starts_with("spec.http[0].route[0]"), "{path}");
+        assert!(message.contains("wieght"), "{message}");
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let e = decode_resource(b"{\n  \"kind\": ,\n}", Format::Json, None).expect_err("fail");
+        assert!(matches!(e, DecodeError::Syntax { line: 2, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn all_api_versions_are_accepted() {
+        for v in ["v1", "v1beta1", "v1alpha3"] {
+            let body = format!(
+                r#"{{"apiVersion":"networking.istio.io/{v}","kind":"Gateway","metadata":{{"name":"g"}},"spec":{{}}}}"#
+            );
+            decode_resource(body.as_bytes(), Format::Json, Some(Kind::Gateway)).expect(v);
+        }
+    }
+
+    #[test]
+    fn yaml_multi_document_and_lists() {
+        let y = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: a}\nspec: {}\n---\nkind: List\nitems:\n- {kind: Gateway, metadata: {name: b}, spec: {}}\n";
+        let docs = parse_documents(y.as_bytes(), Format::Yaml).expect("parse");
+        assert_eq!(docs.len(), 2);
+    }
+}

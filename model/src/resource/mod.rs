@@ -1,0 +1,18 @@
+//! Wire types of every resource kind, as Istio's JSON (lowerCamelCase, enums as strings) and the
+//! envelope they share; decoding from JSON or YAML with the path of the first field that does not fit.
+
+mod common;
+mod decode;
+mod destination_rule;
+mod gateway;
+mod secret;
+mod service_entry;
+mod virtual_service;
+
+pub use common::*;
+pub use decode::*;
+pub use destination_rule::*;
+pub use gateway::*;
+pub use secret::*;
+pub use service_entry::*;
+pub use virtual_service::*;
