@@ -24,20 +24,15 @@ pub struct Translation {
     pub snapshot: Snapshot,
     /// Conditions for every resource of the set.
     pub statuses: BTreeMap<ResourceKey, Vec<Condition>>,
+    /// Per resource, one message per dangling reference or unusable part (the `Warning` headers of
+    /// a write), each naming the field: `spec.http[0].route[0].destination.subset: …`.
+    pub warnings: BTreeMap<ResourceKey, Vec<String>>,
 }
 
 impl Translation {
-    /// Messages of every condition that is not `True` for one resource: the `Warning` headers of a write.
-    pub fn warnings_for(&self, key: &ResourceKey) -> Vec<String> {
-        self.statuses
-            .get(key)
-            .map(|cs| {
-                cs.iter()
-                    .filter(|c| c.status != "True")
-                    .map(|c| c.message.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The warnings of one resource.
+    pub fn warnings_for(&self, key: &ResourceKey) -> &[String] {
+        self.warnings.get(key).map(Vec::as_slice).unwrap_or(&[])
     }
 }
 
