@@ -1,1 +1,232 @@
-fn main() {}
+//! The `gateway` binary: parses the command line, opens the store and the control plane, and runs
+//! the Pingora server (traffic listeners plus the admin API) until SIGTERM drains it.
+
+mod cli;
+mod hygiene;
+mod metrics;
+mod proxy;
+mod shutdown;
+mod upstream;
+mod validate_cmd;
+
+use admin::{ControlPlane, FileStore, Health};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use clap::Parser;
+use cli::{Cli, Command};
+use model::ir::Snapshot;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use proxy::{GatewayProxy, ListenerInfo};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    if let Some(Command::Validate { files }) = &cli.command {
+        std::process::exit(validate_cmd::run(files));
+    }
+    if let Err(e) = run(cli) {
+        eprintln!("gateway: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let token = std::env::var("GATEWAY_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if !cli.admin.ip().is_loopback() && token.is_none() {
+        return Err(format!(
+            "refusing to serve the admin API on {} (not a loopback address) without GATEWAY_ADMIN_TOKEN; set a token or use --admin 127.0.0.1:PORT",
+            cli.admin
+        ));
+    }
+    if cli.store != "file" {
+        return Err(format!(
+            "--store {:?}: only the embedded `file` store is available in this version",
+            cli.store
+        ));
+    }
+
+    let registry = prometheus::Registry::new();
+    let metrics = metrics::Metrics::register(&registry).map_err(|e| e.to_string())?;
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let health = Health::new();
+
+    // The store and the first snapshot are ready before any listener accepts traffic.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let control = rt.block_on(async {
+        let store = FileStore::open(&cli.data_dir)
+            .map_err(|e| format!("cannot open the store in {}: {e}", cli.data_dir.display()))?;
+        let cp = ControlPlane::open(Arc::new(store), registry.clone(), snapshot.clone())
+            .await
+            .map_err(|e| format!("cannot load the stored configuration: {e}"))?;
+        if let Some(b) = &cli.bootstrap {
+            let n = cp
+                .bootstrap(b)
+                .await
+                .map_err(|e| format!("--bootstrap {}: {e}", b.display()))?;
+            tracing::info!(resources = n, path = %b.display(), "bootstrap applied");
+        }
+        Ok::<_, String>(cp)
+    })?;
+    drop(rt);
+
+    let admin_listener = std::net::TcpListener::bind(cli.admin)
+        .map_err(|e| format!("cannot bind --admin {}: {e}", cli.admin))?;
+    admin_listener
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
+
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let drain = cli.drain_timeout;
+    let conf = ServerConf {
+        threads,
+        // Our drain thread exits the process as soon as requests finish; these only bound the
+        // worst case so that Pingora's 300 s default never applies.
+        grace_period_seconds: Some(drain.as_secs() + 2),
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: cli
+            .data_dir
+            .join("gateway.pid")
+            .to_string_lossy()
+            .into_owned(),
+        upgrade_sock: cli
+            .data_dir
+            .join("upgrade.sock")
+            .to_string_lossy()
+            .into_owned(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+
+    let mut listeners: HashMap<u16, ListenerInfo> = HashMap::new();
+    let mut plain: Vec<SocketAddr> = vec![cli.http];
+    listeners.insert(
+        cli.http.port(),
+        ListenerInfo {
+            gateway_port: 80,
+            tls: false,
+        },
+    );
+    for (port, addr) in &cli.listen {
+        if listeners.contains_key(&addr.port()) {
+            return Err(format!(
+                "--listen {port}={addr}: local port already used by another listener"
+            ));
+        }
+        listeners.insert(
+            addr.port(),
+            ListenerInfo {
+                gateway_port: *port,
+                tls: false,
+            },
+        );
+        plain.push(*addr);
+    }
+
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let gateway = GatewayProxy {
+        snapshot: snapshot.clone(),
+        upstreams: Arc::new(upstream::Upstreams::new()),
+        metrics,
+        listeners: Arc::new(listeners),
+        inflight: inflight.clone(),
+    };
+    let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
+    if let Some(app) = proxy_service.app_logic_mut() {
+        let mut opts = pingora::apps::HttpServerOptions::default();
+        opts.h2c = true;
+        app.server_options = Some(opts);
+    }
+    for addr in &plain {
+        proxy_service.add_tcp(&addr.to_string());
+    }
+
+    let router = admin::router(control, health.clone(), token);
+    let mut admin_service = background_service(
+        "admin",
+        AdminService {
+            listener: Mutex::new(Some(admin_listener)),
+            router,
+            health: health.clone(),
+            probe: plain.clone(),
+        },
+    );
+    admin_service.threads = Some(1);
+
+    server.add_service(proxy_service);
+    server.add_service(admin_service);
+    tracing::info!(http = %cli.http, admin = %cli.admin, threads, "gateway starting");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(shutdown::Drain {
+            health,
+            inflight,
+            timeout: drain,
+        }),
+    });
+    Ok(())
+}
+
+/// The axum admin API as a Pingora background service. It keeps serving through a drain so that
+/// `/readyz` answers 503 until the process exits.
+struct AdminService {
+    listener: Mutex<Option<std::net::TcpListener>>,
+    router: axum::Router,
+    health: Arc<Health>,
+    probe: Vec<SocketAddr>,
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let taken = self.listener.lock().ok().and_then(|mut l| l.take());
+        let Some(std_listener) = taken else {
+            return;
+        };
+        let listener = match tokio::net::TcpListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener unusable");
+                return;
+            }
+        };
+        let health = self.health.clone();
+        let probe = self.probe.clone();
+        tokio::spawn(async move {
+            // Ready once every traffic listener accepts connections.
+            for addr in probe {
+                let target = if addr.ip().is_unspecified() {
+                    SocketAddr::from(([127, 0, 0, 1], addr.port()))
+                } else {
+                    addr
+                };
+                while tokio::net::TcpStream::connect(target).await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            health.set_ready(true);
+        });
+        if let Err(e) = axum::serve(listener, self.router.clone()).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Startup configuration: the command line of CONTRACT §1, every flag also read from its
+//! `GATEWAY_*` environment variable. Runtime resources never come from here.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Istio-style ingress gateway on Pingora: Gateway, VirtualService, DestinationRule and ServiceEntry without Kubernetes."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Plaintext listener; serves Gateway servers whose port.number is 80.
+    #[arg(long, env = "GATEWAY_HTTP", default_value = "0.0.0.0:8080")]
+    pub http: SocketAddr,
+    /// TLS listener; serves Gateway servers whose port.number is 443.
+    #[arg(long, env = "GATEWAY_HTTPS", default_value = "0.0.0.0:8443")]
+    pub https: SocketAddr,
+    /// One more listener, PORT=ADDR, serving Gateway servers whose port.number is PORT (repeatable).
+    #[arg(long = "listen", env = "GATEWAY_LISTEN", value_delimiter = ',', value_parser = parse_listen)]
+    pub listen: Vec<(u16, SocketAddr)>,
+    /// Admin REST API, /metrics, /healthz, /readyz.
+    #[arg(long, env = "GATEWAY_ADMIN", default_value = "127.0.0.1:9901")]
+    pub admin: SocketAddr,
+    /// Folder of the embedded file store.
+    #[arg(long, env = "GATEWAY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// `file` (in --data-dir) or `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`.
+    #[arg(long, env = "GATEWAY_STORE", default_value = "file")]
+    pub store: String,
+    /// A file or folder of JSON/YAML manifests applied (create or replace) at start.
+    #[arg(long, env = "GATEWAY_BOOTSTRAP")]
+    pub bootstrap: Option<PathBuf>,
+    /// Worker threads serving traffic (default: number of CPUs).
+    #[arg(long, env = "GATEWAY_THREADS")]
+    pub threads: Option<usize>,
+    /// Access log on stdout: json, text (Envoy's default format) or off.
+    #[arg(long, env = "GATEWAY_ACCESS_LOG", value_enum, default_value = "json")]
+    pub access_log: AccessLog,
+    /// After SIGTERM, how long requests in flight may take to finish.
+    #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check manifests offline: exit 0 when valid, 1 when not (errors on stderr with field paths).
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessLog {
+    Json,
+    Text,
+    Off,
+}
+
+fn parse_listen(s: &str) -> Result<(u16, SocketAddr), String> {
+    let (port, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected PORT=ADDR, got {s:?}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("invalid port {port:?} in {s:?}"))?;
+    if port == 0 {
+        return Err(format!("port must be 1..65535 in {s:?}"));
+    }
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("invalid address {addr:?} in {s:?}"))?;
+    Ok((port, addr))
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    model::parse_duration(s).map_err(|e| e.to_string())
+}

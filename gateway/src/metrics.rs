@@ -1,0 +1,121 @@
+//! Data-plane metrics on the gateway's one explicit registry: request counts and latencies with
+//! bounded labels (route ids, never raw paths).
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+/// Handles to every data-plane series.
+#[derive(Clone)]
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_retries: IntCounterVec,
+    pub connect_failures: IntCounterVec,
+}
+
+const REQUEST_LABELS: [&str; 8] = [
+    "gateway",
+    "virtual_service",
+    "route",
+    "destination_service",
+    "destination_subset",
+    "method",
+    "response_code",
+    "response_flags",
+];
+const DURATION_LABELS: [&str; 6] = [
+    "gateway",
+    "virtual_service",
+    "route",
+    "destination_service",
+    "destination_subset",
+    "method",
+];
+
+/// Latency buckets from 0.5 ms to 30 s: an edge proxy's requests span that range.
+const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+    30.0,
+];
+
+impl Metrics {
+    /// Registers every series on `registry`.
+    pub fn register(registry: &Registry) -> Result<Metrics, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_requests_total",
+                "Requests served, by route and outcome.",
+            ),
+            &REQUEST_LABELS,
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_request_duration_seconds",
+                "Time from request start to the end of the response, by route.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &DURATION_LABELS,
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_upstream_request_duration_seconds",
+                "Time from sending the request upstream to the end of the upstream response header.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["destination_service", "destination_subset"],
+        )?;
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "gateway_upstream_retries_total",
+                "Retried upstream attempts.",
+            ),
+            &["destination_service", "destination_subset"],
+        )?;
+        let connect_failures = IntCounterVec::new(
+            Opts::new(
+                "gateway_upstream_connect_failures_total",
+                "Failed connection attempts to upstream endpoints.",
+            ),
+            &["destination_service", "destination_subset"],
+        )?;
+        let build_info = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "gateway_build_info",
+                "Build information; the value is always 1.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(upstream_retries.clone()))?;
+        registry.register(Box::new(connect_failures.clone()))?;
+        registry.register(Box::new(build_info))?;
+        Ok(Metrics {
+            requests,
+            duration,
+            upstream_duration,
+            upstream_retries,
+            connect_failures,
+        })
+    }
+}
+
+/// Bounds the `method` label: unknown methods are folded into `OTHER`.
+pub fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
