@@ -1,1 +1,20 @@
-//! placeholder
+//! The gateway's control plane: the admin REST API ([`router`]), the single-writer apply pipeline
+//! ([`ControlPlane`]), readiness ([`Health`]) and durable storage ([`Store`], [`FileStore`]).
+//! Nothing here touches traffic: the data plane only sees the `Snapshot` the pipeline swaps in.
+
+mod api;
+mod body;
+mod control;
+mod error;
+mod health;
+mod metrics;
+pub mod store;
+mod time;
+
+pub use api::router;
+pub use body::MAX_BODY_BYTES;
+pub use control::{Applied, ControlPlane, Written};
+pub use error::{AdminError, Cause};
+pub use health::Health;
+pub use store::{FileStore, MemoryStore, Precondition, Store, StoreError};
+pub use time::rfc3339;

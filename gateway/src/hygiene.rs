@@ -1,8 +1,16 @@
 //! Edge hygiene: requests whose framing two HTTP parsers could read differently (request smuggling)
 //! are refused with 400 before routing, stricter than Pingora's defaults.
 
-use pingora::http::RequestHeader;
+use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
+
+/// Envoy's defaults: at most 100 request headers, 60 KiB of them.
+pub const MAX_HEADER_COUNT: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 60 * 1024;
+
+fn too_large(why: &'static str) -> Result<()> {
+    Err(Error::explain(ErrorType::HTTPStatus(431), why))
+}
 
 fn bad(why: &'static str) -> Result<()> {
     Err(Error::explain(ErrorType::HTTPStatus(400), why))
@@ -10,9 +18,19 @@ fn bad(why: &'static str) -> Result<()> {
 
 /// Refuses ambiguous framing: both Content-Length and Transfer-Encoding, repeated or differing or
 /// non-numeric Content-Length, a Transfer-Encoding whose codings do not end in one `chunked`, and
-/// several Host headers.
-pub fn check(req: &RequestHeader) -> Result<()> {
-    let h = &req.headers;
+/// several Host headers; and header blocks over the size or count limits (431).
+pub fn check(session: &Session) -> Result<()> {
+    let h = &session.req_header().headers;
+    if h.len() > MAX_HEADER_COUNT {
+        return too_large("too many request headers");
+    }
+    let size = match session.as_http1() {
+        Some(h1) => h1.get_headers_raw_bytes().len(),
+        None => h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum(),
+    };
+    if size > MAX_HEADER_BYTES {
+        return too_large("request headers too large");
+    }
     let mut cl = h.get_all(http::header::CONTENT_LENGTH).iter();
     let first_cl = cl.next();
     if cl.next().is_some() {
@@ -44,7 +62,11 @@ pub fn check(req: &RequestHeader) -> Result<()> {
         }
     }
     if te_present {
-        if first_cl.is_some() {
+        // Pingora drops Content-Length when Transfer-Encoding is present: look at the raw bytes.
+        let raw_cl = session
+            .as_http1()
+            .is_some_and(|h1| raw_has_header(&h1.get_headers_raw_bytes(), b"content-length"));
+        if first_cl.is_some() || raw_cl {
             return bad("both Content-Length and Transfer-Encoding");
         }
         if !last_chunked || chunked_count != 1 {
@@ -55,4 +77,28 @@ pub fn check(req: &RequestHeader) -> Result<()> {
         return bad("several Host headers");
     }
     Ok(())
+}
+
+/// Whether a raw HTTP/1 header block has a header line named `name` (lowercase ASCII).
+fn raw_has_header(raw: &[u8], name: &[u8]) -> bool {
+    raw.split(|&b| b == b'\n').skip(1).any(|line| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name)
+            && line[name.len()..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b':')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::raw_has_header;
+
+    #[test]
+    fn finds_header_lines_by_name_only() {
+        let raw = b"POST /content-length: HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\n";
+        assert!(raw_has_header(raw, b"content-length"));
+        assert!(!raw_has_header(
+            b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\n\r\n",
+            b"content-length"
+        ));
+    }
 }

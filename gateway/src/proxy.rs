@@ -452,7 +452,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
-        crate::hygiene::check(session.req_header())
+        crate::hygiene::check(session)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {

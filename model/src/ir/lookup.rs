@@ -1,7 +1,12 @@
 //! Request-time lookup over a [`Snapshot`](super::Snapshot): host index, then the first route whose
-//! match accepts the request. Pure functions of the snapshot and a view of the request.
+//! match accepts the request. Pure functions of the snapshot and a view of the request; the common
+//! case allocates nothing (only a mixed-case Host, a repeated header or a non-UTF-8 header value
+//! makes a temporary copy).
 
-use super::{HostIndex, Listener, Matcher, Route, RouteMatch, Snapshot, VirtualHost};
+use super::{
+    HeaderMatch, HostIndex, Listener, Matcher, QueryMatch, Route, RouteMatch, Snapshot, VirtualHost,
+};
+use std::borrow::Cow;
 
 /// What route matching reads from a request. Borrowed, so a lookup allocates nothing.
 #[derive(Debug, Clone, Copy)]
@@ -33,16 +38,116 @@ impl Snapshot {
     }
 }
 
-impl HostIndex {
-    /// Finds the virtual host for a Host header value: port stripped, case-insensitive.
-    pub fn find(&self, authority: &str) -> Option<&VirtualHost> {
-        let _ = authority;
-        todo_lookup()
+/// Where a domain goes in a [`HostIndex`]: the precedence class is a value, not a code path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DomainKind<'a> {
+    /// `*`: the last resort.
+    Any,
+    /// `*.suffix`, with `suffix` (longer suffixes win among these).
+    Suffix(&'a str),
+    /// A plain domain.
+    Exact(&'a str),
+}
+
+impl<'a> DomainKind<'a> {
+    /// Classifies an already lowercased domain; `None` for shapes the index cannot serve (`*.`,
+    /// partial wildcards like `*foo.com`, an empty string).
+    pub fn of(domain: &'a str) -> Option<DomainKind<'a>> {
+        if domain == "*" {
+            return Some(DomainKind::Any);
+        }
+        if let Some(suffix) = domain.strip_prefix("*.") {
+            if suffix.is_empty() || suffix.contains('*') {
+                return None;
+            }
+            return Some(DomainKind::Suffix(suffix));
+        }
+        if domain.is_empty() || domain.contains('*') {
+            return None;
+        }
+        Some(DomainKind::Exact(domain))
     }
 }
 
-fn todo_lookup<T>() -> Option<T> {
-    None
+impl HostIndex {
+    /// Finds the virtual host for a Host header value: port stripped, case-insensitive. Cost is
+    /// one hash lookup per label of the host, whatever the number of domains indexed.
+    pub fn find(&self, authority: &str) -> Option<&VirtualHost> {
+        let host = lowercase(strip_port(authority));
+        let host: &str = &host;
+        if let Some(&i) = self.exact.get(host) {
+            return self.vhosts.get(i);
+        }
+        if !self.suffix.is_empty() {
+            // Every dot starts a candidate suffix; scanning left to right visits them longest
+            // first, and the host itself is never a candidate (`*.a.com` must not match `a.com`).
+            for (pos, b) in host.bytes().enumerate() {
+                if b == b'.' {
+                    if let Some(&i) = self.suffix.get(&host[pos + 1..]) {
+                        return self.vhosts.get(i);
+                    }
+                }
+            }
+        }
+        self.any.and_then(|i| self.vhosts.get(i))
+    }
+
+    /// Adds a virtual host under its domain (lowercased by the caller) and returns its index.
+    /// A domain the index cannot serve, or one already present, leaves the index unchanged and
+    /// returns `None`.
+    pub fn insert(&mut self, vhost: VirtualHost) -> Option<usize> {
+        let i = self.vhosts.len();
+        match DomainKind::of(&vhost.domain)? {
+            DomainKind::Any => {
+                if self.any.is_some() {
+                    return None;
+                }
+                self.any = Some(i);
+            }
+            DomainKind::Suffix(s) => {
+                if self.suffix.contains_key(s) {
+                    return None;
+                }
+                self.suffix.insert(s.to_string(), i);
+            }
+            DomainKind::Exact(d) => {
+                if self.exact.contains_key(d) {
+                    return None;
+                }
+                self.exact.insert(d.to_string(), i);
+            }
+        }
+        self.vhosts.push(vhost);
+        Some(i)
+    }
+}
+
+/// `host:port` → `host`; `[v6]:port` → `[v6]`; a bare IPv6 literal (several colons, no brackets)
+/// is left alone because its last group is not a port.
+pub fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.rfind(':') {
+        Some(i)
+            if !authority[..i].contains(':')
+                && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            &authority[..i]
+        }
+        _ => authority,
+    }
+}
+
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// Whether a route accepts the request: no matches, or any match entry.
@@ -52,14 +157,117 @@ pub fn route_matches(route: &Route, req: &RequestView<'_>) -> bool {
 
 /// Whether one `match` entry (all its conditions) accepts the request.
 pub fn match_accepts(m: &RouteMatch, req: &RequestView<'_>) -> bool {
-    let _ = (m, req);
-    false
+    if let Some(p) = m.port {
+        if p != req.port {
+            return false;
+        }
+    }
+    if let Some(u) = &m.uri {
+        // Defensive: the view promises a path without query, but a stray `?` must not leak into
+        // an exact or regex comparison.
+        let path = req.path.split('?').next().unwrap_or(req.path);
+        if !u.matches(path) {
+            return false;
+        }
+    }
+    if let Some(s) = &m.scheme {
+        if !s.matches(req.scheme) {
+            return false;
+        }
+    }
+    if let Some(me) = &m.method {
+        if !me.matches(req.method) {
+            return false;
+        }
+    }
+    if let Some(a) = &m.authority {
+        if !a.matches(req.authority) {
+            return false;
+        }
+    }
+    m.headers.iter().all(|h| header_accepts(h, req.headers))
+        && m.query_params.iter().all(|q| query_accepts(q, req.query))
+}
+
+fn header_accepts(h: &HeaderMatch, headers: &http::HeaderMap) -> bool {
+    let value = header_value(headers, &h.name);
+    let hit = match (&h.matcher, &value) {
+        (None, v) => v.is_some(),
+        (Some(m), Some(v)) => m.matches(v),
+        (Some(m), None) => {
+            if h.invert {
+                // withoutHeaders with a value matcher reads a missing header as "".
+                m.matches("")
+            } else {
+                false
+            }
+        }
+    };
+    hit != h.invert
+}
+
+/// The header's values as Envoy sees them: several joined with `,`.
+fn header_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<Cow<'h, str>> {
+    let mut it = headers.get_all(name).iter();
+    let first = it.next()?;
+    let first_s = String::from_utf8_lossy(first.as_bytes());
+    match it.next() {
+        None => Some(first_s),
+        Some(second) => {
+            let mut joined = first_s.into_owned();
+            for v in std::iter::once(second).chain(it) {
+                joined.push(',');
+                joined.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            }
+            Some(Cow::Owned(joined))
+        }
+    }
+}
+
+fn query_accepts(q: &QueryMatch, query: Option<&str>) -> bool {
+    match (query_value(query, &q.name), &q.matcher) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(v), Some(m)) => m.matches(v),
+    }
+}
+
+/// The first value of `name` in a raw query string; `?key` without `=` has the value `""`.
+pub fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
 }
 
 impl Matcher {
     /// Whether the value satisfies this matcher.
     pub fn matches(&self, value: &str) -> bool {
-        let _ = value;
-        false
+        match self {
+            Matcher::Exact {
+                value: want,
+                ignore_case,
+            } => {
+                if *ignore_case {
+                    value.eq_ignore_ascii_case(want)
+                } else {
+                    value == want
+                }
+            }
+            Matcher::Prefix {
+                value: want,
+                ignore_case,
+            } => {
+                if *ignore_case {
+                    value
+                        .as_bytes()
+                        .get(..want.len())
+                        .is_some_and(|head| head.eq_ignore_ascii_case(want.as_bytes()))
+                } else {
+                    value.starts_with(want.as_str())
+                }
+            }
+            Matcher::Regex(re) => re.is_match(value),
+        }
     }
 }

@@ -32,8 +32,10 @@ pub struct Listener {
 #[derive(Debug, Default, Serialize)]
 pub struct HostIndex {
     /// Lowercased exact domains.
+    #[serde(serialize_with = "ser_sorted_map")]
     pub exact: HashMap<String, usize>,
     /// `*.example.com` stored as `example.com` (lowercased).
+    #[serde(serialize_with = "ser_sorted_map")]
     pub suffix: HashMap<String, usize>,
     /// The `*` virtual host.
     pub any: Option<usize>,
@@ -74,7 +76,7 @@ pub struct Route {
 }
 
 /// AND of every condition of one `match` entry.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct RouteMatch {
     pub uri: Option<Matcher>,
     pub scheme: Option<Matcher>,
@@ -102,6 +104,14 @@ pub enum Matcher {
 
 fn ser_cluster_name<S: serde::Serializer>(c: &Arc<Cluster>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&c.name)
+}
+
+/// HashMaps serialize in a per-process random order; dumps and golden files need a stable one.
+fn ser_sorted_map<S: serde::Serializer>(
+    m: &HashMap<String, usize>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(m.iter().collect::<BTreeMap<_, _>>())
 }
 
 fn ser_regex<S: serde::Serializer>(r: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {

@@ -1,5 +1,16 @@
 //! Translation of a whole resource set into one [`Snapshot`](crate::ir::Snapshot) and per-resource
 //! status conditions. Total (never fails, never panics) and deterministic (input order is irrelevant).
+//!
+//! The pipeline: `gateways` (servers per port), `clusters` (the registry and DestinationRules),
+//! `routes` (each VirtualService rule compiled once), `vhosts` (binding, host admission, merge
+//! order, host index), `diag` (problems become warnings and status conditions).
+
+mod clusters;
+mod diag;
+mod gateways;
+mod hosts;
+mod routes;
+mod vhosts;
 
 use crate::ir::Snapshot;
 use crate::resource::{ResourceKey, ResourceSet};
@@ -38,6 +49,18 @@ impl Translation {
 
 /// Translates the resource set.
 pub fn translate(set: &ResourceSet) -> Translation {
-    let _ = set;
-    Translation::default()
+    let mut diag = diag::Diag::default();
+    let gws = gateways::Gateways::collect(set, &mut diag);
+    let mut reg = clusters::Registry::new(set);
+    let listeners = vhosts::build(set, &gws, &mut reg, &mut diag);
+    let snapshot = Snapshot {
+        listeners,
+        clusters: std::mem::take(&mut reg.clusters),
+    };
+    let (statuses, warnings) = diag.finish(set);
+    Translation {
+        snapshot,
+        statuses,
+        warnings,
+    }
 }

@@ -1,4 +1,27 @@
 //! Validation of every resource kind: collects every problem with its field path, never panics.
+//!
+//! Errors are Kubernetes `StatusCause`s: `field` is a path from the object root
+//! (`spec.http[0].route[1].weight`, `metadata.name`, `data[tls.crt]`), `message` starts with
+//! Kubernetes' prefix for the reason (`Invalid value: -10: must be >= 0`, `Required value: …`,
+//! `Duplicate value: …`, `Unsupported value: …: supported values: …`, `Forbidden: …`, `Too long: …`).
+//! Warnings are `<field path>: <text>`, for fields that are accepted but ignored, rules that can never
+//! match, deprecated fields, and the fields of [`NOT_ENFORCED`].
+//!
+//! Only one resource is looked at: references to other resources are translation's business.
+
+mod common;
+mod destination_rule;
+mod findings;
+mod gateway;
+mod path;
+mod secret;
+mod service_entry;
+mod unenforced;
+mod virtual_service;
+
+pub use common::decode_proto_bytes;
+pub use path::FieldPath;
+pub use unenforced::{unenforced_warnings, NOT_ENFORCED};
 
 use crate::resource::Resource;
 use serde::Serialize;
@@ -32,7 +55,18 @@ pub struct Report {
 }
 
 /// Validates one resource on its own (cross-resource references are translation's business).
+/// The warnings end with [`unenforced_warnings`].
 pub fn validate(resource: &Resource) -> Report {
-    let _ = resource;
-    Report::default()
+    let mut f = findings::Findings::default();
+    match resource {
+        Resource::Gateway(o) => gateway::validate_gateway(o, &mut f),
+        Resource::VirtualService(o) => virtual_service::validate_virtual_service(o, &mut f),
+        Resource::DestinationRule(o) => destination_rule::validate_destination_rule(o, &mut f),
+        Resource::ServiceEntry(o) => service_entry::validate_service_entry(o, &mut f),
+        Resource::WorkloadEntry(o) => service_entry::validate_workload_entry(o, &mut f),
+        Resource::Secret(o) => secret::validate_secret(o, &mut f),
+    }
+    let mut report = f.into_report();
+    report.warnings.extend(unenforced_warnings(resource));
+    report
 }

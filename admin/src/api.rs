@@ -1,0 +1,445 @@
+//! The admin REST API (CONTRACT §3): Kubernetes-style paths for the networking kinds and Secrets,
+//! `/apply`, `/metrics`, `/healthz`, `/readyz`. Handlers only translate HTTP to control-plane calls;
+//! every failure is an [`AdminError`] and so a `Status` object, 404 and 405 included.
+
+use crate::body::read_body;
+use crate::control::ControlPlane;
+use crate::error::AdminError;
+use crate::health::Health;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use model::{Kind, ResourceKey, NETWORKING_VERSIONS};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::Arc;
+use subtle::{Choice, ConstantTimeEq};
+
+#[derive(Clone)]
+struct AppState {
+    cp: Arc<ControlPlane>,
+    health: Arc<Health>,
+}
+
+/// The admin router. With `token`, every request but `/healthz` and `/readyz` needs
+/// `Authorization: Bearer <token>`.
+pub fn router(cp: Arc<ControlPlane>, health: Arc<Health>, token: Option<String>) -> Router {
+    let token: Option<Arc<[u8]>> = token.map(|t| Arc::from(t.into_bytes()));
+    let state = AppState { cp, health };
+    let net = "/apis/networking.istio.io/{version}";
+    Router::new()
+        .route(&format!("{net}/{{plural}}"), get(list_all))
+        .route(
+            &format!("{net}/namespaces/{{ns}}/{{plural}}"),
+            get(list_ns).post(create),
+        )
+        .route(
+            &format!("{net}/namespaces/{{ns}}/{{plural}}/{{name}}"),
+            get(read).put(replace).delete(remove),
+        )
+        .route("/api/v1/secrets", get(secrets_all))
+        .route(
+            "/api/v1/namespaces/{ns}/secrets",
+            get(secrets_ns).post(secret_create),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/secrets/{name}",
+            get(secret_read).put(secret_replace).delete(secret_remove),
+        )
+        .route("/apply", post(apply))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { AdminError::no_route() })
+        .method_not_allowed_fallback(|| async { AdminError::method_not_allowed() })
+        .layer(middleware::from_fn_with_state(token, auth))
+        .with_state(state)
+}
+
+// ----- auth -----
+
+async fn auth(State(token): State<Option<Arc<[u8]>>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let open = path == "/healthz" || path == "/readyz";
+    match &token {
+        Some(token) if !open => {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| bearer(v.as_bytes()));
+            if given.is_some_and(|g| token_matches(token, g)) {
+                next.run(req).await
+            } else {
+                AdminError::unauthorized().into_response()
+            }
+        }
+        _ => next.run(req).await,
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive).
+fn bearer(v: &[u8]) -> Option<&[u8]> {
+    let scheme = v.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let t = v.get(7..)?;
+    let start = t.iter().position(|c| *c != b' ')?;
+    let end = t.iter().rposition(|c| *c != b' ')?;
+    t.get(start..=end)
+}
+
+/// Constant time in the length of the expected token, whatever the client sends: the length
+/// comparison does not short-circuit the byte comparison. An empty configured token never matches.
+fn token_matches(expected: &[u8], given: &[u8]) -> bool {
+    if expected.is_empty() {
+        return false;
+    }
+    let len_eq = (expected.len() as u64).ct_eq(&(given.len() as u64));
+    let mut bytes_eq = Choice::from(1u8);
+    for (i, e) in expected.iter().enumerate() {
+        let g = given.get(i).copied().unwrap_or(0);
+        bytes_eq &= e.ct_eq(&g);
+    }
+    bool::from(len_eq & bytes_eq)
+}
+
+// ----- extraction -----
+
+/// Path parameters, with a `Status` rejection instead of axum's plain text.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<T> {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| Params(t))
+            .map_err(|e| AdminError::bad_request(e.body_text()))
+    }
+}
+
+fn networking_kind(version: &str, plural: &str) -> Result<Kind, AdminError> {
+    if !NETWORKING_VERSIONS.contains(&version) {
+        return Err(AdminError::no_route());
+    }
+    match Kind::from_plural(plural) {
+        Some(k) if k != Kind::Secret => Ok(k),
+        _ => Err(AdminError::no_route()),
+    }
+}
+
+/// `?dryRun=All`; any other value of `dryRun` is refused, as Kubernetes does.
+fn dry_run(query: &Option<String>) -> Result<bool, AdminError> {
+    let mut dry = false;
+    for pair in query.as_deref().unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == "dryRun" {
+            match v {
+                "All" => dry = true,
+                "" => {}
+                other => {
+                    return Err(AdminError::bad_request(format!(
+                        "invalid dryRun value {other:?}: the only supported value is All"
+                    )))
+                }
+            }
+        }
+    }
+    Ok(dry)
+}
+
+// ----- responses -----
+
+/// `299 - "<message>"`, quotes and backslashes escaped, anything outside printable ASCII replaced
+/// so that the header stays valid.
+fn warning_value(message: &str) -> String {
+    let mut s = String::with_capacity(message.len() + 8);
+    s.push_str("299 - \"");
+    for c in message.chars() {
+        match c {
+            '"' | '\\' => {
+                s.push('\\');
+                s.push(c);
+            }
+            ' '..='~' => s.push(c),
+            '\t' | '\n' | '\r' => s.push(' '),
+            _ => s.push('?'),
+        }
+    }
+    s.push('"');
+    s
+}
+
+fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut resp = (code, bytes).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    for w in warnings {
+        if let Ok(v) = HeaderValue::from_str(&warning_value(w)) {
+            h.append(HeaderName::from_static("warning"), v);
+        }
+    }
+    resp
+}
+
+fn written(w: crate::control::Written) -> Response {
+    let code = if w.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    json_response(code, &w.object, &w.warnings)
+}
+
+type ApiResult = Result<Response, AdminError>;
+
+// ----- networking kinds -----
+
+async fn list_all(
+    State(s): State<AppState>,
+    Params((version, plural)): Params<(String, String)>,
+) -> ApiResult {
+    let kind = networking_kind(&version, &plural)?;
+    Ok(json_response(StatusCode::OK, &s.cp.list(kind, None), &[]))
+}
+
+async fn list_ns(
+    State(s): State<AppState>,
+    Params((version, ns, plural)): Params<(String, String, String)>,
+) -> ApiResult {
+    let kind = networking_kind(&version, &plural)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &s.cp.list(kind, Some(&ns)),
+        &[],
+    ))
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Params((version, ns, plural)): Params<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let kind = networking_kind(&version, &plural)?;
+    do_create(&s, kind, &ns, &q, &headers, body).await
+}
+
+async fn read(
+    State(s): State<AppState>,
+    Params((version, ns, plural, name)): Params<(String, String, String, String)>,
+) -> ApiResult {
+    let kind = networking_kind(&version, &plural)?;
+    do_read(&s, kind, ns, name)
+}
+
+async fn replace(
+    State(s): State<AppState>,
+    Params((version, ns, plural, name)): Params<(String, String, String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let kind = networking_kind(&version, &plural)?;
+    do_replace(&s, kind, &ns, &name, &q, &headers, body).await
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    Params((version, ns, plural, name)): Params<(String, String, String, String)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let kind = networking_kind(&version, &plural)?;
+    do_remove(&s, kind, ns, name, &q).await
+}
+
+// ----- secrets -----
+
+async fn secrets_all(State(s): State<AppState>) -> ApiResult {
+    Ok(json_response(
+        StatusCode::OK,
+        &s.cp.list(Kind::Secret, None),
+        &[],
+    ))
+}
+
+async fn secrets_ns(State(s): State<AppState>, Params(ns): Params<String>) -> ApiResult {
+    Ok(json_response(
+        StatusCode::OK,
+        &s.cp.list(Kind::Secret, Some(&ns)),
+        &[],
+    ))
+}
+
+async fn secret_create(
+    State(s): State<AppState>,
+    Params(ns): Params<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    do_create(&s, Kind::Secret, &ns, &q, &headers, body).await
+}
+
+async fn secret_read(
+    State(s): State<AppState>,
+    Params((ns, name)): Params<(String, String)>,
+) -> ApiResult {
+    do_read(&s, Kind::Secret, ns, name)
+}
+
+async fn secret_replace(
+    State(s): State<AppState>,
+    Params((ns, name)): Params<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    do_replace(&s, Kind::Secret, &ns, &name, &q, &headers, body).await
+}
+
+async fn secret_remove(
+    State(s): State<AppState>,
+    Params((ns, name)): Params<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    do_remove(&s, Kind::Secret, ns, name, &q).await
+}
+
+// ----- shared -----
+
+async fn do_create(
+    s: &AppState,
+    kind: Kind,
+    ns: &str,
+    q: &Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let dry = dry_run(q)?;
+    let (bytes, format) = read_body(headers, body).await?;
+    let w = s.cp.create(kind, ns, &bytes, format, dry).await?;
+    Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
+}
+
+fn do_read(s: &AppState, kind: Kind, ns: String, name: String) -> ApiResult {
+    let v = s.cp.get(&ResourceKey::new(kind, ns, name))?;
+    Ok(json_response(StatusCode::OK, &v, &[]))
+}
+
+async fn do_replace(
+    s: &AppState,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    q: &Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let dry = dry_run(q)?;
+    let (bytes, format) = read_body(headers, body).await?;
+    Ok(written(
+        s.cp.replace(kind, ns, name, &bytes, format, dry).await?,
+    ))
+}
+
+async fn do_remove(
+    s: &AppState,
+    kind: Kind,
+    ns: String,
+    name: String,
+    q: &Option<String>,
+) -> ApiResult {
+    let dry = dry_run(q)?;
+    let v = s.cp.delete(&ResourceKey::new(kind, ns, name), dry).await?;
+    Ok(json_response(StatusCode::OK, &v, &[]))
+}
+
+async fn apply(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let dry = dry_run(&q)?;
+    let (bytes, format) = read_body(&headers, body).await?;
+    let a = s.cp.apply(&bytes, format, dry).await?;
+    Ok(json_response(StatusCode::OK, &a.list, &a.warnings))
+}
+
+// ----- operations -----
+
+async fn metrics(State(s): State<AppState>) -> ApiResult {
+    let families = s.cp.registry().gather();
+    let mut text = String::new();
+    prometheus::TextEncoder::new()
+        .encode_utf8(&families, &mut text)
+        .map_err(|e| AdminError::internal(format!("encoding metrics: {e}")))?;
+    let mut resp = text.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
+    if s.health.is_ready() {
+        (StatusCode::OK, "ok")
+    } else if s.health.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bearer "), None);
+        assert!(token_matches(b"secret", b"secret"));
+        assert!(!token_matches(b"secret", b"secre"));
+        assert!(!token_matches(b"secret", b"secretx"));
+        assert!(!token_matches(b"secret", b"SECRET"));
+        assert!(!token_matches(b"", b""));
+    }
+
+    #[test]
+    fn warnings_are_escaped() {
+        assert_eq!(
+            warning_value(r#"subset "v3" of host "r\x""#),
+            r#"299 - "subset \"v3\" of host \"r\\x\"""#
+        );
+        assert_eq!(warning_value("é\n"), "299 - \"? \"");
+    }
+
+    #[test]
+    fn dry_run_values() {
+        assert_eq!(dry_run(&None).ok(), Some(false));
+        assert_eq!(dry_run(&Some("dryRun=All".into())).ok(), Some(true));
+        assert_eq!(dry_run(&Some("a=b&dryRun=All".into())).ok(), Some(true));
+        assert!(dry_run(&Some("dryRun=Some".into())).is_err());
+    }
+}

@@ -1,0 +1,850 @@
+//! The control plane: the single-writer apply pipeline. A write goes decode → validate (every
+//! cause) → server-managed metadata → preconditions → candidate set → translate → (dry run stops
+//! here) → one store commit → the new read view → ONE `ArcSwap::store` of the snapshot → metrics.
+//! Reads are served from the last committed view, never from a half-applied change.
+
+use crate::error::{decode_cause, join_field, violation_causes, AdminError, Cause};
+use crate::metrics::ConfigMetrics;
+use crate::store::{resource_version, Change, Listing, Op, Precondition, Store};
+use arc_swap::ArcSwap;
+use model::ir::Snapshot;
+use model::translate::{translate, Condition, Translation};
+use model::validate::validate;
+use model::{Format, Kind, Resource, ResourceKey, ResourceSet};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
+use tokio::sync::broadcast;
+
+/// What the read side serves: the committed set, its revision, and its translation's statuses.
+#[derive(Debug, Default)]
+struct View {
+    revision: u64,
+    set: ResourceSet,
+    statuses: BTreeMap<ResourceKey, Vec<Condition>>,
+}
+
+/// The control plane of one gateway process.
+pub struct ControlPlane {
+    store: Arc<dyn Store>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    view: ArcSwap<View>,
+    /// The single writer: held from the read of the current set to the swap of the new one.
+    writer: tokio::sync::Mutex<()>,
+    metrics: ConfigMetrics,
+    registry: prometheus::Registry,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("revision", &self.view.load().revision)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an upsert treats an object that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// POST: 409 AlreadyExists if it does.
+    Create,
+    /// PUT and apply: replace it.
+    Upsert,
+}
+
+/// A decoded, valid object on its way in.
+#[derive(Debug)]
+struct Upsert {
+    resource: Resource,
+    mode: Mode,
+    /// `metadata.resourceVersion` as sent: the write must replace exactly that version.
+    expected: Option<u64>,
+    /// Validation warnings.
+    warnings: Vec<String>,
+}
+
+#[derive(Debug)]
+enum Step {
+    Upsert(Upsert),
+    Delete {
+        key: ResourceKey,
+        expected: Option<u64>,
+    },
+}
+
+/// What one step did.
+#[derive(Debug)]
+enum Done {
+    Written {
+        resource: Resource,
+        created: bool,
+        warnings: Vec<String>,
+    },
+    /// Same object as stored: nothing written, `resourceVersion` kept (as Kubernetes does).
+    Unchanged {
+        resource: Resource,
+        warnings: Vec<String>,
+    },
+    Deleted {
+        resource: Resource,
+    },
+}
+
+struct Executed {
+    done: Vec<Done>,
+    revision: u64,
+    statuses: BTreeMap<ResourceKey, Vec<Condition>>,
+    warnings: BTreeMap<ResourceKey, Vec<String>>,
+}
+
+/// The answer to a single-object write.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The object as stored (Secrets redacted), with `status`.
+    pub object: Value,
+    /// Whether it did not exist before (201).
+    pub created: bool,
+    /// `Warning` header messages.
+    pub warnings: Vec<String>,
+}
+
+/// The answer to `/apply`.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// A `List` of the applied objects.
+    pub list: Value,
+    pub warnings: Vec<String>,
+}
+
+impl ControlPlane {
+    /// Loads every stored resource, validates nothing (already valid), translates and stores the
+    /// snapshot.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        registry: prometheus::Registry,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+    ) -> Result<Arc<ControlPlane>, AdminError> {
+        let metrics = ConfigMetrics::register(&registry)
+            .map_err(|e| AdminError::startup(format!("registering config metrics: {e}")))?;
+        let listing = store.list().await?;
+        let cp = Arc::new(ControlPlane {
+            store,
+            snapshot,
+            view: ArcSwap::from_pointee(View::default()),
+            writer: tokio::sync::Mutex::new(()),
+            metrics,
+            registry,
+        });
+        {
+            let _writer = cp.writer.lock().await;
+            cp.install(listing);
+        }
+        Ok(cp)
+    }
+
+    /// The generation of the served configuration: the store revision it was built from.
+    pub fn generation(&self) -> u64 {
+        self.view.load().revision
+    }
+
+    /// The registry `/metrics` exposes.
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.registry
+    }
+
+    /// Replaces the view and the snapshot with the store's content. The writer lock is held.
+    fn install(&self, listing: Listing) {
+        let mut set = ResourceSet::new();
+        for r in listing.items {
+            set.insert(r);
+        }
+        let Translation {
+            snapshot, statuses, ..
+        } = translate(&set);
+        self.view.store(Arc::new(View {
+            revision: listing.revision,
+            set,
+            statuses,
+        }));
+        self.snapshot.store(Arc::new(snapshot));
+        self.metrics.success(listing.revision);
+    }
+
+    /// Reloads from the store if someone else (another replica) committed past our view.
+    async fn resync(&self) -> Result<(), AdminError> {
+        let _writer = self.writer.lock().await;
+        let listing = self.store.list().await?;
+        if listing.revision > self.view.load().revision {
+            tracing::info!(
+                revision = listing.revision,
+                "reloading the configuration from the store"
+            );
+            self.install(listing);
+        }
+        Ok(())
+    }
+
+    // ----- reads -----
+
+    /// One object as the API shows it.
+    pub fn get(&self, key: &ResourceKey) -> Result<Value, AdminError> {
+        let view = self.view.load();
+        view.set
+            .get(key)
+            .map(|r| render(r, &view.statuses))
+            .ok_or_else(|| AdminError::not_found(key.kind, &key.name))
+    }
+
+    /// A `<Kind>List` of one kind, in one namespace or all, sorted by namespace then name.
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Value {
+        let view = self.view.load();
+        let items: Vec<Value> = view
+            .set
+            .items
+            .iter()
+            .filter(|(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
+            .map(|(_, r)| render(r, &view.statuses))
+            .collect();
+        json!({
+            "apiVersion": kind.api_version(),
+            "kind": format!("{}List", kind.as_str()),
+            "metadata": { "resourceVersion": view.revision.to_string() },
+            "items": items,
+        })
+    }
+
+    // ----- writes -----
+
+    /// `POST …/namespaces/{ns}/{plural}`.
+    pub async fn create(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        body: &[u8],
+        format: Format,
+        dry_run: bool,
+    ) -> Result<Written, AdminError> {
+        let r = self
+            .write_one(kind, namespace, None, body, format, Mode::Create, dry_run)
+            .await;
+        self.count(&r, dry_run);
+        r
+    }
+
+    /// `PUT …/namespaces/{ns}/{plural}/{name}`: create or replace.
+    pub async fn replace(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        body: &[u8],
+        format: Format,
+        dry_run: bool,
+    ) -> Result<Written, AdminError> {
+        let r = self
+            .write_one(
+                kind,
+                namespace,
+                Some(name),
+                body,
+                format,
+                Mode::Upsert,
+                dry_run,
+            )
+            .await;
+        self.count(&r, dry_run);
+        r
+    }
+
+    /// `DELETE …/{name}`: a `Status` of success.
+    pub async fn delete(&self, key: &ResourceKey, dry_run: bool) -> Result<Value, AdminError> {
+        let r = self
+            .execute(
+                vec![Step::Delete {
+                    key: key.clone(),
+                    expected: None,
+                }],
+                dry_run,
+            )
+            .await;
+        self.count(&r, dry_run);
+        let ex = r?;
+        let uid = ex.done.iter().find_map(|d| match d {
+            Done::Deleted { resource } => resource.meta().uid.clone(),
+            _ => None,
+        });
+        let kind = key.kind;
+        let mut details = json!({ "name": key.name, "kind": kind.plural() });
+        if let Value::Object(m) = &mut details {
+            if !kind.group().is_empty() {
+                m.insert("group".into(), kind.group().into());
+            }
+            if let Some(uid) = uid {
+                m.insert("uid".into(), uid.into());
+            }
+        }
+        Ok(json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": details,
+        }))
+    }
+
+    /// `POST /apply`: a List, a JSON array or multi-document YAML; all or nothing.
+    pub async fn apply(
+        &self,
+        body: &[u8],
+        format: Format,
+        dry_run: bool,
+    ) -> Result<Applied, AdminError> {
+        let r = self.apply_inner(body, format, dry_run).await;
+        self.count(&r, dry_run);
+        r
+    }
+
+    /// Applies every JSON/YAML manifest in a file or folder (create or replace, unconditional).
+    /// Err Display lists every problem with its file and field path.
+    pub async fn bootstrap(&self, path: &Path) -> Result<usize, AdminError> {
+        let files = manifest_files(path)
+            .map_err(|e| AdminError::startup(format!("bootstrap {}: {e}", path.display())))?;
+        let mut problems = Vec::new();
+        let mut steps = Vec::new();
+        let mut seen: BTreeMap<ResourceKey, String> = BTreeMap::new();
+        for file in &files {
+            let shown = file.display().to_string();
+            let bytes = match std::fs::read(file) {
+                Ok(b) => b,
+                Err(e) => {
+                    problems.push(format!("{shown}: {e}"));
+                    continue;
+                }
+            };
+            let format = match file.extension().and_then(|e| e.to_str()) {
+                Some("json") => Format::Json,
+                _ => Format::Yaml,
+            };
+            let docs = match model::parse_documents(&bytes, format) {
+                Ok(d) => d,
+                Err(e) => {
+                    problems.push(format!("{shown}: {e}"));
+                    continue;
+                }
+            };
+            for (i, doc) in docs.into_iter().enumerate() {
+                let r = match model::resource_from_value(doc, None) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let c = decode_cause(&e, "");
+                        problems.push(format!("{shown}: document {}: {}", i + 1, cause_text(&c)));
+                        continue;
+                    }
+                };
+                let label = format!(
+                    "{shown}: {} {}/{}",
+                    r.kind(),
+                    r.meta().namespace(),
+                    r.meta().name
+                );
+                let (mut u, causes) = check(r, "", Mode::Upsert);
+                for c in &causes {
+                    problems.push(format!("{label}: {}", cause_text(c)));
+                }
+                // Bootstrap is unconditional: the files do not know the store's versions.
+                u.expected = None;
+                let key = u.resource.key();
+                if let Some(first) = seen.insert(key.clone(), shown.clone()) {
+                    problems.push(format!("{label}: defined twice (also in {first})"));
+                }
+                steps.push(Step::Upsert(u));
+            }
+        }
+        if !problems.is_empty() {
+            self.metrics.failure();
+            return Err(AdminError::startup(format!(
+                "bootstrap {}: {} problem(s), nothing applied:\n  {}",
+                path.display(),
+                problems.len(),
+                problems.join("\n  ")
+            )));
+        }
+        let n = steps.len();
+        let r = self.execute(steps, false).await;
+        self.count(&r, false);
+        let ex = r?;
+        for (key, ws) in &ex.warnings {
+            for w in ws {
+                tracing::warn!(resource = %key, "{w}");
+            }
+        }
+        Ok(n)
+    }
+
+    /// Counts a rejected change (not a precondition failure, and never a dry run).
+    fn count<T>(&self, r: &Result<T, AdminError>, dry_run: bool) {
+        if let Err(e) = r {
+            if !dry_run && matches!(e.code().as_u16(), 400 | 422 | 500 | 503) {
+                self.metrics.failure();
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write_one(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: Option<&str>,
+        body: &[u8],
+        format: Format,
+        mode: Mode,
+        dry_run: bool,
+    ) -> Result<Written, AdminError> {
+        let mut r = model::decode_resource(body, format, Some(kind))
+            .map_err(|e| AdminError::decode(&e, format, ""))?;
+        let meta = r.meta_mut();
+        if meta
+            .namespace
+            .as_deref()
+            .is_some_and(|ns| !ns.is_empty() && ns != namespace)
+        {
+            return Err(AdminError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        meta.namespace = Some(namespace.to_string());
+        if let Some(name) = name {
+            if meta.name.is_empty() {
+                meta.name = name.to_string();
+            } else if meta.name != name {
+                return Err(AdminError::bad_request(format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    meta.name
+                )));
+            }
+        }
+        let obj_name = meta.name.clone();
+        let (u, causes) = check(r, "", mode);
+        if !causes.is_empty() {
+            return Err(AdminError::invalid(kind, &obj_name, causes));
+        }
+        let ex = self.execute(vec![Step::Upsert(u)], dry_run).await?;
+        let mut done = ex.done.into_iter();
+        let Some(d) = done.next() else {
+            return Err(AdminError::internal("write produced no result"));
+        };
+        let (resource, created, mut warnings) = match d {
+            Done::Written {
+                resource,
+                created,
+                warnings,
+            } => (resource, created, warnings),
+            Done::Unchanged { resource, warnings } => (resource, false, warnings),
+            Done::Deleted { .. } => return Err(AdminError::internal("write deleted")),
+        };
+        if let Some(ws) = ex.warnings.get(&resource.key()) {
+            warnings.extend(ws.iter().cloned());
+        }
+        Ok(Written {
+            object: render(&resource, &ex.statuses),
+            created,
+            warnings,
+        })
+    }
+
+    async fn apply_inner(
+        &self,
+        body: &[u8],
+        format: Format,
+        dry_run: bool,
+    ) -> Result<Applied, AdminError> {
+        let docs =
+            model::parse_documents(body, format).map_err(|e| AdminError::decode(&e, format, ""))?;
+        let mut decode_causes = Vec::new();
+        let mut causes = Vec::new();
+        let mut steps = Vec::new();
+        let mut seen: BTreeMap<ResourceKey, usize> = BTreeMap::new();
+        for (i, doc) in docs.into_iter().enumerate() {
+            let prefix = format!("items[{i}]");
+            let r = match model::resource_from_value(doc, None) {
+                Ok(r) => r,
+                Err(e) => {
+                    decode_causes.push(decode_cause(&e, &prefix));
+                    continue;
+                }
+            };
+            let (u, c) = check(r, &prefix, Mode::Upsert);
+            causes.extend(c);
+            let key = u.resource.key();
+            if let Some(first) = seen.insert(key.clone(), i) {
+                causes.push(Cause::new(
+                    join_field(&prefix, "metadata.name"),
+                    "FieldValueDuplicate",
+                    format!(
+                        "Duplicate value: {:?}: items[{first}] is the same {} in namespace {:?}",
+                        key.name, key.kind, key.namespace
+                    ),
+                ));
+            }
+            steps.push(Step::Upsert(u));
+        }
+        if !decode_causes.is_empty() {
+            decode_causes.extend(causes);
+            return Err(AdminError::bad_request_batch(decode_causes));
+        }
+        if !causes.is_empty() {
+            return Err(AdminError::invalid_batch(causes));
+        }
+        let ex = self.execute(steps, dry_run).await?;
+        let mut items = Vec::new();
+        let mut warnings = Vec::new();
+        for d in &ex.done {
+            let (resource, ws) = match d {
+                Done::Written {
+                    resource, warnings, ..
+                }
+                | Done::Unchanged {
+                    resource, warnings, ..
+                } => (resource, warnings),
+                Done::Deleted { .. } => continue,
+            };
+            let key = resource.key();
+            let label = format!("{} {}/{}", key.kind, key.namespace, key.name);
+            let translated = ex.warnings.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+            for w in ws.iter().chain(translated) {
+                warnings.push(format!("{label}: {w}"));
+            }
+            items.push(render(resource, &ex.statuses));
+        }
+        Ok(Applied {
+            list: json!({
+                "apiVersion": "v1",
+                "kind": "List",
+                "metadata": { "resourceVersion": ex.revision.to_string() },
+                "items": items,
+            }),
+            warnings,
+        })
+    }
+
+    /// The pipeline from the current set on; see the module doc.
+    async fn execute(&self, steps: Vec<Step>, dry_run: bool) -> Result<Executed, AdminError> {
+        let _writer = self.writer.lock().await;
+        let view = self.view.load_full();
+        let mut set = view.set.clone();
+        let now = crate::time::rfc3339(SystemTime::now());
+        let mut ops = Vec::new();
+        let mut done = Vec::with_capacity(steps.len());
+        for step in steps {
+            match step {
+                Step::Upsert(u) => {
+                    let Upsert {
+                        mut resource,
+                        mode,
+                        expected,
+                        warnings,
+                    } = u;
+                    let key = resource.key();
+                    let old = set.get(&key).cloned();
+                    let old_rv = old.as_ref().and_then(resource_version);
+                    if mode == Mode::Create && old.is_some() {
+                        return Err(AdminError::already_exists(key.kind, &key.name));
+                    }
+                    if expected.is_some() && expected != old_rv {
+                        return Err(AdminError::conflict(key.kind, &key.name));
+                    }
+                    let generation = match &old {
+                        Some(o) => {
+                            let g = o.meta().generation.unwrap_or(1);
+                            if o.spec_value() == resource.spec_value() {
+                                g
+                            } else {
+                                g + 1
+                            }
+                        }
+                        None => 1,
+                    };
+                    let m = resource.meta_mut();
+                    m.generation = Some(generation);
+                    m.resource_version = old_rv.map(|v| v.to_string());
+                    match &old {
+                        Some(o) => {
+                            m.uid = o.meta().uid.clone();
+                            m.creation_timestamp = o.meta().creation_timestamp.clone();
+                        }
+                        None => {
+                            m.uid = Some(uuid::Uuid::new_v4().to_string());
+                            m.creation_timestamp = Some(now.clone());
+                        }
+                    }
+                    if old.as_ref() == Some(&resource) {
+                        done.push(Done::Unchanged { resource, warnings });
+                        continue;
+                    }
+                    ops.push(Op::Put {
+                        resource: resource.clone(),
+                        expected: old_rv.map_or(Precondition::Absent, Precondition::Version),
+                    });
+                    set.insert(resource.clone());
+                    done.push(Done::Written {
+                        resource,
+                        created: old.is_none(),
+                        warnings,
+                    });
+                }
+                Step::Delete { key, expected } => {
+                    let Some(old) = set.remove(&key) else {
+                        return Err(AdminError::not_found(key.kind, &key.name));
+                    };
+                    let old_rv = resource_version(&old);
+                    if expected.is_some() && expected != old_rv {
+                        return Err(AdminError::conflict(key.kind, &key.name));
+                    }
+                    ops.push(Op::Delete {
+                        key,
+                        expected: old_rv.map_or(Precondition::Any, Precondition::Version),
+                    });
+                    done.push(Done::Deleted { resource: old });
+                }
+            }
+        }
+        let Translation {
+            snapshot,
+            statuses,
+            warnings,
+        } = translate(&set);
+        if dry_run || ops.is_empty() {
+            return Ok(Executed {
+                done,
+                revision: view.revision,
+                statuses,
+                warnings,
+            });
+        }
+        let committed = self.store.commit(ops).await?;
+        // Each put comes back with its resourceVersion; deletes come back as they were.
+        let mut stored = committed.objects.into_iter();
+        for d in &mut done {
+            match d {
+                Done::Written { resource, .. } => {
+                    if let Some(s) = stored.next() {
+                        *resource = s;
+                        set.insert(resource.clone());
+                    }
+                }
+                Done::Deleted { .. } => {
+                    stored.next();
+                }
+                Done::Unchanged { .. } => {}
+            }
+        }
+        self.view.store(Arc::new(View {
+            revision: committed.revision,
+            set,
+            statuses: statuses.clone(),
+        }));
+        self.snapshot.store(Arc::new(snapshot));
+        self.metrics.success(committed.revision);
+        Ok(Executed {
+            done,
+            revision: committed.revision,
+            statuses,
+            warnings,
+        })
+    }
+}
+
+impl ControlPlane {
+    /// Follows the store's changes so that writes by another process sharing the store (etcd
+    /// replicas) reach this one's data plane. Spawn it on a runtime that lives as long as the
+    /// control plane; a single-node file store does not need it. Our own commits are already in
+    /// the view when their event is looked at (the writer lock orders them): one comparison each.
+    pub fn follow(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let rx = self.store.watch();
+        tokio::spawn(follow_loop(Arc::downgrade(self), rx))
+    }
+}
+
+async fn follow_loop(weak: Weak<ControlPlane>, mut rx: broadcast::Receiver<Change>) {
+    loop {
+        let revision = match rx.recv().await {
+            Ok(change) => Some(change.revision),
+            Err(broadcast::error::RecvError::Lagged(_)) => None,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(cp) = weak.upgrade() else { return };
+        if revision.is_some_and(|r| r <= cp.view.load().revision) {
+            continue;
+        }
+        if let Err(e) = cp.resync().await {
+            tracing::error!(error = %e, "could not reload the configuration from the store");
+        }
+    }
+}
+
+/// Validation plus the server's own metadata rules; then the stored form (normalized, served
+/// `apiVersion`, server-managed fields cleared for the pipeline to set).
+fn check(mut r: Resource, prefix: &str, mode: Mode) -> (Upsert, Vec<Cause>) {
+    let report = validate(&r);
+    let mut causes = violation_causes(prefix, &report.errors);
+    let reported = |f: &str| report.errors.iter().any(|v| v.field == f);
+    let meta = r.meta();
+    if !reported("metadata.name") {
+        if meta.name.is_empty() {
+            causes.push(Cause::new(
+                join_field(prefix, "metadata.name"),
+                "FieldValueRequired",
+                "Required value: name is required",
+            ));
+        } else if let Some(msg) = dns_subdomain_problem(&meta.name) {
+            causes.push(Cause::new(
+                join_field(prefix, "metadata.name"),
+                "FieldValueInvalid",
+                format!("Invalid value: {:?}: {msg}", meta.name),
+            ));
+        }
+    }
+    if !reported("metadata.namespace") {
+        if let Some(msg) = dns_label_problem(meta.namespace()) {
+            causes.push(Cause::new(
+                join_field(prefix, "metadata.namespace"),
+                "FieldValueInvalid",
+                format!("Invalid value: {:?}: {msg}", meta.namespace()),
+            ));
+        }
+    }
+    let expected = match meta.resource_version.as_deref() {
+        None | Some("") => None,
+        Some(s) => match s.parse::<u64>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                causes.push(Cause::new(
+                    join_field(prefix, "metadata.resourceVersion"),
+                    "FieldValueInvalid",
+                    format!("Invalid value: {s:?}: must be the resourceVersion of a read, a decimal number"),
+                ));
+                None
+            }
+        },
+    };
+    r.normalize();
+    set_api_version(&mut r);
+    let m = r.meta_mut();
+    m.uid = None;
+    m.creation_timestamp = None;
+    m.generation = None;
+    m.resource_version = None;
+    (
+        Upsert {
+            resource: r,
+            mode,
+            expected,
+            warnings: report.warnings,
+        },
+        causes,
+    )
+}
+
+fn dns_subdomain_problem(s: &str) -> Option<&'static str> {
+    if s.len() > 253 {
+        return Some("must be no more than 253 characters");
+    }
+    let ok = s
+        .split('.')
+        .all(|l| !l.is_empty() && dns_label_problem(l).is_none());
+    (!ok).then_some("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")
+}
+
+fn dns_label_problem(s: &str) -> Option<&'static str> {
+    let b = s.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| alnum(c) || *c == b'-')
+        && b.first().is_some_and(alnum)
+        && b.last().is_some_and(alnum);
+    (!ok).then_some("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', start and end with an alphanumeric character, and be at most 63 characters")
+}
+
+fn set_api_version(r: &mut Resource) {
+    let v = r.kind().api_version().to_string();
+    match r {
+        Resource::Gateway(o) => o.api_version = v,
+        Resource::VirtualService(o) => o.api_version = v,
+        Resource::DestinationRule(o) => o.api_version = v,
+        Resource::ServiceEntry(o) => o.api_version = v,
+        Resource::WorkloadEntry(o) => o.api_version = v,
+        Resource::Secret(o) => o.api_version = v,
+    }
+}
+
+/// An object as the API returns it: served `apiVersion`, `status.conditions` from the latest
+/// translation, and for Secrets never the private key.
+fn render(r: &Resource, statuses: &BTreeMap<ResourceKey, Vec<Condition>>) -> Value {
+    let mut v = match r {
+        Resource::Secret(s) => Resource::Secret(s.redacted()).to_value(),
+        other => other.to_value(),
+    };
+    if let Value::Object(m) = &mut v {
+        m.insert("apiVersion".into(), r.kind().api_version().into());
+        if r.kind() != Kind::Secret {
+            if let Some(conds) = statuses.get(&r.key()) {
+                m.insert("status".into(), json!({ "conditions": conds }));
+            }
+        }
+    }
+    v
+}
+
+fn cause_text(c: &Cause) -> String {
+    if c.field.is_empty() {
+        c.message.clone()
+    } else {
+        format!("{}: {}", c.field, c.message)
+    }
+}
+
+/// The manifests of a bootstrap path: the file itself, or every `.json`, `.yaml` and `.yml`
+/// under the folder (recursively), in name order.
+fn manifest_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            out.extend(manifest_files(&p)?);
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("json" | "yaml" | "yml")
+        ) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_rfc_1123() {
+        assert!(dns_subdomain_problem("reviews").is_none());
+        assert!(dns_subdomain_problem("a.b-c.d9").is_none());
+        assert!(dns_subdomain_problem("Reviews").is_some());
+        assert!(dns_subdomain_problem("a/b").is_some());
+        assert!(dns_subdomain_problem("-a").is_some());
+        assert!(dns_subdomain_problem("a..b").is_some());
+        assert!(dns_label_problem("default").is_none());
+        assert!(dns_label_problem("a.b").is_some());
+    }
+}

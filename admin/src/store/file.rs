@@ -1,0 +1,305 @@
+//! `FileStore`: the single-node store. The whole state (revision and every object, Secrets with
+//! their keys) is one file, `state.json`, rewritten per commit by writing a temp file in the same
+//! folder, fsyncing it, renaming it over, and fsyncing the folder. A crash therefore leaves either
+//! the last acknowledged state or the one before it, never a torn file. Files are 0600, the folder
+//! is created 0700. Blocking I/O runs on `spawn_blocking`.
+
+use super::{Change, Committed, Listing, Op, State, Store, StoreError};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use model::{Resource, ResourceKey};
+use serde_json::Value;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// The state file's name in the data dir.
+pub const STATE_FILE: &str = "state.json";
+const TEMP_FILE: &str = "state.json.tmp";
+
+/// A store in one file of a data dir.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    /// What readers see: replaced whole after each durable commit.
+    state: ArcSwap<State>,
+    /// Serializes commits so that each one starts from the state the previous one left.
+    writer: Mutex<()>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl FileStore {
+    /// Opens (or creates) the store in `dir`, loading `state.json` and removing a temp file a
+    /// crash may have left. A state file that does not parse is an error, never an empty start.
+    pub fn open(dir: &Path) -> Result<FileStore, StoreError> {
+        if !dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io_err(dir, "create the data dir", e))?;
+        }
+        let temp = dir.join(TEMP_FILE);
+        match fs::remove_file(&temp) {
+            Ok(()) => tracing::info!(path = %temp.display(), "removed an unfinished state write"),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&temp, "remove", e)),
+        }
+        let path = dir.join(STATE_FILE);
+        let state = match fs::read(&path) {
+            Ok(bytes) => {
+                let meta = fs::metadata(&path).map_err(|e| io_err(&path, "stat", e))?;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                        .map_err(|e| io_err(&path, "chmod", e))?;
+                }
+                decode_state(&bytes)
+                    .map_err(|m| StoreError::Corrupt(format!("{}: {m}", path.display())))?
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(io_err(&path, "read", e)),
+        };
+        Ok(FileStore {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                state: ArcSwap::from_pointee(state),
+                writer: Mutex::new(()),
+                changes: broadcast::channel(256).0,
+            }),
+        })
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{what} {}: {e}", path.display()))
+}
+
+fn decode_state(bytes: &[u8]) -> Result<State, String> {
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let revision = doc
+        .get("revision")
+        .and_then(Value::as_u64)
+        .ok_or("no revision")?;
+    let mut state = State {
+        revision,
+        ..State::default()
+    };
+    let objects = match doc.get("objects") {
+        Some(Value::Array(a)) => a.clone(),
+        None => Vec::new(),
+        Some(_) => return Err("objects is not an array".into()),
+    };
+    for (i, v) in objects.into_iter().enumerate() {
+        let r = model::resource_from_value(v, None).map_err(|e| format!("objects[{i}]: {e}"))?;
+        if super::resource_version(&r).is_none_or(|v| v > revision) {
+            return Err(format!(
+                "objects[{i}]: resourceVersion missing or after the revision"
+            ));
+        }
+        state.objects.insert(r.key(), r);
+    }
+    Ok(state)
+}
+
+fn encode_state(state: &State) -> Result<Vec<u8>, StoreError> {
+    let objects: Vec<Value> = state.objects.values().map(Resource::to_value).collect();
+    let doc = serde_json::json!({ "revision": state.revision, "objects": objects });
+    serde_json::to_vec_pretty(&doc).map_err(|e| StoreError::Io(format!("encode state: {e}")))
+}
+
+impl Inner {
+    fn commit(&self, ops: Vec<Op>) -> Result<Committed, StoreError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.state.load_full();
+        if ops.is_empty() {
+            return Ok(Committed {
+                revision: current.revision,
+                objects: Vec::new(),
+            });
+        }
+        let (next, committed, change) = current.apply(ops)?;
+        self.persist(&next)?;
+        self.state.store(Arc::new(next));
+        let _ = self.changes.send(change);
+        Ok(committed)
+    }
+
+    fn persist(&self, state: &State) -> Result<(), StoreError> {
+        let bytes = encode_state(state)?;
+        let temp = self.dir.join(TEMP_FILE);
+        match fs::remove_file(&temp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&temp, "remove", e)),
+        }
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| io_err(&temp, "create", e))?;
+        f.write_all(&bytes).map_err(|e| io_err(&temp, "write", e))?;
+        f.sync_all().map_err(|e| io_err(&temp, "fsync", e))?;
+        drop(f);
+        let path = self.dir.join(STATE_FILE);
+        fs::rename(&temp, &path).map_err(|e| io_err(&path, "rename over", e))?;
+        // The rename is durable only once the folder entry is.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(&self.dir, "fsync", e))
+    }
+}
+
+#[async_trait]
+impl Store for FileStore {
+    async fn list(&self) -> Result<Listing, StoreError> {
+        Ok(self.inner.state.load().listing())
+    }
+
+    async fn get(&self, key: &ResourceKey) -> Result<Option<Resource>, StoreError> {
+        Ok(self.inner.state.load().objects.get(key).cloned())
+    }
+
+    async fn commit(&self, ops: Vec<Op>) -> Result<Committed, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.commit(ops))
+            .await
+            .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
+    }
+
+    fn watch(&self) -> broadcast::Receiver<Change> {
+        self.inner.changes.subscribe()
+    }
+
+    async fn revision(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.state.load().revision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Precondition;
+    use super::*;
+    use model::Kind;
+
+    fn secret(name: &str) -> Resource {
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"{name}"}},"type":"kubernetes.io/tls","data":{{"tls.crt":"Y2VydA==","tls.key":"a2V5"}}}}"#
+        );
+        model::decode_resource(body.as_bytes(), model::Format::Json, None).expect("decode")
+    }
+
+    #[tokio::test]
+    async fn writes_survive_a_reopen_with_their_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let store = FileStore::open(&data).expect("open");
+        store
+            .put(secret("a"), Precondition::Absent)
+            .await
+            .expect("put a");
+        let b = store
+            .put(secret("b"), Precondition::Absent)
+            .await
+            .expect("put b");
+        store
+            .delete(
+                &ResourceKey::new(Kind::Secret, "default", "a"),
+                Precondition::Version(1),
+            )
+            .await
+            .expect("delete a");
+        let before = store.list().await.expect("list");
+        drop(store);
+
+        let again = FileStore::open(&data).expect("reopen");
+        let after = again.list().await.expect("list");
+        assert_eq!(after.revision, 3);
+        assert_eq!(after.items, before.items);
+        assert_eq!(after.items, vec![b.clone()]);
+        // Secrets are stored whole, private key included.
+        let Resource::Secret(s) = &after.items[0] else {
+            panic!("not a secret")
+        };
+        assert_eq!(s.data.get("tls.key").map(String::as_str), Some("a2V5"));
+    }
+
+    #[tokio::test]
+    async fn files_are_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("nested").join("data");
+        let store = FileStore::open(&data).expect("open");
+        store
+            .put(secret("a"), Precondition::Any)
+            .await
+            .expect("put");
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join(STATE_FILE)), 0o600);
+        assert!(!data.join(TEMP_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn a_leftover_temp_file_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open(dir.path()).expect("open");
+        store
+            .put(secret("a"), Precondition::Any)
+            .await
+            .expect("put");
+        drop(store);
+        // A crash between writing the temp file and the rename.
+        fs::write(dir.path().join(TEMP_FILE), b"{\"revision\": 99, \"obj").expect("write");
+        let again = FileStore::open(dir.path()).expect("reopen");
+        assert_eq!(again.revision().await.expect("rev"), 1);
+        assert!(!dir.path().join(TEMP_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn a_torn_state_file_is_an_error_not_an_empty_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join(STATE_FILE), b"{\"revision\": 3, \"obj").expect("write");
+        let err = FileStore::open(dir.path()).expect_err("corrupt");
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_rejected_commit_leaves_the_file_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open(dir.path()).expect("open");
+        store
+            .put(secret("a"), Precondition::Any)
+            .await
+            .expect("put");
+        let before = fs::read(dir.path().join(STATE_FILE)).expect("read");
+        let err = store
+            .commit(vec![
+                Op::Put {
+                    resource: secret("b"),
+                    expected: Precondition::Any,
+                },
+                Op::Put {
+                    resource: secret("a"),
+                    expected: Precondition::Absent,
+                },
+            ])
+            .await
+            .expect_err("exists");
+        assert!(matches!(err, StoreError::AlreadyExists { .. }));
+        assert_eq!(fs::read(dir.path().join(STATE_FILE)).expect("read"), before);
+        assert_eq!(store.list().await.expect("list").items.len(), 1);
+    }
+}

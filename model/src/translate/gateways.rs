@@ -1,0 +1,175 @@
+//! Gateways to the servers that carry HTTP: port, admitted `ns/host` filters, `httpsRedirect`;
+//! the implicit port-80 `*` gateway while the store holds none; and the Gateway's own problems
+//! (servers the gateway cannot serve, `credentialName`s with no Secret).
+
+use super::clusters::port_u16;
+use super::diag::{Diag, Problem};
+use super::hosts::{normalize_host, parse_server_host, NsFilter};
+use crate::resource::{
+    Gateway, Kind, Resource, ResourceKey, ResourceSet, ServerTlsMode, TLS_CRT, TLS_KEY,
+};
+use std::collections::BTreeMap;
+
+/// The gateway label of the implicit gateway (CONTRACT §2).
+pub(crate) const IMPLICIT: &str = "implicit";
+
+/// Protocols whose traffic is routed by VirtualService `http` rules.
+const HTTP_PROTOCOLS: [&str; 5] = ["HTTP", "HTTPS", "HTTP2", "GRPC", "GRPC-WEB"];
+
+/// One HTTP-ish server of a Gateway.
+#[derive(Debug)]
+pub(crate) struct ServerInfo {
+    pub port: u16,
+    /// Normalised hosts with the namespaces they admit.
+    pub hosts: Vec<(NsFilter, String)>,
+    pub https_redirect: bool,
+}
+
+/// Every Gateway by `ns/name`, with its HTTP servers.
+#[derive(Debug, Default)]
+pub(crate) struct Gateways {
+    pub by_label: BTreeMap<String, Vec<ServerInfo>>,
+    /// No Gateway exists: every VirtualService binds to the implicit one.
+    pub implicit: bool,
+}
+
+impl Gateways {
+    pub(crate) fn collect(set: &ResourceSet, diag: &mut Diag) -> Gateways {
+        let mut out = Gateways::default();
+        for gw in set.gateways() {
+            let label = format!("{}/{}", gw.metadata.namespace(), gw.metadata.name);
+            let servers = servers(gw, set, diag);
+            out.by_label.insert(label, servers);
+        }
+        if out.by_label.is_empty() {
+            out.implicit = true;
+            out.by_label.insert(
+                IMPLICIT.to_string(),
+                vec![ServerInfo {
+                    port: 80,
+                    hosts: vec![(NsFilter::Any, "*".to_string())],
+                    https_redirect: false,
+                }],
+            );
+        }
+        out
+    }
+
+    pub(crate) fn exists(&self, label: &str) -> bool {
+        !self.implicit && self.by_label.contains_key(label)
+    }
+}
+
+fn servers(gw: &Gateway, set: &ResourceSet, diag: &mut Diag) -> Vec<ServerInfo> {
+    let ns = gw.metadata.namespace();
+    let key = ResourceKey::new(Kind::Gateway, ns, gw.metadata.name.clone());
+    let mut out = Vec::new();
+    for (i, s) in gw.spec.servers.iter().enumerate() {
+        let path = format!("spec.servers[{i}]");
+        check_credentials(s, ns, &path, &key, set, diag);
+        let Some(port) = &s.port else {
+            diag.push(
+                &key,
+                Problem::Part,
+                &format!("{path}.port"),
+                "no port; server not served",
+            );
+            continue;
+        };
+        let protocol = port.protocol.to_ascii_uppercase();
+        if !HTTP_PROTOCOLS.contains(&protocol.as_str()) {
+            diag.push(
+                &key,
+                Problem::Part,
+                &format!("{path}.port.protocol"),
+                &format!(
+                    "protocol {:?} is not served (only HTTP, HTTPS, HTTP2, GRPC and GRPC-WEB are)",
+                    port.protocol
+                ),
+            );
+            continue;
+        }
+        let Some(number) = port_u16(port.number) else {
+            diag.push(
+                &key,
+                Problem::Part,
+                &format!("{path}.port.number"),
+                &format!("invalid port {}; server not served", port.number),
+            );
+            continue;
+        };
+        let mut hosts = Vec::new();
+        for (j, raw) in s.hosts.iter().enumerate() {
+            let (filter, host) = parse_server_host(raw, ns);
+            match normalize_host(&host) {
+                Some(h) => hosts.push((filter, h)),
+                None => diag.push(
+                    &key,
+                    Problem::Part,
+                    &format!("{path}.hosts[{j}]"),
+                    &format!("host {raw:?} cannot be served; skipped"),
+                ),
+            }
+        }
+        out.push(ServerInfo {
+            port: number,
+            hosts,
+            https_redirect: s.tls.as_ref().is_some_and(|t| t.https_redirect),
+        });
+    }
+    out
+}
+
+/// A `credentialName` names a TLS Secret in the Gateway's namespace.
+fn check_credentials(
+    s: &crate::resource::Server,
+    ns: &str,
+    path: &str,
+    key: &ResourceKey,
+    set: &ResourceSet,
+    diag: &mut Diag,
+) {
+    let Some(tls) = &s.tls else {
+        return;
+    };
+    let names = tls
+        .credential_name
+        .iter()
+        .map(|n| (format!("{path}.tls.credentialName"), n))
+        .chain(
+            tls.credential_names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (format!("{path}.tls.credentialNames[{i}]"), n)),
+        );
+    for (field, name) in names {
+        if name.is_empty() {
+            continue;
+        }
+        let skey = ResourceKey::new(Kind::Secret, ns, name.clone());
+        match set.get(&skey) {
+            None => diag.push(
+                key,
+                Problem::Ref("SecretNotFound"),
+                &field,
+                &format!("Secret \"{ns}/{name}\" not found"),
+            ),
+            Some(Resource::Secret(sec)) => {
+                let needs_key = !matches!(tls.mode, Some(ServerTlsMode::Passthrough));
+                let missing: Vec<&str> = [TLS_CRT, TLS_KEY]
+                    .into_iter()
+                    .filter(|k| needs_key && sec.value(k).is_none())
+                    .collect();
+                if !missing.is_empty() {
+                    diag.push(
+                        key,
+                        Problem::Ref("InvalidSecret"),
+                        &field,
+                        &format!("Secret \"{ns}/{name}\" has no {}", missing.join(" or ")),
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}

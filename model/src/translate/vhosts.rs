@@ -1,0 +1,375 @@
+//! VirtualServices onto listeners: gateway binding (VS-level and per-match), host admission by
+//! server `ns/host` and intersection, then per listener and domain the merged route list (creation
+//! order, catch-alls last) behind a [`HostIndex`]. Routes are shared (`Arc`) by every domain and
+//! listener they serve.
+
+use super::clusters::Registry;
+use super::diag::{Diag, Problem};
+use super::gateways::{Gateways, IMPLICIT};
+use super::hosts::{creation_order, intersect, normalize_host, resolve_gateway_ref, MESH};
+use super::routes::{compile_rule, ActionTemplate, DestTemplate, RuleTemplate, Sink};
+use crate::ir::{
+    Forward, HostIndex, Listener, Mirror, Route, RouteAction, Target, VirtualHost,
+    WeightedDestination,
+};
+use crate::resource::{Kind, ResourceKey, ResourceSet, VirtualService};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+/// A route placed in a virtual host, with what ordering and deduplication need.
+struct Placed {
+    rank: usize,
+    rule: usize,
+    catch_all: bool,
+    entries: Vec<usize>,
+    route: Arc<Route>,
+}
+
+#[derive(Default)]
+struct VhostBuild {
+    https_redirect: bool,
+    placed: Vec<Placed>,
+}
+
+/// Identity of a compiled route: (VS rank, rule, gateway, catch-all part, listener port if the
+/// route depends on it).
+type RouteKey = (usize, usize, String, bool, Option<u16>);
+
+/// Builds every listener.
+pub(crate) fn build(
+    set: &ResourceSet,
+    gws: &Gateways,
+    reg: &mut Registry<'_>,
+    diag: &mut Diag,
+) -> BTreeMap<u16, Listener> {
+    let mut listeners: BTreeMap<u16, BTreeMap<String, VhostBuild>> = BTreeMap::new();
+    for servers in gws.by_label.values() {
+        for s in servers {
+            let domains = listeners.entry(s.port).or_default();
+            if s.https_redirect {
+                // Every host of a redirecting server answers, VirtualService or not.
+                for (_, h) in &s.hosts {
+                    domains.entry(h.clone()).or_default().https_redirect = true;
+                }
+            }
+        }
+    }
+
+    let mut vss: Vec<&VirtualService> = set.virtual_services().collect();
+    vss.sort_by_cached_key(|v| creation_order(&v.metadata));
+    let mut cache: HashMap<RouteKey, Arc<Route>> = HashMap::new();
+
+    for (rank, vs) in vss.into_iter().enumerate() {
+        let ns = vs.metadata.namespace();
+        let key = ResourceKey::new(Kind::VirtualService, ns, vs.metadata.name.clone());
+        let vs_label = format!("{ns}/{}", vs.metadata.name);
+        let mut sink = Sink {
+            diag: &mut *diag,
+            key: &key,
+        };
+
+        if vs.spec.http.is_empty() {
+            for (field, present) in [
+                ("spec.tcp", !vs.spec.tcp.is_empty()),
+                ("spec.tls", !vs.spec.tls.is_empty()),
+            ] {
+                if present {
+                    sink.diag.push(
+                        &key,
+                        Problem::Part,
+                        field,
+                        "only http routes are served by this gateway; ignored",
+                    );
+                }
+            }
+            continue;
+        }
+        if vs.spec.hosts.is_empty() {
+            sink.diag.push(
+                &key,
+                Problem::Part,
+                "spec.hosts",
+                "a VirtualService without hosts (a delegate) is not served",
+            );
+            continue;
+        }
+
+        let bound = binding(vs, gws, sink.diag, &key);
+        let templates: Vec<RuleTemplate> = vs
+            .spec
+            .http
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| compile_rule(vs, i, r, reg, &mut sink))
+            .collect();
+
+        // Gateways this VirtualService is considered at: its binding plus those its matches name.
+        let mut considered: BTreeSet<String> = bound.clone();
+        for t in &templates {
+            for (k, e) in t.entries.iter().enumerate() {
+                for (j, g) in e.gateways.iter().flatten().enumerate() {
+                    if gws.exists(g) {
+                        considered.insert(g.clone());
+                    } else {
+                        sink.diag.push(
+                            &key,
+                            Problem::Ref("GatewayNotFound"),
+                            &format!("spec.http[{}].match[{k}].gateways[{j}]", t.index),
+                            &format!("gateway {g:?} not found"),
+                        );
+                    }
+                }
+            }
+        }
+        if gws.implicit {
+            considered = BTreeSet::from([IMPLICIT.to_string()]);
+        }
+
+        // (port, domain, gateway) → whether an admitting server redirects to https.
+        let mut placements: BTreeMap<(u16, String, String), bool> = BTreeMap::new();
+        for (j, raw) in vs.spec.hosts.iter().enumerate() {
+            let Some(h) = normalize_host(raw) else {
+                diag.push(
+                    &key,
+                    Problem::Part,
+                    &format!("spec.hosts[{j}]"),
+                    &format!("host {raw:?} cannot be served (use a name, *.suffix or *); skipped"),
+                );
+                continue;
+            };
+            let mut admitted = false;
+            for g in &considered {
+                for s in gws.by_label.get(g).into_iter().flatten() {
+                    for (filter, sh) in &s.hosts {
+                        if !filter.admits(ns) {
+                            continue;
+                        }
+                        if let Some(domain) = intersect(&h, sh) {
+                            admitted = true;
+                            *placements.entry((s.port, domain, g.clone())).or_default() |=
+                                s.https_redirect;
+                        }
+                    }
+                }
+            }
+            if !admitted && !considered.is_empty() {
+                diag.push(
+                    &key,
+                    Problem::Ref("HostNotAdmitted"),
+                    &format!("spec.hosts[{j}]"),
+                    &format!("host {raw:?} is admitted by no server of bound gateways"),
+                );
+            }
+        }
+
+        for ((port, domain, g), redirect) in placements {
+            let vb = listeners
+                .entry(port)
+                .or_default()
+                .entry(domain)
+                .or_default();
+            vb.https_redirect |= redirect;
+            for t in &templates {
+                let (in_place, catch_all) = split_entries(t, &g, &bound, gws.implicit);
+                for (is_catch_all, entries) in [(false, in_place), (true, catch_all)] {
+                    let Some(entries) = entries else {
+                        continue;
+                    };
+                    let lport = t.needs_listener_port().then_some(port);
+                    let route = cache
+                        .entry((rank, t.index, g.clone(), is_catch_all, lport))
+                        .or_insert_with(|| {
+                            Arc::new(instantiate(t, &vs_label, &g, &entries, port, reg))
+                        })
+                        .clone();
+                    vb.placed.push(Placed {
+                        rank,
+                        rule: t.index,
+                        catch_all: is_catch_all,
+                        entries,
+                        route,
+                    });
+                }
+            }
+        }
+    }
+
+    listeners
+        .into_iter()
+        .map(|(port, domains)| {
+            let mut hosts = HostIndex::default();
+            for (domain, vb) in domains {
+                hosts.insert(VirtualHost {
+                    domain,
+                    https_redirect: vb.https_redirect,
+                    routes: order(vb.placed),
+                });
+            }
+            (port, Listener { port, hosts })
+        })
+        .collect()
+}
+
+/// The gateways a VirtualService binds to by its own `gateways` (all of them when it names none).
+fn binding(
+    vs: &VirtualService,
+    gws: &Gateways,
+    diag: &mut Diag,
+    key: &ResourceKey,
+) -> BTreeSet<String> {
+    let ns = vs.metadata.namespace();
+    let mut bound = BTreeSet::new();
+    for (i, raw) in vs.spec.gateways.iter().enumerate() {
+        let Some(label) = resolve_gateway_ref(raw, ns) else {
+            continue;
+        };
+        if gws.exists(&label) {
+            bound.insert(label);
+        } else {
+            diag.push(
+                key,
+                Problem::Ref("GatewayNotFound"),
+                &format!("spec.gateways[{i}]"),
+                &format!("gateway {label:?} not found"),
+            );
+        }
+    }
+    if gws.implicit {
+        return BTreeSet::from([IMPLICIT.to_string()]);
+    }
+    if vs.spec.gateways.is_empty() {
+        return gws.by_label.keys().cloned().collect();
+    }
+    if vs.spec.gateways.iter().all(|g| g.trim() == MESH) {
+        diag.push(
+            key,
+            Problem::Part,
+            "spec.gateways",
+            "only \"mesh\" is listed and there is no mesh here: no gateway serves this VirtualService",
+        );
+    }
+    bound
+}
+
+/// The match entries of a rule that apply at gateway `g`, split into the part that stays in place
+/// and the catch-all part that moves to the end (as Envoy routes are one per match entry). `None`
+/// means that part is not served; `Some(vec![])` on a rule without `match` means "everything".
+fn split_entries(
+    t: &RuleTemplate,
+    g: &str,
+    bound: &BTreeSet<String>,
+    implicit: bool,
+) -> (Option<Vec<usize>>, Option<Vec<usize>>) {
+    if !t.has_match {
+        return (None, (implicit || bound.contains(g)).then(Vec::new));
+    }
+    let mut in_place = Vec::new();
+    let mut catch_all = Vec::new();
+    for (k, e) in t.entries.iter().enumerate() {
+        let applies = implicit
+            || match &e.gateways {
+                Some(list) => list.iter().any(|x| x == g),
+                None => bound.contains(g),
+            };
+        if !applies || e.compiled.is_none() {
+            continue;
+        }
+        if e.catch_all {
+            catch_all.push(k);
+        } else {
+            in_place.push(k);
+        }
+    }
+    (
+        (!in_place.is_empty()).then_some(in_place),
+        (!catch_all.is_empty()).then_some(catch_all),
+    )
+}
+
+/// Creation order then rule order; duplicates (one rule reached through several servers or
+/// gateways with the same entries) once; catch-alls last, keeping their relative order.
+fn order(mut placed: Vec<Placed>) -> Vec<Arc<Route>> {
+    placed.sort_by_key(|p| (p.rank, p.rule));
+    let mut seen: HashSet<(usize, usize, bool, Vec<usize>)> = HashSet::new();
+    placed.retain(|p| seen.insert((p.rank, p.rule, p.catch_all, p.entries.clone())));
+    let (head, tail): (Vec<Placed>, Vec<Placed>) = placed.into_iter().partition(|p| !p.catch_all);
+    head.into_iter().chain(tail).map(|p| p.route).collect()
+}
+
+fn instantiate(
+    t: &RuleTemplate,
+    vs_label: &str,
+    gateway: &str,
+    entries: &[usize],
+    listener_port: u16,
+    reg: &mut Registry<'_>,
+) -> Route {
+    let matches = entries
+        .iter()
+        .filter_map(|k| t.entries.get(*k).and_then(|e| e.compiled.clone()))
+        .collect();
+    let mut target = |d: &DestTemplate| -> (u16, Target) {
+        let port = d.port.unwrap_or(listener_port);
+        let target = match &d.no_cluster {
+            Some(reason) => Target::NoCluster {
+                reason: reason.clone(),
+            },
+            None => Target::Cluster(reg.cluster(&d.host_key, port, d.subset.as_deref())),
+        };
+        (port, target)
+    };
+    let action = match &t.action {
+        ActionTemplate::Redirect(r) => RouteAction::Redirect(r.clone()),
+        ActionTemplate::Direct(d) => RouteAction::Direct(d.clone()),
+        ActionTemplate::Forward {
+            destinations,
+            total_weight,
+            rewrite,
+        } => RouteAction::Forward(Forward {
+            destinations: destinations
+                .iter()
+                .map(|d| {
+                    let (port, target) = target(d);
+                    WeightedDestination {
+                        weight: d.weight,
+                        host: d.host.clone(),
+                        subset: d.subset.clone(),
+                        port,
+                        target,
+                        request_headers: d.request_headers.clone(),
+                        response_headers: d.response_headers.clone(),
+                    }
+                })
+                .collect(),
+            total_weight: *total_weight,
+            rewrite: rewrite.clone(),
+        }),
+    };
+    let mirrors = t
+        .mirrors
+        .iter()
+        .map(|d| {
+            let (port, target) = target(d);
+            Mirror {
+                host: d.host.clone(),
+                port,
+                target,
+                percent: d.percent,
+            }
+        })
+        .collect();
+    Route {
+        id: t.id.clone(),
+        gateway: gateway.to_string(),
+        virtual_service: vs_label.to_string(),
+        matches,
+        action,
+        request_headers: t.request_headers.clone(),
+        response_headers: t.response_headers.clone(),
+        timeout: t.timeout,
+        retries: t.retries.clone(),
+        fault: t.fault.clone(),
+        mirrors,
+        cors: t.cors.clone(),
+    }
+}

@@ -1,0 +1,193 @@
+//! Fields the gateway accepts but whose behaviour the data plane does not implement yet: one table,
+//! [`NOT_ENFORCED`], and [`unenforced_warnings`], which names every such field a resource sets.
+//!
+//! Remove a row when the feature lands (and regenerate the golden files with `UPDATE_GOLDEN=1`).
+//!
+//! Patterns are paths in the resource's JSON, segments separated by `.`:
+//! - `name`: a field;
+//! - `name[*]`: every element of a list;
+//! - `name[?sub.path=A|B]`: the elements of a list whose `sub.path` is a string equal to `A` or `B`
+//!   (case-insensitively).
+//!
+//! A pattern applies to every kind that has the path; today's paths are unambiguous across kinds.
+
+use crate::resource::Resource;
+use serde_json::Value;
+
+/// `(field path pattern, what happens instead)`. The note documents the row; it is not part of the
+/// warning text.
+pub const NOT_ENFORCED: &[(&str, &str)] = &[
+    // VirtualService
+    ("spec.http[*].retries", "requests are not retried"),
+    ("spec.http[*].fault", "no fault is injected"),
+    ("spec.http[*].mirror", "requests are not mirrored"),
+    ("spec.http[*].mirrors", "requests are not mirrored"),
+    ("spec.http[*].corsPolicy", "no CORS handling"),
+    ("spec.http[*].timeout", "requests do not time out"),
+    ("spec.http[*].delegate", "the delegate's rules are not used"),
+    ("spec.tls", "TLS passthrough routes are not served"),
+    ("spec.tcp", "TCP routes are not served"),
+    // VirtualService, DestinationRule, ServiceEntry
+    ("spec.exportTo", "visible to every namespace"),
+    // DestinationRule
+    ("spec.trafficPolicy", "default load balancing, pools and plain-text upstreams"),
+    ("spec.subsets[*].trafficPolicy", "the host-level defaults apply"),
+    // ServiceEntry
+    ("spec.addresses", "not used for routing"),
+    ("spec.subjectAltNames", "upstream certificates are not verified against them"),
+    // Gateway
+    ("spec.servers[?port.protocol=HTTPS|TLS].tls", "TLS is not terminated"),
+    ("spec.servers[*].bind", "the listener flags decide the address"),
+];
+
+/// One step of a pattern.
+enum Step<'a> {
+    Field(&'a str),
+    Every(&'a str),
+    Where {
+        field: &'a str,
+        sub_path: &'a str,
+        values: &'a str,
+    },
+}
+
+/// Splits a pattern on the dots that are outside brackets.
+fn steps(pattern: &str) -> Vec<Step<'_>> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0usize;
+    let mut segments: Vec<&str> = Vec::new();
+    for (i, c) in pattern.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            '.' if depth == 0 => {
+                segments.push(pattern.get(start..i).unwrap_or_default());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    segments.push(pattern.get(start..).unwrap_or_default());
+    for seg in segments {
+        let step = match seg.split_once('[') {
+            None => Step::Field(seg),
+            Some((field, rest)) => {
+                let inner = rest.strip_suffix(']').unwrap_or(rest);
+                match inner.strip_prefix('?').and_then(|c| c.split_once('=')) {
+                    Some((sub_path, values)) => Step::Where {
+                        field,
+                        sub_path,
+                        values,
+                    },
+                    None => Step::Every(field),
+                }
+            }
+        };
+        out.push(step);
+    }
+    out
+}
+
+fn lookup<'v>(v: &'v Value, dotted: &str) -> Option<&'v Value> {
+    dotted.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+fn walk(v: &Value, steps: &[Step<'_>], path: String, out: &mut Vec<String>) {
+    let Some((step, rest)) = steps.split_first() else {
+        if !v.is_null() {
+            out.push(path);
+        }
+        return;
+    };
+    let join = |field: &str| {
+        if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
+    match step {
+        Step::Field(field) => {
+            if let Some(child) = v.get(field) {
+                walk(child, rest, join(field), out);
+            }
+        }
+        Step::Every(field) | Step::Where { field, .. } => {
+            let Some(Value::Array(items)) = v.get(field) else {
+                return;
+            };
+            let base = join(field);
+            for (i, item) in items.iter().enumerate() {
+                if let Step::Where {
+                    sub_path, values, ..
+                } = step
+                {
+                    let Some(Value::String(s)) = lookup(item, sub_path) else {
+                        continue;
+                    };
+                    if !values.split('|').any(|want| want.eq_ignore_ascii_case(s)) {
+                        continue;
+                    }
+                }
+                walk(item, rest, format!("{base}[{i}]"), out);
+            }
+        }
+    }
+}
+
+/// `<field path>: accepted but not enforced yet` for every field of [`NOT_ENFORCED`] the resource
+/// sets, in table order.
+pub fn unenforced_warnings(resource: &Resource) -> Vec<String> {
+    let value = resource.to_value();
+    let mut paths = Vec::new();
+    for (pattern, _note) in NOT_ENFORCED {
+        walk(&value, &steps(pattern), String::new(), &mut paths);
+    }
+    paths
+        .into_iter()
+        .map(|p| format!("{p}: accepted but not enforced yet"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::{decode_resource, Format};
+
+    fn warnings(yaml: &str) -> Vec<String> {
+        let r = decode_resource(yaml.as_bytes(), Format::Yaml, None).expect("decodes");
+        unenforced_warnings(&r)
+    }
+
+    #[test]
+    fn names_each_present_field() {
+        let w = warnings(
+            "kind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a.example.com]\n  http:\n  - route: [{destination: {host: a}}]\n  - timeout: 1s\n    retries: {attempts: 1}\n    route: [{destination: {host: a}}]\n",
+        );
+        assert_eq!(
+            w,
+            vec![
+                "spec.http[1].retries: accepted but not enforced yet",
+                "spec.http[1].timeout: accepted but not enforced yet",
+            ]
+        );
+    }
+
+    #[test]
+    fn filters_servers_by_protocol() {
+        let w = warnings(
+            "kind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n  - port: {number: 443, name: https, protocol: https}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: c}\n",
+        );
+        assert_eq!(w, vec!["spec.servers[1].tls: accepted but not enforced yet"]);
+    }
+
+    #[test]
+    fn every_pattern_parses() {
+        for (pattern, note) in NOT_ENFORCED {
+            assert!(pattern.starts_with("spec."), "{pattern}");
+            assert!(!note.is_empty(), "{pattern}");
+            assert!(!steps(pattern).is_empty());
+        }
+    }
+}
