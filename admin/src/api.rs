@@ -260,9 +260,11 @@ async fn remove(
     State(s): State<AppState>,
     Params((version, ns, plural, name)): Params<(String, String, String, String)>,
     RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult {
     let kind = networking_kind(&version, &plural)?;
-    do_remove(&s, kind, ns, name, &q).await
+    do_remove(&s, kind, ns, name, &q, &headers, body).await
 }
 
 // ----- secrets -----
@@ -314,8 +316,10 @@ async fn secret_remove(
     State(s): State<AppState>,
     Params((ns, name)): Params<(String, String)>,
     RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult {
-    do_remove(&s, Kind::Secret, ns, name, &q).await
+    do_remove(&s, Kind::Secret, ns, name, &q, &headers, body).await
 }
 
 // ----- shared -----
@@ -361,10 +365,39 @@ async fn do_remove(
     ns: String,
     name: String,
     q: &Option<String>,
+    headers: &HeaderMap,
+    body: Body,
 ) -> ApiResult {
     let dry = dry_run(q)?;
-    let v = s.cp.delete(&ResourceKey::new(kind, ns, name), dry).await?;
+    let (bytes, format) = read_body(headers, body).await?;
+    let expected = delete_precondition(&bytes, format)?;
+    let v =
+        s.cp.delete(&ResourceKey::new(kind, ns, name), expected, dry)
+            .await?;
     Ok(json_response(StatusCode::OK, &v, &[]))
+}
+
+/// The optional `DeleteOptions` body (kubectl sends one): only `preconditions.resourceVersion`
+/// matters here; `propagationPolicy` and friends have nothing to act on.
+fn delete_precondition(bytes: &[u8], format: model::Format) -> Result<Option<u64>, AdminError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let v = model::parse_document(bytes, format).map_err(|e| AdminError::decode(&e, format, ""))?;
+    if !v.is_object() {
+        return Err(AdminError::bad_request("DeleteOptions must be an object"));
+    }
+    match v.pointer("/preconditions/resourceVersion") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
+            AdminError::bad_request(format!(
+                "preconditions.resourceVersion: invalid value {s:?}: must be a decimal number"
+            ))
+        }),
+        Some(_) => Err(AdminError::bad_request(
+            "preconditions.resourceVersion must be a string",
+        )),
+    }
 }
 
 async fn apply(

@@ -65,6 +65,8 @@ struct Upsert {
     warnings: Vec<String>,
 }
 
+// Sized by `model::Resource`; steps live for one request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Step {
     Upsert(Upsert),
@@ -139,7 +141,7 @@ impl ControlPlane {
         });
         {
             let _writer = cp.writer.lock().await;
-            cp.install(listing);
+            cp.install(listing)?;
         }
         Ok(cp)
     }
@@ -155,14 +157,14 @@ impl ControlPlane {
     }
 
     /// Replaces the view and the snapshot with the store's content. The writer lock is held.
-    fn install(&self, listing: Listing) {
+    fn install(&self, listing: Listing) -> Result<(), AdminError> {
         let mut set = ResourceSet::new();
         for r in listing.items {
             set.insert(r);
         }
         let Translation {
             snapshot, statuses, ..
-        } = translate(&set);
+        } = guarded("translation", || translate(&set))?;
         self.view.store(Arc::new(View {
             revision: listing.revision,
             set,
@@ -170,6 +172,7 @@ impl ControlPlane {
         }));
         self.snapshot.store(Arc::new(snapshot));
         self.metrics.success(listing.revision);
+        Ok(())
     }
 
     /// Reloads from the store if someone else (another replica) committed past our view.
@@ -181,7 +184,7 @@ impl ControlPlane {
                 revision = listing.revision,
                 "reloading the configuration from the store"
             );
-            self.install(listing);
+            self.install(listing)?;
         }
         Ok(())
     }
@@ -258,13 +261,19 @@ impl ControlPlane {
         r
     }
 
-    /// `DELETE …/{name}`: a `Status` of success.
-    pub async fn delete(&self, key: &ResourceKey, dry_run: bool) -> Result<Value, AdminError> {
+    /// `DELETE …/{name}`: a `Status` of success. `expected` is DeleteOptions'
+    /// `preconditions.resourceVersion`.
+    pub async fn delete(
+        &self,
+        key: &ResourceKey,
+        expected: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Value, AdminError> {
         let r = self
             .execute(
                 vec![Step::Delete {
                     key: key.clone(),
-                    expected: None,
+                    expected,
                 }],
                 dry_run,
             )
@@ -349,7 +358,7 @@ impl ControlPlane {
                     r.meta().namespace(),
                     r.meta().name
                 );
-                let (mut u, causes) = check(r, "", Mode::Upsert);
+                let (mut u, causes) = check(r, "", Mode::Upsert)?;
                 for c in &causes {
                     problems.push(format!("{label}: {}", cause_text(c)));
                 }
@@ -427,7 +436,7 @@ impl ControlPlane {
             }
         }
         let obj_name = meta.name.clone();
-        let (u, causes) = check(r, "", mode);
+        let (u, causes) = check(r, "", mode)?;
         if !causes.is_empty() {
             return Err(AdminError::invalid(kind, &obj_name, causes));
         }
@@ -476,7 +485,7 @@ impl ControlPlane {
                     continue;
                 }
             };
-            let (u, c) = check(r, &prefix, Mode::Upsert);
+            let (u, c) = check(r, &prefix, Mode::Upsert)?;
             causes.extend(c);
             let key = u.resource.key();
             if let Some(first) = seen.insert(key.clone(), i) {
@@ -615,7 +624,7 @@ impl ControlPlane {
             snapshot,
             statuses,
             warnings,
-        } = translate(&set);
+        } = guarded("translation", || translate(&set))?;
         if dry_run || ops.is_empty() {
             return Ok(Executed {
                 done,
@@ -687,8 +696,8 @@ async fn follow_loop(weak: Weak<ControlPlane>, mut rx: broadcast::Receiver<Chang
 
 /// Validation plus the server's own metadata rules; then the stored form (normalized, served
 /// `apiVersion`, server-managed fields cleared for the pipeline to set).
-fn check(mut r: Resource, prefix: &str, mode: Mode) -> (Upsert, Vec<Cause>) {
-    let report = validate(&r);
+fn check(mut r: Resource, prefix: &str, mode: Mode) -> Result<(Upsert, Vec<Cause>), AdminError> {
+    let report = guarded("validation", || validate(&r))?;
     let mut causes = violation_causes(prefix, &report.errors);
     let reported = |f: &str| report.errors.iter().any(|v| v.field == f);
     let meta = r.meta();
@@ -737,7 +746,7 @@ fn check(mut r: Resource, prefix: &str, mode: Mode) -> (Upsert, Vec<Cause>) {
     m.creation_timestamp = None;
     m.generation = None;
     m.resource_version = None;
-    (
+    Ok((
         Upsert {
             resource: r,
             mode,
@@ -745,7 +754,14 @@ fn check(mut r: Resource, prefix: &str, mode: Mode) -> (Upsert, Vec<Cause>) {
             warnings: report.warnings,
         },
         causes,
-    )
+    ))
+}
+
+/// Runs a pure model function, turning a panic (a bug) into a 500 for this request instead of a
+/// dropped connection; the writer lock is released on the way out either way.
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, AdminError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| AdminError::internal(format!("{what} panicked")))
 }
 
 fn dns_subdomain_problem(s: &str) -> Option<&'static str> {
@@ -785,7 +801,7 @@ fn set_api_version(r: &mut Resource) {
 /// translation, and for Secrets never the private key.
 fn render(r: &Resource, statuses: &BTreeMap<ResourceKey, Vec<Condition>>) -> Value {
     let mut v = match r {
-        Resource::Secret(s) => Resource::Secret(s.redacted()).to_value(),
+        Resource::Secret(s) => Resource::Secret(redact(s)).to_value(),
         other => other.to_value(),
     };
     if let Value::Object(m) = &mut v {
@@ -797,6 +813,20 @@ fn render(r: &Resource, statuses: &BTreeMap<ResourceKey, Vec<Condition>>) -> Val
         }
     }
     v
+}
+
+/// `Secret::redacted`, and belt and braces: any other key whose value is a PEM private key.
+fn redact(s: &model::Secret) -> model::Secret {
+    use base64::Engine as _;
+    let mut out = s.redacted();
+    let is_key = |v: &[u8]| v.windows(11).any(|w| w == b"PRIVATE KEY");
+    out.data.retain(|_, v| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.trim())
+            .map_or(true, |b| !is_key(&b))
+    });
+    out.string_data.retain(|_, v| !is_key(v.as_bytes()));
+    out
 }
 
 fn cause_text(c: &Cause) -> String {
@@ -846,5 +876,22 @@ mod tests {
         assert!(dns_subdomain_problem("a..b").is_some());
         assert!(dns_label_problem("default").is_none());
         assert!(dns_label_problem("a.b").is_some());
+    }
+
+    #[test]
+    fn redaction_drops_every_private_key() {
+        use base64::Engine as _;
+        let pem = "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"s"}},"data":{{"tls.crt":"Y2VydA==","tls.key":"{b64}","other":"{b64}"}},"stringData":{{"more":{pem:?}}}}}"#
+        );
+        let r = model::decode_resource(body.as_bytes(), Format::Json, None).expect("decode");
+        let Resource::Secret(s) = r else {
+            panic!("not a secret")
+        };
+        let shown = redact(&s);
+        assert_eq!(shown.data.keys().collect::<Vec<_>>(), ["tls.crt"]);
+        assert!(shown.string_data.is_empty());
     }
 }

@@ -73,9 +73,12 @@ pub struct Details {
 }
 
 /// An admin API failure: HTTP code, Kubernetes reason, a message for the user, optional details,
-/// and (never sent) the internal cause.
+/// and (never sent) the internal cause. Boxed so that `Result<_, AdminError>` stays small.
 #[derive(Debug, Clone)]
-pub struct AdminError {
+pub struct AdminError(Box<Failure>);
+
+#[derive(Debug, Clone)]
+struct Failure {
     code: StatusCode,
     reason: &'static str,
     message: String,
@@ -102,17 +105,17 @@ fn ref_details(kind: Kind, name: &str) -> Details {
 
 impl AdminError {
     fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        AdminError {
+        AdminError(Box::new(Failure {
             code,
             reason,
             message: message.into(),
             details: None,
             internal: None,
-        }
+        }))
     }
 
     fn with_details(mut self, details: Details) -> Self {
-        self.details = Some(details);
+        self.0.details = Some(details);
         self
     }
 
@@ -256,7 +259,7 @@ impl AdminError {
             "ServiceUnavailable",
             "the configuration store is unavailable; nothing was changed, try again later",
         );
-        e.internal = Some(internal.into());
+        e.0.internal = Some(internal.into());
         e
     }
 
@@ -267,7 +270,7 @@ impl AdminError {
             "InternalError",
             "Internal error occurred: the change was not applied",
         );
-        e.internal = Some(internal.into());
+        e.0.internal = Some(internal.into());
         e
     }
 
@@ -288,19 +291,20 @@ impl AdminError {
     }
 
     pub fn code(&self) -> StatusCode {
-        self.code
+        self.0.code
     }
 
     pub fn reason(&self) -> &'static str {
-        self.reason
+        self.0.reason
     }
 
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     pub fn causes(&self) -> &[Cause] {
-        self.details
+        self.0
+            .details
             .as_ref()
             .map(|d| d.causes.as_slice())
             .unwrap_or(&[])
@@ -313,10 +317,10 @@ impl AdminError {
         m.insert("kind".into(), Value::from("Status"));
         m.insert("apiVersion".into(), Value::from("v1"));
         m.insert("status".into(), Value::from("Failure"));
-        m.insert("code".into(), Value::from(self.code.as_u16()));
-        m.insert("reason".into(), Value::from(self.reason));
-        m.insert("message".into(), Value::from(self.message.as_str()));
-        if let Some(d) = &self.details {
+        m.insert("code".into(), Value::from(self.0.code.as_u16()));
+        m.insert("reason".into(), Value::from(self.0.reason));
+        m.insert("message".into(), Value::from(self.0.message.as_str()));
+        if let Some(d) = &self.0.details {
             m.insert(
                 "details".into(),
                 serde_json::to_value(d).unwrap_or(Value::Null),
@@ -328,8 +332,8 @@ impl AdminError {
 
 impl fmt::Display for AdminError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(i) = &self.internal {
+        f.write_str(&self.0.message)?;
+        if let Some(i) = &self.0.internal {
             write!(f, " ({i})")?;
         }
         Ok(())
@@ -346,17 +350,17 @@ impl From<StoreError> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        if let Some(i) = &self.internal {
-            tracing::error!(code = self.code.as_u16(), reason = self.reason, error = %i, "admin request failed");
+        if let Some(i) = &self.0.internal {
+            tracing::error!(code = self.0.code.as_u16(), reason = self.0.reason, error = %i, "admin request failed");
         }
         let body = serde_json::to_vec(&self.status_body()).unwrap_or_default();
-        let mut resp = (self.code, body).into_response();
+        let mut resp = (self.0.code, body).into_response();
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if self.code == StatusCode::UNAUTHORIZED {
+        if self.0.code == StatusCode::UNAUTHORIZED {
             h.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"gateway-admin\""),

@@ -785,7 +785,7 @@ async fn bootstrap_applies_a_folder_and_reports_every_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("a.yaml"),
-        "kind: VirtualService\napiVersion: networking.istio.io/v1\nmetadata: {name: a}\nspec:\n  hosts: [a.example.com]\n---\nkind: Gateway\napiVersion: networking.istio.io/v1\nmetadata: {name: g, namespace: edge}\nspec: {}\n",
+        "kind: VirtualService\napiVersion: networking.istio.io/v1\nmetadata: {name: a}\nspec:\n  hosts: [a.example.com]\n  http:\n  - route:\n    - destination: {host: backend}\n---\nkind: Gateway\napiVersion: networking.istio.io/v1\nmetadata: {name: g, namespace: edge}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n",
     )
     .expect("write");
     std::fs::write(
@@ -893,4 +893,26 @@ async fn a_follower_sees_writes_of_another_replica() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+}
+
+#[tokio::test]
+async fn delete_honours_delete_options_preconditions() {
+    let a = api().await;
+    let r = a.send(Method::POST, VS, &vs("d", "d.example.com")).await;
+    let rv = r.json()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    // kubectl's body: no precondition.
+    let opts =
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"});
+    let stale = json!({"preconditions": {"resourceVersion": "999"}});
+    let r = a.send(Method::DELETE, &format!("{VS}/d"), &stale).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    let good = json!({"preconditions": {"resourceVersion": rv}});
+    let r = a.send(Method::DELETE, &format!("{VS}/d"), &good).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    a.send(Method::POST, VS, &vs("d", "d.example.com")).await;
+    let r = a.send(Method::DELETE, &format!("{VS}/d"), &opts).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }

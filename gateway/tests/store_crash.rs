@@ -134,9 +134,8 @@ fn sigkill_at_random_moments_never_loses_or_tears_an_acknowledged_write() {
             })
         };
 
-        // Write until the process dies under us.
-        let mut pending = None;
-        loop {
+        // Write until the process dies under us; the write that gets no answer is in flight.
+        let pending = loop {
             let extras: Vec<String> = acked
                 .keys()
                 .filter(|k| k.starts_with("extra-"))
@@ -166,24 +165,18 @@ fn sigkill_at_random_moments_never_loses_or_tears_an_acknowledged_write() {
                         "a write failed while the gateway was alive\n{}",
                         g.logs()
                     );
-                    pending = Some(op);
-                    break;
+                    break op;
                 }
                 Err(e) => panic!("unexpected answer: {e}"),
             }
-            if killed.load(Ordering::SeqCst) && g.pid().is_some() {
-                // Keep writing: the next one will hit the dead process.
-                continue;
-            }
-        }
+        };
         killer.join().expect("killer thread");
 
         g.restart();
         let got = observed(&g);
-        let with_pending = pending.as_ref().map(|op| applied(&acked, op));
         if got == acked {
-            // The in-flight write (if any) did not land.
-        } else if with_pending.as_ref() == Some(&got) {
+            // The write in flight did not land.
+        } else if got == applied(&acked, &pending) {
             in_flight_landed += 1;
             acked = got;
         } else {

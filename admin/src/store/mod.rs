@@ -37,6 +37,8 @@ impl fmt::Display for Precondition {
 }
 
 /// One operation of a commit.
+// Sized by `model::Resource`; ops live for one commit, boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Op {
     /// Create or replace; the store sets `metadata.resourceVersion`.
@@ -77,6 +79,7 @@ pub struct Listing {
 }
 
 /// One change in a [`Change`].
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Event {
     Put(Resource),

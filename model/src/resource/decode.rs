@@ -127,6 +127,9 @@ impl fmt::Display for ResourceKey {
 }
 
 /// One resource of any kind.
+// Resources are built once per write and held in a map; boxing the large variants would only add
+// indirection to every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
     Gateway(Gateway),

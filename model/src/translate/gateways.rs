@@ -55,8 +55,12 @@ impl Gateways {
         out
     }
 
-    pub(crate) fn exists(&self, label: &str) -> bool {
-        !self.implicit && self.by_label.contains_key(label)
+    /// The stored label of an existing (non-implicit) Gateway, borrowed for cheap keys.
+    pub(crate) fn label(&self, label: &str) -> Option<&str> {
+        if self.implicit {
+            return None;
+        }
+        self.by_label.get_key_value(label).map(|(k, _)| k.as_str())
     }
 }
 

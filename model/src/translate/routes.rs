@@ -32,7 +32,8 @@ pub(crate) struct RuleTemplate {
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub timeout: Option<Duration>,
-    pub retries: RetryPolicy,
+    /// `None`: Istio's default policy, built per route rather than cloned (it allocates).
+    pub retries: Option<RetryPolicy>,
     pub fault: Option<Fault>,
     pub mirrors: Vec<DestTemplate>,
     pub cors: Option<crate::ir::Cors>,
@@ -203,10 +204,10 @@ pub(crate) fn compile_rule(
         }
     });
 
-    let retries = match &rule.retries {
-        None => RetryPolicy::default(),
-        Some(r) => retries(r, &format!("{path}.retries"), sink),
-    };
+    let retries = rule
+        .retries
+        .as_ref()
+        .map(|r| retries(r, &format!("{path}.retries"), sink));
 
     let fault = rule
         .fault

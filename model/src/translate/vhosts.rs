@@ -33,12 +33,12 @@ struct VhostBuild {
 
 /// Identity of a compiled route: (VS rank, rule, gateway, catch-all part, listener port if the
 /// route depends on it).
-type RouteKey = (usize, usize, String, bool, Option<u16>);
+type RouteKey<'g> = (usize, usize, &'g str, bool, Option<u16>);
 
 /// Builds every listener.
-pub(crate) fn build(
+pub(crate) fn build<'g>(
     set: &ResourceSet,
-    gws: &Gateways,
+    gws: &'g Gateways,
     reg: &mut Registry<'_>,
     diag: &mut Diag,
 ) -> BTreeMap<u16, Listener> {
@@ -57,7 +57,8 @@ pub(crate) fn build(
 
     let mut vss: Vec<&VirtualService> = set.virtual_services().collect();
     vss.sort_by_cached_key(|v| creation_order(&v.metadata));
-    let mut cache: HashMap<RouteKey, Arc<Route>> = HashMap::new();
+    let rules: usize = vss.iter().map(|v| v.spec.http.len()).sum();
+    let mut cache: HashMap<RouteKey<'g>, Arc<Route>> = HashMap::with_capacity(rules);
 
     for (rank, vs) in vss.into_iter().enumerate() {
         let ns = vs.metadata.namespace();
@@ -104,12 +105,12 @@ pub(crate) fn build(
             .collect();
 
         // Gateways this VirtualService is considered at: its binding plus those its matches name.
-        let mut considered: BTreeSet<String> = bound.clone();
+        let mut considered: BTreeSet<&'g str> = bound.clone();
         for t in &templates {
             for (k, e) in t.entries.iter().enumerate() {
                 for (j, g) in e.gateways.iter().flatten().enumerate() {
-                    if gws.exists(g) {
-                        considered.insert(g.clone());
+                    if let Some(label) = gws.label(g) {
+                        considered.insert(label);
                     } else {
                         sink.diag.push(
                             &key,
@@ -122,11 +123,11 @@ pub(crate) fn build(
             }
         }
         if gws.implicit {
-            considered = BTreeSet::from([IMPLICIT.to_string()]);
+            considered = BTreeSet::from([IMPLICIT]);
         }
 
         // (port, domain, gateway) → whether an admitting server redirects to https.
-        let mut placements: BTreeMap<(u16, String, String), bool> = BTreeMap::new();
+        let mut placements: BTreeMap<(u16, String, &'g str), bool> = BTreeMap::new();
         for (j, raw) in vs.spec.hosts.iter().enumerate() {
             let Some(h) = normalize_host(raw) else {
                 diag.push(
@@ -138,7 +139,7 @@ pub(crate) fn build(
                 continue;
             };
             let mut admitted = false;
-            for g in &considered {
+            for &g in &considered {
                 for s in gws.by_label.get(g).into_iter().flatten() {
                     for (filter, sh) in &s.hosts {
                         if !filter.admits(ns) {
@@ -146,8 +147,7 @@ pub(crate) fn build(
                         }
                         if let Some(domain) = intersect(&h, sh) {
                             admitted = true;
-                            *placements.entry((s.port, domain, g.clone())).or_default() |=
-                                s.https_redirect;
+                            *placements.entry((s.port, domain, g)).or_default() |= s.https_redirect;
                         }
                     }
                 }
@@ -170,16 +170,16 @@ pub(crate) fn build(
                 .or_default();
             vb.https_redirect |= redirect;
             for t in &templates {
-                let (in_place, catch_all) = split_entries(t, &g, &bound, gws.implicit);
+                let (in_place, catch_all) = split_entries(t, g, &bound, gws.implicit);
                 for (is_catch_all, entries) in [(false, in_place), (true, catch_all)] {
                     let Some(entries) = entries else {
                         continue;
                     };
                     let lport = t.needs_listener_port().then_some(port);
                     let route = cache
-                        .entry((rank, t.index, g.clone(), is_catch_all, lport))
+                        .entry((rank, t.index, g, is_catch_all, lport))
                         .or_insert_with(|| {
-                            Arc::new(instantiate(t, &vs_label, &g, &entries, port, reg))
+                            Arc::new(instantiate(t, &vs_label, g, &entries, port, reg))
                         })
                         .clone();
                     vb.placed.push(Placed {
@@ -211,20 +211,20 @@ pub(crate) fn build(
 }
 
 /// The gateways a VirtualService binds to by its own `gateways` (all of them when it names none).
-fn binding(
+fn binding<'g>(
     vs: &VirtualService,
-    gws: &Gateways,
+    gws: &'g Gateways,
     diag: &mut Diag,
     key: &ResourceKey,
-) -> BTreeSet<String> {
+) -> BTreeSet<&'g str> {
     let ns = vs.metadata.namespace();
     let mut bound = BTreeSet::new();
     for (i, raw) in vs.spec.gateways.iter().enumerate() {
         let Some(label) = resolve_gateway_ref(raw, ns) else {
             continue;
         };
-        if gws.exists(&label) {
-            bound.insert(label);
+        if let Some(existing) = gws.label(&label) {
+            bound.insert(existing);
         } else {
             diag.push(
                 key,
@@ -235,10 +235,10 @@ fn binding(
         }
     }
     if gws.implicit {
-        return BTreeSet::from([IMPLICIT.to_string()]);
+        return BTreeSet::from([IMPLICIT]);
     }
     if vs.spec.gateways.is_empty() {
-        return gws.by_label.keys().cloned().collect();
+        return gws.by_label.keys().map(String::as_str).collect();
     }
     if vs.spec.gateways.iter().all(|g| g.trim() == MESH) {
         diag.push(
@@ -257,7 +257,7 @@ fn binding(
 fn split_entries(
     t: &RuleTemplate,
     g: &str,
-    bound: &BTreeSet<String>,
+    bound: &BTreeSet<&str>,
     implicit: bool,
 ) -> (Option<Vec<usize>>, Option<Vec<usize>>) {
     if !t.has_match {
@@ -367,7 +367,7 @@ fn instantiate(
         request_headers: t.request_headers.clone(),
         response_headers: t.response_headers.clone(),
         timeout: t.timeout,
-        retries: t.retries.clone(),
+        retries: t.retries.clone().unwrap_or_default(),
         fault: t.fault.clone(),
         mirrors,
         cors: t.cors.clone(),

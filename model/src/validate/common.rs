@@ -63,7 +63,10 @@ pub(crate) fn dns1123_subdomain(s: &str) -> Result<(), String> {
     if s.len() > SUBDOMAIN_MAX {
         return Err(format!("must be no more than {SUBDOMAIN_MAX} characters"));
     }
-    if !s.split('.').all(|part| label_chars_ok(part, is_lower_alnum)) {
+    if !s
+        .split('.')
+        .all(|part| label_chars_ok(part, is_lower_alnum))
+    {
         return Err(SUBDOMAIN_HELP.to_string());
     }
     Ok(())
@@ -89,6 +92,9 @@ fn is_wildcard_label(s: &str) -> bool {
 }
 
 fn host_label_error(label: &str) -> String {
+    if label.is_empty() {
+        return "must not contain an empty label (a leading dot or \"..\")".to_string();
+    }
     format!("label {label:?} must consist of letters, digits or '-', start and end with a letter or digit, and have at most {LABEL_MAX} characters")
 }
 
@@ -99,6 +105,12 @@ pub(crate) fn check_wildcard_domain(host: &str) -> Result<(), String> {
     }
     if host.len() > HOST_MAX {
         return Err(format!("must be no more than {HOST_MAX} characters"));
+    }
+    if host.contains(':') {
+        return Err("must be a host name without a port".to_string());
+    }
+    if host.contains('/') {
+        return Err("must be a host name, without '/'".to_string());
     }
     let (first, rest) = host.split_once('.').unwrap_or((host, ""));
     if rest.contains('*') || (first.contains('*') && !is_wildcard_label(first)) {
@@ -171,7 +183,9 @@ pub(crate) fn check_unix_address(s: &str) -> Result<(), String> {
     match s.strip_prefix("unix://") {
         Some(path) if path.starts_with('/') && path.len() > 1 => Ok(()),
         Some(path) if path.starts_with('@') && path.len() > 1 => Ok(()),
-        _ => Err("a unix address must be unix:///absolute/path or unix://@abstract-name".to_string()),
+        _ => {
+            Err("a unix address must be unix:///absolute/path or unix://@abstract-name".to_string())
+        }
     }
 }
 
@@ -303,7 +317,9 @@ pub(crate) fn qualified_name(s: &str) -> Result<(), String> {
         return Err("name part must be non-empty".to_string());
     }
     if name.len() > LABEL_MAX {
-        return Err(format!("name part must be no more than {LABEL_MAX} characters"));
+        return Err(format!(
+            "name part must be no more than {LABEL_MAX} characters"
+        ));
     }
     if !name_part_ok(name) {
         return Err("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName', or 'my.name', or '123-abc')".to_string());
@@ -349,7 +365,11 @@ pub(crate) fn check_duration(
         return Some(v);
     }
     if v < std::time::Duration::from_millis(1) {
-        let min = if zero_ok { "must be 0s or at least 1ms" } else { "must be at least 1ms" };
+        let min = if zero_ok {
+            "must be 0s or at least 1ms"
+        } else {
+            "must be at least 1ms"
+        };
         f.invalid(path, d.0.as_str(), min);
         return None;
     }
@@ -427,8 +447,7 @@ pub(crate) fn is_token(s: &str) -> bool {
 /// Istio's strict header names for header operations: `[-_A-Za-z0-9]+`.
 pub(crate) fn is_strict_header_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -469,7 +488,10 @@ pub(crate) fn check_regex(f: &mut Findings, path: &FieldPath, re: &str) -> bool 
     if re.len() > REGEX_MAX {
         f.too_long(
             path,
-            format!("may not be more than {REGEX_MAX} bytes (it has {})", re.len()),
+            format!(
+                "may not be more than {REGEX_MAX} bytes (it has {})",
+                re.len()
+            ),
         );
         return false;
     }
@@ -514,7 +536,12 @@ pub(crate) const STRICT_MATCH: MatchUse = MatchUse {
 };
 
 /// A `StringMatch`: one of `exact`, `prefix`, `regex`; no empty prefix; a valid regex.
-pub(crate) fn check_string_match(f: &mut Findings, path: &FieldPath, m: &StringMatch, how: MatchUse) {
+pub(crate) fn check_string_match(
+    f: &mut Findings,
+    path: &FieldPath,
+    m: &StringMatch,
+    how: MatchUse,
+) {
     let set: Vec<&str> = [
         ("exact", m.exact.is_some()),
         ("prefix", m.prefix.is_some()),

@@ -29,7 +29,10 @@ pub(crate) fn validate_destination_rule(dr: &DestinationRule, f: &mut Findings) 
     let p = FieldPath::root("spec");
     let hp = p.field("host");
     if spec.host.is_empty() {
-        f.required(&hp, "the host this rule applies to (a ServiceEntry host or a DNS name)");
+        f.required(
+            &hp,
+            "the host this rule applies to (a ServiceEntry host or a DNS name)",
+        );
     } else if !is_ip(&spec.host) {
         if let Err(e) = check_wildcard_domain(&spec.host) {
             f.invalid(&hp, spec.host.as_str(), e);
@@ -42,7 +45,10 @@ pub(crate) fn validate_destination_rule(dr: &DestinationRule, f: &mut Findings) 
     for (i, s) in spec.subsets.iter().enumerate() {
         let ip = sp.index(i);
         if s.name.is_empty() {
-            f.required(&ip.field("name"), "a subset name (an RFC 1123 label, e.g. \"v1\")");
+            f.required(
+                &ip.field("name"),
+                "a subset name (an RFC 1123 label, e.g. \"v1\")",
+            );
         } else if let Err(e) = dns1123_label(&s.name) {
             f.invalid(&ip.field("name"), s.name.as_str(), e);
         }
@@ -228,7 +234,10 @@ fn check_load_balancer(f: &mut Findings, p: &FieldPath, lb: &LoadBalancerSetting
         );
     }
     if lb.simple == Some(SimpleLb::LeastConn) {
-        f.warn(&p.field("simple"), "LEAST_CONN is deprecated: use LEAST_REQUEST");
+        f.warn(
+            &p.field("simple"),
+            "LEAST_CONN is deprecated: use LEAST_REQUEST",
+        );
     }
     if let Some(ch) = &lb.consistent_hash {
         check_consistent_hash(f, &p.field("consistentHash"), ch);
@@ -250,7 +259,10 @@ fn check_load_balancer(f: &mut Findings, p: &FieldPath, lb: &LoadBalancerSetting
             Some(d) => {
                 check_duration(f, &wp.field("duration"), d, false);
             }
-            None => f.required(&wp.field("duration"), "how long new endpoints warm up (e.g. \"60s\")"),
+            None => f.required(
+                &wp.field("duration"),
+                "how long new endpoints warm up (e.g. \"60s\")",
+            ),
         }
         if let Some(m) = w.minimum_percent {
             if !(0.0..=100.0).contains(&m) {
@@ -279,7 +291,11 @@ fn check_load_balancer(f: &mut Findings, p: &FieldPath, lb: &LoadBalancerSetting
             )
         );
     if warms && !warmable {
-        let field = if lb.warmup.is_some() { "warmup" } else { "warmupDurationSecs" };
+        let field = if lb.warmup.is_some() {
+            "warmup"
+        } else {
+            "warmupDurationSecs"
+        };
         f.warn(
             &p.field(field),
             "ignored: warmup applies only to ROUND_ROBIN and LEAST_REQUEST",
@@ -292,7 +308,10 @@ fn check_consistent_hash(f: &mut Findings, p: &FieldPath, ch: &ConsistentHashLb)
         ("httpHeaderName", ch.http_header_name.is_some()),
         ("httpCookie", ch.http_cookie.is_some()),
         ("useSourceIp", ch.use_source_ip.is_some()),
-        ("httpQueryParameterName", ch.http_query_parameter_name.is_some()),
+        (
+            "httpQueryParameterName",
+            ch.http_query_parameter_name.is_some(),
+        ),
     ]
     .into_iter()
     .filter_map(|(n, on)| on.then_some(n))
@@ -322,7 +341,11 @@ fn check_consistent_hash(f: &mut Findings, p: &FieldPath, ch: &ConsistentHashLb)
     }
     if let Some(q) = &ch.http_query_parameter_name {
         if q.is_empty() {
-            f.invalid(&p.field("httpQueryParameterName"), q.as_str(), "must not be empty");
+            f.invalid(
+                &p.field("httpQueryParameterName"),
+                q.as_str(),
+                "must not be empty",
+            );
         }
     }
     if let Some(c) = &ch.http_cookie {
@@ -330,7 +353,11 @@ fn check_consistent_hash(f: &mut Findings, p: &FieldPath, ch: &ConsistentHashLb)
         if c.name.is_empty() {
             f.required(&cp.field("name"), "the cookie name");
         } else if !is_token(&c.name) {
-            f.invalid(&cp.field("name"), c.name.as_str(), "must be a valid cookie name (an HTTP token)");
+            f.invalid(
+                &cp.field("name"),
+                c.name.as_str(),
+                "must be a valid cookie name (an HTTP token)",
+            );
         }
         if let Some(ttl) = &c.ttl {
             check_duration(f, &cp.field("ttl"), ttl, true);
@@ -338,7 +365,10 @@ fn check_consistent_hash(f: &mut Findings, p: &FieldPath, ch: &ConsistentHashLb)
         let ap = cp.field("attributes");
         for (i, a) in c.attributes.iter().enumerate() {
             if a.name.is_empty() {
-                f.required(&ap.index(i).field("name"), "the attribute name (e.g. \"SameSite\")");
+                f.required(
+                    &ap.index(i).field("name"),
+                    "the attribute name (e.g. \"SameSite\")",
+                );
             }
         }
         check_unique(
@@ -351,12 +381,19 @@ fn check_consistent_hash(f: &mut Findings, p: &FieldPath, ch: &ConsistentHashLb)
         );
     }
     if ch.ring_hash.is_some() && ch.maglev.is_some() {
-        f.forbidden(&p.field("maglev"), "maglev may not be combined with ringHash");
+        f.forbidden(
+            &p.field("maglev"),
+            "maglev may not be combined with ringHash",
+        );
     }
     if let Some(rh) = &ch.ring_hash {
         if let Some(n) = rh.minimum_ring_size {
             if n < 0 {
-                f.invalid(&p.field("ringHash").field("minimumRingSize"), &n, "must be >= 0");
+                f.invalid(
+                    &p.field("ringHash").field("minimumRingSize"),
+                    &n,
+                    "must be >= 0",
+                );
             }
         }
     }
@@ -379,7 +416,10 @@ fn check_consistent_hash(f: &mut Findings, p: &FieldPath, ch: &ConsistentHashLb)
             f.invalid(&mp, &n, "must be >= 0");
         }
         if ch.ring_hash.is_some() || ch.maglev.is_some() {
-            f.forbidden(&mp, "minimumRingSize may not be combined with ringHash or maglev");
+            f.forbidden(
+                &mp,
+                "minimumRingSize may not be combined with ringHash or maglev",
+            );
         }
     }
 }
@@ -401,7 +441,8 @@ fn is_prime(n: i64) -> bool {
 /// `region[/zone[/subzone]]`, where `*` may stand for the last given part.
 fn check_locality_name(s: &str) -> Result<(), String> {
     let parts: Vec<&str> = s.split('/').collect();
-    let shape = "must be region, region/zone or region/zone/subzone, with \"*\" only as the last part";
+    let shape =
+        "must be region, region/zone or region/zone/subzone, with \"*\" only as the last part";
     if s.is_empty() || parts.len() > 3 {
         return Err(shape.to_string());
     }
@@ -451,7 +492,10 @@ fn check_locality(f: &mut Findings, p: &FieldPath, l: &LocalityLbSetting) {
             }
         }
         if d.to.is_empty() {
-            f.required(&dp.field("to"), "the localities to send traffic to, with weights adding up to 100");
+            f.required(
+                &dp.field("to"),
+                "the localities to send traffic to, with weights adding up to 100",
+            );
         } else if weights_ok && total != 100 {
             f.invalid(&dp.field("to"), &total, "the weights must add up to 100");
         }
@@ -470,12 +514,20 @@ fn check_locality(f: &mut Findings, p: &FieldPath, l: &LocalityLbSetting) {
             }
         }
         if !fo.from.is_empty() && fo.from == fo.to {
-            f.invalid(&fp.field("to"), fo.to.as_str(), "must be a different region than from");
+            f.invalid(
+                &fp.field("to"),
+                fo.to.as_str(),
+                "must be a different region than from",
+            );
         }
     }
     for (i, k) in l.failover_priority.iter().enumerate() {
         if k.is_empty() {
-            f.invalid(&p.field("failoverPriority").index(i), k.as_str(), "must not be empty");
+            f.invalid(
+                &p.field("failoverPriority").index(i),
+                k.as_str(),
+                "must not be empty",
+            );
         }
     }
 }
@@ -527,7 +579,8 @@ fn check_connection_pool(f: &mut Findings, p: &FieldPath, pool: &ConnectionPoolS
         if let Some(d) = &h.idle_timeout {
             check_duration(f, &hp.field("idleTimeout"), d, false);
         }
-        if h.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade) && h.use_client_protocol == Some(true)
+        if h.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade)
+            && h.use_client_protocol == Some(true)
         {
             f.forbidden(
                 &hp.field("useClientProtocol"),
@@ -560,13 +613,17 @@ fn check_outlier(f: &mut Findings, p: &FieldPath, o: &OutlierDetection) {
     for (name, v) in [
         ("consecutive5xxErrors", o.consecutive_5xx_errors),
         ("consecutiveGatewayErrors", o.consecutive_gateway_errors),
-        ("consecutiveLocalOriginFailures", o.consecutive_local_origin_failures),
+        (
+            "consecutiveLocalOriginFailures",
+            o.consecutive_local_origin_failures,
+        ),
     ] {
         if let Some(n) = v {
             check_u32_count(f, &p.field(name), n);
         }
     }
-    if o.consecutive_local_origin_failures.is_some() && o.split_external_local_origin_errors != Some(true)
+    if o.consecutive_local_origin_failures.is_some()
+        && o.split_external_local_origin_errors != Some(true)
     {
         f.forbidden(
             &p.field("consecutiveLocalOriginFailures"),

@@ -75,7 +75,12 @@ impl Findings {
     }
 
     /// `Invalid value: <value>: <detail>`.
-    pub fn invalid<V: Shown + ?Sized>(&mut self, path: &FieldPath, value: &V, detail: impl Display) {
+    pub fn invalid<V: Shown + ?Sized>(
+        &mut self,
+        path: &FieldPath,
+        value: &V,
+        detail: impl Display,
+    ) {
         let message = format!("Invalid value: {}: {detail}", value.shown());
         self.push(path, Reason::FieldValueInvalid, message);
     }

@@ -214,7 +214,9 @@ fn check_server_host(f: &mut Findings, p: &FieldPath, h: &str) {
             f.invalid(
                 p,
                 h,
-                format!("the namespace part {ns:?} must be \"*\", \".\" or a namespace name: {detail}"),
+                format!(
+                    "the namespace part {ns:?} must be \"*\", \".\" or a namespace name: {detail}"
+                ),
             );
         }
     }
@@ -223,6 +225,10 @@ fn check_server_host(f: &mut Findings, p: &FieldPath, h: &str) {
     }
     if host.is_empty() {
         f.invalid(p, h, "the host part must not be empty");
+        return;
+    }
+    if host.contains('/') {
+        f.invalid(p, h, "must be host or namespace/host, with at most one '/'");
         return;
     }
     if host.starts_with('*') && !host.starts_with("*.") {
@@ -258,8 +264,14 @@ fn set_fields_besides_redirect(t: &ServerTlsSettings) -> Vec<&'static str> {
         ("credentialNames", !t.credential_names.is_empty()),
         ("tlsCertificates", !t.tls_certificates.is_empty()),
         ("subjectAltNames", !t.subject_alt_names.is_empty()),
-        ("verifyCertificateSpki", !t.verify_certificate_spki.is_empty()),
-        ("verifyCertificateHash", !t.verify_certificate_hash.is_empty()),
+        (
+            "verifyCertificateSpki",
+            !t.verify_certificate_spki.is_empty(),
+        ),
+        (
+            "verifyCertificateHash",
+            !t.verify_certificate_hash.is_empty(),
+        ),
         ("minProtocolVersion", t.min_protocol_version.is_some()),
         ("maxProtocolVersion", t.max_protocol_version.is_some()),
         ("cipherSuites", !t.cipher_suites.is_empty()),
@@ -289,7 +301,11 @@ fn check_server_tls(f: &mut Findings, p: &FieldPath, t: &ServerTlsSettings) {
     match mode {
         ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
             if !sources.is_empty() || non_empty(&t.ca_certificates) {
-                let unset = if t.mode.is_none() { " (the mode when unset)" } else { "" };
+                let unset = if t.mode.is_none() {
+                    " (the mode when unset)"
+                } else {
+                    ""
+                };
                 f.warn(
                     p,
                     format!("certificates are ignored with mode {name}{unset}: TLS is passed through, not terminated; set mode: SIMPLE to terminate"),
@@ -352,7 +368,9 @@ fn check_server_tls(f: &mut Findings, p: &FieldPath, t: &ServerTlsSettings) {
                 || credential
                 || !t.credential_names.is_empty()
                 || non_empty(&t.ca_cert_credential_name)
-                || t.tls_certificates.iter().any(|c| non_empty(&c.ca_certificates));
+                || t.tls_certificates
+                    .iter()
+                    .any(|c| non_empty(&c.ca_certificates));
             if mutual && !ca_source {
                 f.required(
                     &p.field("caCertificates"),
@@ -383,13 +401,19 @@ fn check_server_tls(f: &mut Findings, p: &FieldPath, t: &ServerTlsSettings) {
         if len > 2 {
             f.too_long(
                 &p.field(field),
-                format!("must have at most 2 items (one RSA and one ECDSA certificate); it has {len}"),
+                format!(
+                    "must have at most 2 items (one RSA and one ECDSA certificate); it has {len}"
+                ),
             );
         }
     }
     for (i, c) in t.credential_names.iter().enumerate() {
         if c.is_empty() {
-            f.invalid(&p.field("credentialNames").index(i), c.as_str(), "must not be empty");
+            f.invalid(
+                &p.field("credentialNames").index(i),
+                c.as_str(),
+                "must not be empty",
+            );
         }
     }
     for (i, c) in t.tls_certificates.iter().enumerate() {
@@ -399,7 +423,10 @@ fn check_server_tls(f: &mut Findings, p: &FieldPath, t: &ServerTlsSettings) {
             ("privateKey", &c.private_key),
         ] {
             if !non_empty(v) {
-                f.required(&cp.field(field), "each tlsCertificates entry needs serverCertificate and privateKey");
+                f.required(
+                    &cp.field(field),
+                    "each tlsCertificates entry needs serverCertificate and privateKey",
+                );
             }
         }
     }
@@ -409,7 +436,10 @@ fn check_server_tls(f: &mut Findings, p: &FieldPath, t: &ServerTlsSettings) {
             f.invalid(
                 &p.field("maxProtocolVersion"),
                 tls_protocol_name(max),
-                format!("must not be lower than minProtocolVersion {}", tls_protocol_name(min)),
+                format!(
+                    "must not be lower than minProtocolVersion {}",
+                    tls_protocol_name(min)
+                ),
             );
         }
     }

@@ -15,9 +15,15 @@ const KEYS: &[&str] = &[TLS_CRT, TLS_KEY, CA_CRT];
 /// What a key's PEM must contain, and how to say so.
 fn pem_rule(key: &str) -> (&'static str, &'static str) {
     if key == TLS_KEY {
-        ("PRIVATE KEY-----", "a PEM private key (-----BEGIN PRIVATE KEY----- or -----BEGIN RSA/EC PRIVATE KEY-----)")
+        (
+            "PRIVATE KEY-----",
+            "a PEM private key (-----BEGIN PRIVATE KEY----- or -----BEGIN RSA/EC PRIVATE KEY-----)",
+        )
     } else {
-        ("-----BEGIN CERTIFICATE-----", "PEM with at least one -----BEGIN CERTIFICATE----- block")
+        (
+            "-----BEGIN CERTIFICATE-----",
+            "PEM with at least one -----BEGIN CERTIFICATE----- block",
+        )
     }
 }
 
@@ -62,15 +68,16 @@ pub(crate) fn validate_secret(s: &Secret, f: &mut Findings) {
     }
     for key in KEYS {
         // stringData wins over data, as in Kubernetes; data must still be valid base64.
-        let decoded = s.data.get(*key).and_then(|v| {
-            match base64::engine::general_purpose::STANDARD.decode(v.trim()) {
-                Ok(bytes) => Some(bytes),
-                Err(_) => {
-                    f.invalid(&data.key(key), &Redacted, "must be base64");
-                    None
+        let decoded =
+            s.data.get(*key).and_then(|v| {
+                match base64::engine::general_purpose::STANDARD.decode(v.trim()) {
+                    Ok(bytes) => Some(bytes),
+                    Err(_) => {
+                        f.invalid(&data.key(key), &Redacted, "must be base64");
+                        None
+                    }
                 }
-            }
-        });
+            });
         let (path, bytes) = match (s.string_data.get(*key), decoded) {
             (Some(text), _) => (string_data.key(key), text.as_bytes().to_vec()),
             (None, Some(bytes)) => (data.key(key), bytes),

@@ -3,12 +3,13 @@
 
 use super::common::{
     check_export_to, check_fqdn, check_ip_or_cidr, check_labels, check_metadata, check_port,
-    check_u32_count, check_unique, check_unix_address, check_wildcard_domain, dns1123_label,
-    is_ip, is_wildcard, quoted_list, NameRule,
+    check_u32_count, check_unique, check_unix_address, check_wildcard_domain, dns1123_label, is_ip,
+    is_wildcard, quoted_list, NameRule,
 };
 use super::findings::Findings;
 use super::path::FieldPath;
 use crate::resource::{Resolution, ServiceEntry, WorkloadEntry, WorkloadEntrySpec};
+use std::collections::HashMap;
 
 /// Port protocols, matched case-insensitively.
 const PROTOCOLS: &[&str] = &[
@@ -50,13 +51,28 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
     if spec.hosts.len() > MAX_HOSTS {
         f.too_long(
             &hp,
-            format!("must have at most {MAX_HOSTS} items; it has {}", spec.hosts.len()),
+            format!(
+                "must have at most {MAX_HOSTS} items; it has {}",
+                spec.hosts.len()
+            ),
         );
     }
     for (i, h) in spec.hosts.iter().enumerate() {
         let ip = hp.index(i);
         if h == "*" {
-            f.invalid(&ip, h.as_str(), "\"*\" is not allowed: name the hosts of the service");
+            f.invalid(
+                &ip,
+                h.as_str(),
+                "\"*\" is not allowed: name the hosts of the service",
+            );
+            continue;
+        }
+        if is_ip(h) {
+            f.invalid(
+                &ip,
+                h.as_str(),
+                "must be a host name, not an IP address (list IPs in addresses)",
+            );
             continue;
         }
         if let Err(e) = check_wildcard_domain(h) {
@@ -70,7 +86,11 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
             );
         }
         if resolution == Resolution::DynamicDns && !is_wildcard(h) {
-            f.invalid(&ip, h.as_str(), "resolution DYNAMIC_DNS needs wildcard hosts (e.g. \"*.example.com\")");
+            f.invalid(
+                &ip,
+                h.as_str(),
+                "resolution DYNAMIC_DNS needs wildcard hosts (e.g. \"*.example.com\")",
+            );
         }
         if matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin)
             && spec.endpoints.is_empty()
@@ -96,7 +116,10 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
     if spec.addresses.len() > MAX_ADDRESSES {
         f.too_long(
             &ap,
-            format!("must have at most {MAX_ADDRESSES} items; it has {}", spec.addresses.len()),
+            format!(
+                "must have at most {MAX_ADDRESSES} items; it has {}",
+                spec.addresses.len()
+            ),
         );
     }
     for (i, a) in spec.addresses.iter().enumerate() {
@@ -105,7 +128,9 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
         } else if a.contains('/') && !matches!(resolution, Resolution::None | Resolution::Static) {
             f.forbidden(
                 &ap.index(i),
-                format!("CIDR addresses are only allowed with resolution NONE or STATIC, not {rname}"),
+                format!(
+                    "CIDR addresses are only allowed with resolution NONE or STATIC, not {rname}"
+                ),
             );
         }
     }
@@ -123,7 +148,10 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
             }
         }
         if port.name.is_empty() {
-            f.required(&ip.field("name"), "a port name (an RFC 1123 label, e.g. \"http\")");
+            f.required(
+                &ip.field("name"),
+                "a port name (an RFC 1123 label, e.g. \"http\")",
+            );
         } else if let Err(e) = dns1123_label(&port.name) {
             f.invalid(&ip.field("name"), port.name.as_str(), e);
         }
@@ -139,15 +167,20 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
             .map(|(i, port)| (pp.index(i).field("name"), port.name.as_str())),
         "port names",
     );
-    let numbers: Vec<String> = spec.ports.iter().map(|port| port.number.to_string()).collect();
-    check_unique(
-        f,
-        numbers
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (pp.index(i).field("number"), n.as_str())),
-        "port numbers",
-    );
+    let mut numbers: HashMap<i64, FieldPath> = HashMap::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        let np = pp.index(i).field("number");
+        match numbers.get(&port.number) {
+            Some(first) => f.duplicate(
+                &np,
+                &port.number,
+                format!("port numbers must be unique; already used by {first}"),
+            ),
+            None => {
+                numbers.insert(port.number, np);
+            }
+        }
+    }
     if spec.hosts.len() > 1 && resolution != Resolution::None {
         if let Some((i, port)) = spec
             .ports
@@ -155,7 +188,11 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
             .enumerate()
             .find(|(_, port)| !tells_hosts_apart(port.protocol.as_deref()))
         {
-            let proto = port.protocol.as_deref().filter(|s| !s.is_empty()).unwrap_or("unset, so TCP");
+            let proto = port
+                .protocol
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("unset, so TCP");
             f.forbidden(
                 &pp.index(i).field("protocol"),
                 format!("multiple hosts with a non-HTTP, non-TLS port (protocol {proto}) need resolution NONE: such a port cannot tell the hosts apart; use one ServiceEntry per host"),
@@ -173,7 +210,10 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
     if spec.endpoints.len() > MAX_ENDPOINTS {
         f.too_long(
             &ep,
-            format!("must have at most {MAX_ENDPOINTS} items; it has {}", spec.endpoints.len()),
+            format!(
+                "must have at most {MAX_ENDPOINTS} items; it has {}",
+                spec.endpoints.len()
+            ),
         );
     }
     match resolution {
@@ -235,7 +275,11 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
     );
     for (i, san) in spec.subject_alt_names.iter().enumerate() {
         if san.is_empty() {
-            f.invalid(&p.field("subjectAltNames").index(i), san.as_str(), "must not be empty");
+            f.invalid(
+                &p.field("subjectAltNames").index(i),
+                san.as_str(),
+                "must not be empty",
+            );
         }
     }
 }
@@ -286,7 +330,11 @@ fn check_workload_entry(
                 if names.is_empty() {
                     f.invalid(&kp, name.as_str(), "the ServiceEntry defines no ports");
                 } else {
-                    f.not_supported_text(&kp, name.as_str(), format!("{} (the names of spec.ports)", quoted_list(names)));
+                    f.not_supported_text(
+                        &kp,
+                        name.as_str(),
+                        format!("{} (the names of spec.ports)", quoted_list(names)),
+                    );
                 }
             }
             Some(_) => {}

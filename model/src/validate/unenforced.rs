@@ -30,14 +30,29 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     // VirtualService, DestinationRule, ServiceEntry
     ("spec.exportTo", "visible to every namespace"),
     // DestinationRule
-    ("spec.trafficPolicy", "default load balancing, pools and plain-text upstreams"),
-    ("spec.subsets[*].trafficPolicy", "the host-level defaults apply"),
+    (
+        "spec.trafficPolicy",
+        "default load balancing, pools and plain-text upstreams",
+    ),
+    (
+        "spec.subsets[*].trafficPolicy",
+        "the host-level defaults apply",
+    ),
     // ServiceEntry
     ("spec.addresses", "not used for routing"),
-    ("spec.subjectAltNames", "upstream certificates are not verified against them"),
+    (
+        "spec.subjectAltNames",
+        "upstream certificates are not verified against them",
+    ),
     // Gateway
-    ("spec.servers[?port.protocol=HTTPS|TLS].tls", "TLS is not terminated"),
-    ("spec.servers[*].bind", "the listener flags decide the address"),
+    (
+        "spec.servers[?port.protocol=HTTPS|TLS].tls",
+        "TLS is not terminated",
+    ),
+    (
+        "spec.servers[*].bind",
+        "the listener flags decide the address",
+    ),
 ];
 
 /// One step of a pattern.
@@ -179,7 +194,10 @@ mod tests {
         let w = warnings(
             "kind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n  - port: {number: 443, name: https, protocol: https}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: c}\n",
         );
-        assert_eq!(w, vec!["spec.servers[1].tls: accepted but not enforced yet"]);
+        assert_eq!(
+            w,
+            vec!["spec.servers[1].tls: accepted but not enforced yet"]
+        );
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //! `exportTo`; and the warnings for rules and matches that can never be used.
 
 use super::common::{
-    check_duration, check_export_to, check_header_value, check_i32_count,
-    check_int_percent, check_ip_or_cidr, check_labels, check_metadata, check_percent, check_port,
-    check_regex, check_string_match, check_wildcard_domain, decode_proto_bytes, dns1123_label,
+    check_duration, check_export_to, check_header_value, check_i32_count, check_int_percent,
+    check_ip_or_cidr, check_labels, check_metadata, check_percent, check_port, check_regex,
+    check_string_match, check_wildcard_domain, decode_proto_bytes, dns1123_label,
     dns1123_subdomain, is_ip, is_strict_header_name, is_token, join_and, HostIndex, MatchUse,
     NameRule, STRICT_MATCH,
 };
@@ -279,7 +279,10 @@ fn check_http_route(f: &mut Findings, p: &FieldPath, r: &HttpRoute, in_delegate_
         }
     }
     if r.mirror.is_some() && !r.mirrors.is_empty() {
-        f.forbidden(&p.field("mirrors"), "mirrors may not be combined with mirror");
+        f.forbidden(
+            &p.field("mirrors"),
+            "mirrors may not be combined with mirror",
+        );
     }
 
     if let Some(d) = &r.delegate {
@@ -342,7 +345,12 @@ fn check_http_route(f: &mut Findings, p: &FieldPath, r: &HttpRoute, in_delegate_
         check_headers(f, &p.field("headers"), h);
     }
     let hp = p.field("headers");
-    check_authority_once(f, p, r.rewrite.as_ref(), r.headers.as_ref().map(|h| (&hp, h)));
+    check_authority_once(
+        f,
+        p,
+        r.rewrite.as_ref(),
+        r.headers.as_ref().map(|h| (&hp, h)),
+    );
     if let Some(t) = &r.timeout {
         check_duration(f, &p.field("timeout"), t, false);
     }
@@ -360,7 +368,10 @@ fn check_http_route(f: &mut Findings, p: &FieldPath, r: &HttpRoute, in_delegate_
     }
     if let Some(pc) = r.mirror_percent {
         check_int_percent(f, &p.field("mirrorPercent"), pc);
-        f.warn(&p.field("mirrorPercent"), "deprecated: use mirrorPercentage");
+        f.warn(
+            &p.field("mirrorPercent"),
+            "deprecated: use mirrorPercentage",
+        );
     }
     for (k, m) in r.mirrors.iter().enumerate() {
         let mp = p.field("mirrors").index(k);
@@ -392,7 +403,10 @@ fn check_http_match(f: &mut Findings, p: &FieldPath, m: &HttpMatchRequest) {
         empty_is_presence: true,
         star_regex_is_presence: true,
     };
-    for (field, map) in [("headers", &m.headers), ("withoutHeaders", &m.without_headers)] {
+    for (field, map) in [
+        ("headers", &m.headers),
+        ("withoutHeaders", &m.without_headers),
+    ] {
         for (name, sm) in map {
             let kp = p.field(field).key(name);
             check_match_header_name(f, &kp, name);
@@ -406,7 +420,11 @@ fn check_http_match(f: &mut Findings, p: &FieldPath, m: &HttpMatchRequest) {
     for (name, sm) in &m.query_params {
         let kp = p.field("queryParams").key(name);
         if name.is_empty() {
-            f.invalid(&kp, name.as_str(), "a query parameter name must not be empty");
+            f.invalid(
+                &kp,
+                name.as_str(),
+                "a query parameter name must not be empty",
+            );
         }
         check_string_match(f, &kp, sm, query_use);
     }
@@ -434,7 +452,11 @@ fn check_match_header_name(f: &mut Findings, p: &FieldPath, name: &str) {
     }
     if let Some(claim) = name.strip_prefix(JWT_CLAIM_PREFIX) {
         if claim.is_empty() {
-            f.invalid(p, name, "the claim name after @request.auth.claims. must not be empty");
+            f.invalid(
+                p,
+                name,
+                "the claim name after @request.auth.claims. must not be empty",
+            );
         } else {
             f.warn(
                 p,
@@ -463,7 +485,10 @@ fn check_match_header_name(f: &mut Findings, p: &FieldPath, name: &str) {
 fn check_destination(f: &mut Findings, p: &FieldPath, d: &Destination) {
     let hp = p.field("host");
     if d.host.is_empty() {
-        f.required(&hp, "the host to send to (a ServiceEntry host, a DNS name or an IP)");
+        f.required(
+            &hp,
+            "the host to send to (a ServiceEntry host, a DNS name or an IP)",
+        );
     } else if d.host == "*" {
         f.invalid(&hp, d.host.as_str(), "a destination host may not be \"*\"");
     } else if !is_ip(&d.host) {
@@ -487,7 +512,11 @@ fn check_destination(f: &mut Findings, p: &FieldPath, d: &Destination) {
 /// valid on its own).
 fn check_total_weight(f: &mut Findings, p: &FieldPath, weights: impl Iterator<Item = Option<i64>>) {
     let weights: Vec<i64> = weights.map(|w| w.unwrap_or(0)).collect();
-    if weights.len() < 2 || weights.iter().any(|w| !(0..=i64::from(i32::MAX)).contains(w)) {
+    if weights.len() < 2
+        || weights
+            .iter()
+            .any(|w| !(0..=i64::from(i32::MAX)).contains(w))
+    {
         return;
     }
     let total: i64 = weights.iter().sum();
@@ -623,7 +652,10 @@ fn check_redirect(
         }
     }
     if r.port.is_some() && r.derive_port.is_some() {
-        f.forbidden(&p.field("derivePort"), "derivePort may not be combined with port");
+        f.forbidden(
+            &p.field("derivePort"),
+            "derivePort may not be combined with port",
+        );
     }
     if let Some(port) = r.port {
         check_port(f, &p.field("port"), port);
@@ -654,7 +686,12 @@ fn check_redirect(
 }
 
 fn check_direct_response(f: &mut Findings, p: &FieldPath, d: &HttpDirectResponse) {
-    if !(200..=600).contains(&d.status) {
+    if d.status == 0 {
+        f.required(
+            &p.field("status"),
+            "the HTTP status code to answer with (200-600)",
+        );
+    } else if !(200..=600).contains(&d.status) {
         f.invalid(
             &p.field("status"),
             &d.status,
@@ -983,7 +1020,10 @@ fn check_tls_route(
         for (k, sni) in m.sni_hosts.iter().enumerate() {
             let sp = mp.field("sniHosts").index(k);
             if is_ip(sni) {
-                f.warn(&sp, "an IP address is never sent as SNI; this host never matches");
+                f.warn(
+                    &sp,
+                    "an IP address is never sent as SNI; this host never matches",
+                );
                 continue;
             }
             if let Err(e) = check_wildcard_domain(sni) {
@@ -1092,5 +1132,57 @@ fn check_reachability(f: &mut Findings, p: &FieldPath, rules: &[HttpRoute]) {
         if r.delegate.is_none() && catches_all {
             catch_all = Some(i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The body size rules, whose cases are too big for golden files.
+    use super::{BODY_MAX, BODY_WARN};
+    use crate::resource::resource_from_value;
+    use crate::validate::{validate, Reason, Report};
+    use serde_json::json;
+
+    fn with_body(body: serde_json::Value) -> Report {
+        let doc = json!({
+            "kind": "VirtualService",
+            "metadata": {"name": "big"},
+            "spec": {"hosts": ["a.example.com"], "http": [{"directResponse": {"status": 200, "body": body}}]},
+        });
+        validate(&resource_from_value(doc, None).expect("decodes"))
+    }
+
+    #[test]
+    fn body_over_100kb_is_a_warning() {
+        let r = with_body(json!({"string": "x".repeat(BODY_WARN + 1)}));
+        assert!(r.errors.is_empty(), "{r:?}");
+        assert_eq!(
+            r.warnings,
+            vec![format!(
+                "spec.http[0].directResponse.body.string: large body ({} bytes): keep direct responses under 100KB",
+                BODY_WARN + 1
+            )]
+        );
+        assert!(with_body(json!({"string": "x".repeat(BODY_WARN)}))
+            .warnings
+            .is_empty());
+    }
+
+    #[test]
+    fn body_over_1mb_is_rejected() {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD.encode(vec![0u8; BODY_MAX + 1]);
+        let r = with_body(json!({ "bytes": bytes }));
+        assert_eq!(r.errors.len(), 1, "{r:?}");
+        assert_eq!(r.errors[0].field, "spec.http[0].directResponse.body.bytes");
+        assert_eq!(r.errors[0].reason, Reason::FieldValueTooLong);
+        assert_eq!(
+            r.errors[0].message,
+            format!(
+                "Too long: may not be more than {BODY_MAX} bytes (1MB); the body has {}",
+                BODY_MAX + 1
+            )
+        );
+        assert!(r.warnings.is_empty(), "{r:?}");
     }
 }
