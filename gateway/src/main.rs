@@ -1,6 +1,7 @@
 //! The `gateway` binary: parses the command line, opens the store and the control plane, and runs
 //! the Pingora server (traffic listeners plus the admin API) until SIGTERM drains it.
 
+mod accesslog;
 mod cli;
 mod hygiene;
 mod metrics;
@@ -144,12 +145,14 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 
     let inflight = Arc::new(AtomicUsize::new(0));
+    let access_log_dropped = metrics.access_log_dropped.clone();
     let gateway = GatewayProxy {
         snapshot: snapshot.clone(),
         upstreams: Arc::new(upstream::Upstreams::new()),
         metrics,
         listeners: Arc::new(listeners),
         inflight: inflight.clone(),
+        access_log: accesslog::AccessLogger::start(cli.access_log, access_log_dropped),
     };
     let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     if let Some(app) = proxy_service.app_logic_mut() {

@@ -1,7 +1,7 @@
 //! Data-plane metrics on the gateway's one explicit registry: request counts and latencies with
 //! bounded labels (route ids, never raw paths).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 /// Handles to every data-plane series.
 #[derive(Clone)]
@@ -11,6 +11,7 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub upstream_retries: IntCounterVec,
     pub connect_failures: IntCounterVec,
+    pub access_log_dropped: IntCounter,
 }
 
 const REQUEST_LABELS: [&str; 8] = [
@@ -88,6 +89,11 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let access_log_dropped = IntCounter::new(
+            "gateway_access_log_dropped_total",
+            "Access log lines dropped because stdout could not keep up.",
+        )?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -100,6 +106,7 @@ impl Metrics {
             upstream_duration,
             upstream_retries,
             connect_failures,
+            access_log_dropped,
         })
     }
 }

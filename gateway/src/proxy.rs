@@ -3,6 +3,7 @@
 //! flags), and forwards everything else to a chosen upstream endpoint with rewrites and header
 //! operations applied.
 
+use crate::accesslog::{AccessLogger, Entry};
 use crate::metrics::{method_label, Metrics};
 use crate::upstream::{self, Resolved, Upstreams};
 use arc_swap::ArcSwap;
@@ -21,7 +22,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What a listener (a local port) serves: the Gateway port number and whether it terminates TLS.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +40,7 @@ pub struct GatewayProxy {
     pub listeners: Arc<HashMap<u16, ListenerInfo>>,
     /// Requests in flight, for draining on SIGTERM.
     pub inflight: Arc<AtomicUsize>,
+    pub access_log: AccessLogger,
 }
 
 /// Decrements the in-flight count when a request's context is dropped, however the request ends.
@@ -67,6 +69,10 @@ pub struct Ctx {
     upstream_start: Option<Instant>,
     /// The rewritten path (without query), computed at routing time where the match is known.
     new_path: Option<String>,
+    /// `x-request-id`: the client's, or one generated for this request.
+    request_id: String,
+    /// Time to the upstream response header, for `x-envoy-upstream-service-time`-style logging.
+    upstream_service_time: Option<Duration>,
 }
 
 impl Ctx {
@@ -274,6 +280,14 @@ fn choose_destination(f: &Forward) -> Option<usize> {
     None
 }
 
+/// A W3C `traceparent` starting a new trace (sampled), for requests that arrive without one.
+fn new_traceparent() -> String {
+    let mut rng = rand::thread_rng();
+    let trace: u128 = rng.gen_range(1..=u128::MAX);
+    let span: u64 = rng.gen_range(1..=u64::MAX);
+    format!("00-{trace:032x}-{span:016x}-01")
+}
+
 /// Whether `retryOn` asks for retries of failed connections.
 fn retries_connect_failures(route: &Route) -> bool {
     route.retries.retry_on.iter().any(|t| {
@@ -448,6 +462,8 @@ impl ProxyHttp for GatewayProxy {
             tls: false,
             upstream_start: None,
             new_path: None,
+            request_id: String::new(),
+            upstream_service_time: None,
         }
     }
 
@@ -456,6 +472,15 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.request_id = match session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
         self.route(session, ctx).await
     }
 
@@ -562,7 +587,10 @@ impl ProxyHttp for GatewayProxy {
         }
         upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
         if !upstream.headers.contains_key("x-request-id") {
-            upstream.insert_header("x-request-id", uuid::Uuid::new_v4().to_string())?;
+            upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        }
+        if !upstream.headers.contains_key("traceparent") {
+            upstream.insert_header("traceparent", new_traceparent())?;
         }
         Ok(())
     }
@@ -574,6 +602,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(start) = ctx.upstream_start {
+            ctx.upstream_service_time = Some(start.elapsed());
             if let Some(d) = ctx.destination() {
                 self.metrics
                     .upstream_duration
@@ -674,9 +703,41 @@ impl ProxyHttp for GatewayProxy {
             .requests
             .with_label_values(&[gateway, vs, route_id, dest, subset, method, &code_s, &flags])
             .inc();
+        let elapsed = ctx.start.elapsed();
         self.metrics
             .duration
             .with_label_values(&[gateway, vs, route_id, dest, subset, method])
-            .observe(ctx.start.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        if self.access_log.enabled() {
+            let req = session.req_header();
+            let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+            let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let protocol = match req.version {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_3 => "HTTP/3",
+                http::Version::HTTP_09 => "HTTP/0.9",
+                _ => "HTTP/1.1",
+            };
+            self.access_log.log(&Entry {
+                start: SystemTime::now() - elapsed,
+                method: req.method.as_str(),
+                path,
+                protocol,
+                status: code,
+                flags: &flags,
+                bytes_received: session.body_bytes_read(),
+                bytes_sent: session.body_bytes_sent(),
+                duration_ms: elapsed.as_millis(),
+                upstream_service_time_ms: ctx.upstream_service_time.map(|d| d.as_millis()),
+                x_forwarded_for: header("x-forwarded-for"),
+                user_agent: header("user-agent"),
+                request_id: &ctx.request_id,
+                authority: authority_of(req),
+                upstream_host: ctx.tried.last().map(|a| a.to_string()),
+                route: route_id,
+                sni: None,
+            });
+        }
     }
 }

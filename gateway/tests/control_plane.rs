@@ -800,9 +800,9 @@ fn bad_input_of_every_validation_class_is_422_naming_the_field() {
                 .unwrap_or_default();
             s["reason"] == "Invalid"
                 && s["details"]["kind"] == kind
-                && s["message"].as_str().is_some_and(|m| {
-                    m.starts_with(&format!("{kind}")) && m.contains("\"bad\" is invalid: ")
-                })
+                && s["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(kind) && m.contains("\"bad\" is invalid: "))
                 && fields.iter().any(|f| f.starts_with(field))
                 && fields
                     .iter()

@@ -3,11 +3,13 @@
 //! merged in creation order), subset endpoint selection and the effective connection policy.
 //! Clusters are built once per name and shared by every route that sends to them.
 
+use super::diag::{Diag, Problem};
 use super::hosts::{creation_order, is_ip};
 use crate::ir::{Cluster, ClusterPolicy, Discovery, Endpoint, HashKey, LbPolicy};
 use crate::resource::{
-    ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, Resolution, ResourceSet,
-    ServiceEntry, ServicePort, SimpleLb, Subset, TrafficPolicy, WorkloadEntry, WorkloadEntrySpec,
+    ConnectionPoolSettings, DestinationRule, Kind, LoadBalancerSettings, Resolution, ResourceKey,
+    ResourceSet, ServiceEntry, ServicePort, SimpleLb, Subset, TrafficPolicy, WorkloadEntry,
+    WorkloadEntrySpec,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -267,6 +269,28 @@ impl<'a> Registry<'a> {
             .then_some("its labels match no endpoint"),
             Resolved::Dns { .. } | Resolved::Ip => (!subset.labels.is_empty())
                 .then_some("the host is resolved by DNS or is an IP, whose endpoint has no labels"),
+        }
+    }
+}
+
+/// A ServiceEntry whose `workloadSelector` selects no WorkloadEntry has no endpoint to send to.
+pub(crate) fn check_service_entries(set: &ResourceSet, reg: &Registry<'_>, diag: &mut Diag) {
+    for se in set.service_entries() {
+        let Some(sel) = &se.spec.workload_selector else {
+            continue;
+        };
+        if reg.selected_workloads(se).is_empty() {
+            let ns = se.metadata.namespace();
+            let labels: Vec<String> = sel.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            diag.push(
+                &ResourceKey::new(Kind::ServiceEntry, ns, se.metadata.name.clone()),
+                Problem::Ref("NoEndpoints"),
+                "spec.workloadSelector",
+                &format!(
+                    "selects no WorkloadEntry in namespace {ns:?} (labels {})",
+                    labels.join(",")
+                ),
+            );
         }
     }
 }

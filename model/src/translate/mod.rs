@@ -52,6 +52,7 @@ pub fn translate(set: &ResourceSet) -> Translation {
     let mut diag = diag::Diag::default();
     let gws = gateways::Gateways::collect(set, &mut diag);
     let mut reg = clusters::Registry::new(set);
+    clusters::check_service_entries(set, &reg, &mut diag);
     let listeners = vhosts::build(set, &gws, &mut reg, &mut diag);
     let snapshot = Snapshot {
         listeners,

@@ -44,8 +44,9 @@ pub(crate) struct RuleTemplate {
 pub(crate) struct EntryTemplate {
     /// `None` when a condition could not be compiled: the entry never matches.
     pub compiled: Option<RouteMatch>,
-    /// Per-match `gateways` as `ns/name` (`mesh` dropped); `None` inherits the VirtualService's.
-    pub gateways: Option<Vec<String>>,
+    /// Per-match `gateways` as (index in the list, `ns/name`), `mesh` dropped; `None` inherits
+    /// the VirtualService's.
+    pub gateways: Option<Vec<(usize, String)>>,
     /// Istio's catch-all: no condition but a uri prefix `/` or regex `.*` (or none at all).
     pub catch_all: bool,
 }
@@ -355,7 +356,8 @@ fn entry(m: &HttpMatchRequest, vs_ns: &str, path: &str, sink: &mut Sink<'_>) -> 
     let gateways = (!m.gateways.is_empty()).then(|| {
         m.gateways
             .iter()
-            .filter_map(|g| resolve_gateway_ref(g, vs_ns))
+            .enumerate()
+            .filter_map(|(j, g)| resolve_gateway_ref(g, vs_ns).map(|l| (j, l)))
             .collect::<Vec<_>>()
     });
     EntryTemplate {

@@ -36,46 +36,64 @@ struct VhostBuild {
 type RouteKey<'g> = (usize, usize, &'g str, bool, Option<u16>);
 
 /// Builds every listener.
-pub(crate) fn build<'g>(
+pub(crate) fn build(
     set: &ResourceSet,
-    gws: &'g Gateways,
+    gws: &Gateways,
     reg: &mut Registry<'_>,
     diag: &mut Diag,
 ) -> BTreeMap<u16, Listener> {
-    let mut listeners: BTreeMap<u16, BTreeMap<String, VhostBuild>> = BTreeMap::new();
-    for servers in gws.by_label.values() {
-        for s in servers {
-            let domains = listeners.entry(s.port).or_default();
-            if s.https_redirect {
-                // Every host of a redirecting server answers, VirtualService or not.
-                for (_, h) in &s.hosts {
-                    domains.entry(h.clone()).or_default().https_redirect = true;
+    let mut vss: Vec<&VirtualService> = set.virtual_services().collect();
+    vss.sort_by_cached_key(|v| creation_order(&v.metadata));
+    let rules: usize = vss.iter().map(|v| v.spec.http.len()).sum();
+    let mut b = Builder {
+        gws,
+        reg,
+        diag,
+        listeners: BTreeMap::new(),
+        cache: HashMap::with_capacity(rules),
+    };
+    b.redirecting_servers();
+    for (rank, vs) in vss.into_iter().enumerate() {
+        b.virtual_service(rank, vs);
+    }
+    b.finish()
+}
+
+struct Builder<'g, 'r, 'a> {
+    gws: &'g Gateways,
+    reg: &'r mut Registry<'a>,
+    diag: &'r mut Diag,
+    /// Port → domain → what the virtual host will hold.
+    listeners: BTreeMap<u16, BTreeMap<String, VhostBuild>>,
+    cache: HashMap<RouteKey<'g>, Arc<Route>>,
+}
+
+impl<'g> Builder<'g, '_, '_> {
+    /// Every HTTP server has a listener; every host of a redirecting server answers (with the
+    /// redirect), VirtualService or not.
+    fn redirecting_servers(&mut self) {
+        for servers in self.gws.by_label.values() {
+            for s in servers {
+                let domains = self.listeners.entry(s.port).or_default();
+                if s.https_redirect {
+                    for (_, h) in &s.hosts {
+                        domains.entry(h.clone()).or_default().https_redirect = true;
+                    }
                 }
             }
         }
     }
 
-    let mut vss: Vec<&VirtualService> = set.virtual_services().collect();
-    vss.sort_by_cached_key(|v| creation_order(&v.metadata));
-    let rules: usize = vss.iter().map(|v| v.spec.http.len()).sum();
-    let mut cache: HashMap<RouteKey<'g>, Arc<Route>> = HashMap::with_capacity(rules);
-
-    for (rank, vs) in vss.into_iter().enumerate() {
+    fn virtual_service(&mut self, rank: usize, vs: &VirtualService) {
         let ns = vs.metadata.namespace();
         let key = ResourceKey::new(Kind::VirtualService, ns, vs.metadata.name.clone());
-        let vs_label = format!("{ns}/{}", vs.metadata.name);
-        let mut sink = Sink {
-            diag: &mut *diag,
-            key: &key,
-        };
-
         if vs.spec.http.is_empty() {
             for (field, present) in [
                 ("spec.tcp", !vs.spec.tcp.is_empty()),
                 ("spec.tls", !vs.spec.tls.is_empty()),
             ] {
                 if present {
-                    sink.diag.push(
+                    self.diag.push(
                         &key,
                         Problem::Part,
                         field,
@@ -83,100 +101,52 @@ pub(crate) fn build<'g>(
                     );
                 }
             }
-            continue;
+            return;
         }
         if vs.spec.hosts.is_empty() {
-            sink.diag.push(
+            self.diag.push(
                 &key,
                 Problem::Part,
                 "spec.hosts",
                 "a VirtualService without hosts (a delegate) is not served",
             );
-            continue;
+            return;
         }
 
-        let bound = binding(vs, gws, sink.diag, &key);
+        let bound = binding(vs, self.gws, self.diag, &key);
+        let mut sink = Sink {
+            diag: &mut *self.diag,
+            key: &key,
+        };
         let templates: Vec<RuleTemplate> = vs
             .spec
             .http
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| compile_rule(vs, i, r, reg, &mut sink))
+            .filter_map(|(i, r)| compile_rule(vs, i, r, self.reg, &mut sink))
             .collect();
+        let considered = self.considered(&bound, &templates, &key);
+        let placements = self.placements(vs, &considered, &key);
 
-        // Gateways this VirtualService is considered at: its binding plus those its matches name.
-        let mut considered: BTreeSet<&'g str> = bound.clone();
-        for t in &templates {
-            for (k, e) in t.entries.iter().enumerate() {
-                for (j, g) in e.gateways.iter().flatten().enumerate() {
-                    if let Some(label) = gws.label(g) {
-                        considered.insert(label);
-                    } else {
-                        sink.diag.push(
-                            &key,
-                            Problem::Ref("GatewayNotFound"),
-                            &format!("spec.http[{}].match[{k}].gateways[{j}]", t.index),
-                            &format!("gateway {g:?} not found"),
-                        );
-                    }
-                }
-            }
-        }
-        if gws.implicit {
-            considered = BTreeSet::from([IMPLICIT]);
-        }
-
-        // (port, domain, gateway) → whether an admitting server redirects to https.
-        let mut placements: BTreeMap<(u16, String, &'g str), bool> = BTreeMap::new();
-        for (j, raw) in vs.spec.hosts.iter().enumerate() {
-            let Some(h) = normalize_host(raw) else {
-                diag.push(
-                    &key,
-                    Problem::Part,
-                    &format!("spec.hosts[{j}]"),
-                    &format!("host {raw:?} cannot be served (use a name, *.suffix or *); skipped"),
-                );
-                continue;
-            };
-            let mut admitted = false;
-            for &g in &considered {
-                for s in gws.by_label.get(g).into_iter().flatten() {
-                    for (filter, sh) in &s.hosts {
-                        if !filter.admits(ns) {
-                            continue;
-                        }
-                        if let Some(domain) = intersect(&h, sh) {
-                            admitted = true;
-                            *placements.entry((s.port, domain, g)).or_default() |= s.https_redirect;
-                        }
-                    }
-                }
-            }
-            if !admitted && !considered.is_empty() {
-                diag.push(
-                    &key,
-                    Problem::Ref("HostNotAdmitted"),
-                    &format!("spec.hosts[{j}]"),
-                    &format!("host {raw:?} is admitted by no server of bound gateways"),
-                );
-            }
-        }
-
+        let vs_label = format!("{ns}/{}", vs.metadata.name);
         for ((port, domain, g), redirect) in placements {
-            let vb = listeners
+            let vb = self
+                .listeners
                 .entry(port)
                 .or_default()
                 .entry(domain)
                 .or_default();
             vb.https_redirect |= redirect;
             for t in &templates {
-                let (in_place, catch_all) = split_entries(t, g, &bound, gws.implicit);
+                let (in_place, catch_all) = split_entries(t, g, &bound, self.gws.implicit);
                 for (is_catch_all, entries) in [(false, in_place), (true, catch_all)] {
                     let Some(entries) = entries else {
                         continue;
                     };
                     let lport = t.needs_listener_port().then_some(port);
-                    let route = cache
+                    let reg = &mut *self.reg;
+                    let route = self
+                        .cache
                         .entry((rank, t.index, g, is_catch_all, lport))
                         .or_insert_with(|| {
                             Arc::new(instantiate(t, &vs_label, g, &entries, port, reg))
@@ -194,20 +164,99 @@ pub(crate) fn build<'g>(
         }
     }
 
-    listeners
-        .into_iter()
-        .map(|(port, domains)| {
-            let mut hosts = HostIndex::default();
-            for (domain, vb) in domains {
-                hosts.insert(VirtualHost {
-                    domain,
-                    https_redirect: vb.https_redirect,
-                    routes: order(vb.placed),
-                });
+    /// The gateways a VirtualService is considered at: its binding plus those its matches name.
+    fn considered(
+        &mut self,
+        bound: &BTreeSet<&'g str>,
+        templates: &[RuleTemplate],
+        key: &ResourceKey,
+    ) -> BTreeSet<&'g str> {
+        let mut considered = bound.clone();
+        for t in templates {
+            for (k, e) in t.entries.iter().enumerate() {
+                for (j, g) in e.gateways.iter().flatten() {
+                    if let Some(label) = self.gws.label(g) {
+                        considered.insert(label);
+                    } else {
+                        self.diag.push(
+                            key,
+                            Problem::Ref("GatewayNotFound"),
+                            &format!("spec.http[{}].match[{k}].gateways[{j}]", t.index),
+                            &format!("gateway {g:?} not found"),
+                        );
+                    }
+                }
             }
-            (port, Listener { port, hosts })
-        })
-        .collect()
+        }
+        if self.gws.implicit {
+            return BTreeSet::from([IMPLICIT]);
+        }
+        considered
+    }
+
+    /// Where each VirtualService host lands: `(port, domain, gateway)` → whether an admitting
+    /// server redirects to https. Hosts no server admits are warned about.
+    fn placements(
+        &mut self,
+        vs: &VirtualService,
+        considered: &BTreeSet<&'g str>,
+        key: &ResourceKey,
+    ) -> BTreeMap<(u16, String, &'g str), bool> {
+        let ns = vs.metadata.namespace();
+        let mut placements = BTreeMap::new();
+        for (j, raw) in vs.spec.hosts.iter().enumerate() {
+            let Some(h) = normalize_host(raw) else {
+                self.diag.push(
+                    key,
+                    Problem::Part,
+                    &format!("spec.hosts[{j}]"),
+                    &format!("host {raw:?} cannot be served (use a name, *.suffix or *); skipped"),
+                );
+                continue;
+            };
+            let mut admitted = false;
+            for &g in considered {
+                for s in self.gws.by_label.get(g).into_iter().flatten() {
+                    for (filter, sh) in &s.hosts {
+                        if !filter.admits(ns) {
+                            continue;
+                        }
+                        if let Some(domain) = intersect(&h, sh) {
+                            admitted = true;
+                            *placements.entry((s.port, domain, g)).or_default() |= s.https_redirect;
+                        }
+                    }
+                }
+            }
+            // With no gateway at all the gateway warnings already say why nothing is served.
+            if !admitted && !considered.is_empty() {
+                self.diag.push(
+                    key,
+                    Problem::Ref("HostNotAdmitted"),
+                    &format!("spec.hosts[{j}]"),
+                    &format!("host {raw:?} is admitted by no server of bound gateways"),
+                );
+            }
+        }
+        placements
+    }
+
+    fn finish(self) -> BTreeMap<u16, Listener> {
+        self.listeners
+            .into_iter()
+            .map(|(port, domains)| {
+                let mut hosts = HostIndex::default();
+                for (domain, vb) in domains {
+                    hosts.insert(VirtualHost {
+                        domain,
+                        https_redirect: vb.https_redirect,
+                        routes: order(vb.placed),
+                    });
+                }
+                (port, Listener { port, hosts })
+            })
+            .collect()
+    }
 }
 
 /// The gateways a VirtualService binds to by its own `gateways` (all of them when it names none).
@@ -268,7 +317,7 @@ fn split_entries(
     for (k, e) in t.entries.iter().enumerate() {
         let applies = implicit
             || match &e.gateways {
-                Some(list) => list.iter().any(|x| x == g),
+                Some(list) => list.iter().any(|(_, x)| x == g),
                 None => bound.contains(g),
             };
         if !applies || e.compiled.is_none() {
