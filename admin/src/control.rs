@@ -3,7 +3,7 @@
 //! here) → one store commit → the new read view → ONE `ArcSwap::store` of the snapshot → metrics.
 //! Reads are served from the last committed view, never from a half-applied change.
 
-use crate::error::{decode_cause, join_field, violation_causes, AdminError, Cause};
+use crate::error::{cause_message, decode_cause, join_field, violation_causes, AdminError, Cause};
 use crate::metrics::ConfigMetrics;
 use crate::store::{resource_version, Change, Listing, Op, Precondition, Store};
 use arc_swap::ArcSwap;
@@ -348,7 +348,11 @@ impl ControlPlane {
                     Ok(r) => r,
                     Err(e) => {
                         let c = decode_cause(&e, "");
-                        problems.push(format!("{shown}: document {}: {}", i + 1, cause_text(&c)));
+                        problems.push(format!(
+                            "{shown}: document {}: {}",
+                            i + 1,
+                            cause_message(&c)
+                        ));
                         continue;
                     }
                 };
@@ -360,7 +364,7 @@ impl ControlPlane {
                 );
                 let (mut u, causes) = check(r, "", Mode::Upsert)?;
                 for c in &causes {
-                    problems.push(format!("{label}: {}", cause_text(c)));
+                    problems.push(format!("{label}: {}", cause_message(c)));
                 }
                 // Bootstrap is unconditional: the files do not know the store's versions.
                 u.expected = None;
@@ -562,7 +566,8 @@ impl ControlPlane {
                     if mode == Mode::Create && old.is_some() {
                         return Err(AdminError::already_exists(key.kind, &key.name));
                     }
-                    if expected.is_some() && expected != old_rv {
+                    // A create has nothing to compare a version with: existence decides.
+                    if mode == Mode::Upsert && expected.is_some() && expected != old_rv {
                         return Err(AdminError::conflict(key.kind, &key.name));
                     }
                     let generation = match &old {
@@ -829,20 +834,25 @@ fn redact(s: &model::Secret) -> model::Secret {
     out
 }
 
-fn cause_text(c: &Cause) -> String {
-    if c.field.is_empty() {
-        c.message.clone()
-    } else {
-        format!("{}: {}", c.field, c.message)
-    }
-}
-
 /// The manifests of a bootstrap path: the file itself, or every `.json`, `.yaml` and `.yml`
 /// under the folder (recursively), in name order.
 fn manifest_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    manifests_under(path, 0)
+}
+
+/// Folders deeper than this are a symlink loop, not a layout.
+const MAX_MANIFEST_DEPTH: usize = 16;
+
+fn manifests_under(path: &Path, depth: usize) -> std::io::Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(path)?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
+    }
+    if depth > MAX_MANIFEST_DEPTH {
+        return Err(std::io::Error::other(format!(
+            "{}: folders nested deeper than {MAX_MANIFEST_DEPTH} (a symlink loop?)",
+            path.display()
+        )));
     }
     let mut out = Vec::new();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
@@ -851,7 +861,7 @@ fn manifest_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            out.extend(manifest_files(&p)?);
+            out.extend(manifests_under(&p, depth + 1)?);
         } else if matches!(
             p.extension().and_then(|e| e.to_str()),
             Some("json" | "yaml" | "yml")

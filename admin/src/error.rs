@@ -378,8 +378,9 @@ fn join_causes(causes: &[Cause]) -> String {
         .join(", ")
 }
 
-fn cause_message(c: &Cause) -> String {
-    if c.field.is_empty() {
+/// `field: message`, or the message alone when it already quotes the field (strict decoding).
+pub(crate) fn cause_message(c: &Cause) -> String {
+    if c.field.is_empty() || c.message.contains(&format!("{:?}", c.field)) {
         c.message.clone()
     } else {
         format!("{}: {}", c.field, c.message)

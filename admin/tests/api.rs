@@ -381,7 +381,7 @@ async fn decode_errors_are_400_with_position_or_path() {
     let s = r.json();
     assert_eq!(
         s["message"],
-        "spec.http[0].foo: strict decoding error: unknown field \"spec.http[0].foo\""
+        "strict decoding error: unknown field \"spec.http[0].foo\""
     );
     assert_eq!(s["details"]["causes"][0]["field"], "spec.http[0].foo");
 

@@ -2,10 +2,14 @@
 //! the Pingora server (traffic listeners plus the admin API) until SIGTERM drains it.
 
 mod accesslog;
+mod balancer;
 mod cli;
 mod hygiene;
 mod metrics;
+mod mirror;
+mod policy;
 mod proxy;
+mod routing;
 mod shutdown;
 mod upstream;
 mod validate_cmd;
@@ -145,10 +149,17 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 
     let inflight = Arc::new(AtomicUsize::new(0));
+    let balancers = Arc::new(balancer::Balancers::new());
+    registry
+        .register(Box::new(
+            metrics::EjectionCollector::new(balancers.clone()).map_err(|e| e.to_string())?,
+        ))
+        .map_err(|e| e.to_string())?;
     let access_log_dropped = metrics.access_log_dropped.clone();
     let gateway = GatewayProxy {
         snapshot: snapshot.clone(),
         upstreams: Arc::new(upstream::Upstreams::new()),
+        balancers: balancers.clone(),
         metrics,
         listeners: Arc::new(listeners),
         inflight: inflight.clone(),

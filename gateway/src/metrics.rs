@@ -126,3 +126,46 @@ pub fn method_label(m: &http::Method) -> &'static str {
         _ => "OTHER",
     }
 }
+
+/// `gateway_outlier_ejections_active{cluster}`, computed from the balancers at scrape time.
+pub struct EjectionCollector {
+    balancers: std::sync::Arc<crate::balancer::Balancers>,
+    desc: prometheus::core::Desc,
+}
+
+impl EjectionCollector {
+    pub fn new(
+        balancers: std::sync::Arc<crate::balancer::Balancers>,
+    ) -> Result<Self, prometheus::Error> {
+        let desc = prometheus::core::Desc::new(
+            "gateway_outlier_ejections_active".into(),
+            "Endpoints currently ejected by outlier detection, by cluster.".into(),
+            vec!["cluster".into()],
+            Default::default(),
+        )?;
+        Ok(EjectionCollector { balancers, desc })
+    }
+}
+
+impl prometheus::core::Collector for EjectionCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let gauge = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "gateway_outlier_ejections_active",
+                "Endpoints currently ejected by outlier detection, by cluster.",
+            ),
+            &["cluster"],
+        );
+        let Ok(gauge) = gauge else {
+            return Vec::new();
+        };
+        for (cluster, n) in self.balancers.ejections() {
+            gauge.with_label_values(&[&cluster]).set(n as i64);
+        }
+        prometheus::core::Collector::collect(&gauge)
+    }
+}

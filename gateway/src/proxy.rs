@@ -1,23 +1,29 @@
 //! The Pingora `ProxyHttp` implementation: loads the snapshot once per request, routes with Istio's
-//! semantics, answers redirects, direct responses and routing failures itself (with Envoy's response
-//! flags), and forwards everything else to a chosen upstream endpoint with rewrites and header
-//! operations applied.
+//! semantics, answers redirects, direct responses, faults, CORS preflights and routing failures
+//! itself (with Envoy's response flags), and forwards everything else to an endpoint chosen by the
+//! cluster's policy, with retries, timeouts, circuit breaking, outlier detection and mirroring.
 
 use crate::accesslog::{AccessLogger, Entry};
+use crate::balancer::{self, Balancers, ClusterState, Pick, Slot};
 use crate::metrics::{method_label, Metrics};
-use crate::upstream::{self, Resolved, Upstreams};
+use crate::mirror;
+use crate::policy::{self, Failure};
+use crate::routing::{
+    apply_request_ops, apply_response_ops, authority_of, choose_destination, matched_uri,
+    new_traceparent, redirect_location, replace_prefix, respond, strip_port,
+};
+use crate::upstream::{Resolved, Upstreams};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use model::ir::{
-    self, Forward, HeaderOps, Matcher, Redirect, RedirectPort, RequestView, Route, RouteAction,
-    Snapshot, Target, WeightedDestination,
+    self, AbortKind, HashKey, LbPolicy, RequestView, Route, RouteAction, Snapshot, Target,
+    WeightedDestination,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorType;
-use rand::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,10 +37,11 @@ pub struct ListenerInfo {
     pub tls: bool,
 }
 
-/// The proxy: shared, immutable handles; per-request state lives in [`Ctx`].
+/// The proxy: shared handles; per-request state lives in [`Ctx`].
 pub struct GatewayProxy {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub upstreams: Arc<Upstreams>,
+    pub balancers: Arc<Balancers>,
     pub metrics: Metrics,
     /// Local port → listener, fixed at start.
     pub listeners: Arc<HashMap<u16, ListenerInfo>>,
@@ -52,6 +59,10 @@ impl Drop for InflightGuard {
     }
 }
 
+/// A local answer decided in a phase that cannot write it (status, flag, body), written by
+/// `fail_to_proxy`.
+type LocalError = (u16, &'static str, &'static str);
+
 /// Per-request state. The snapshot is loaded once, so every phase of a request (and its retries)
 /// sees one configuration even if a reload happens meanwhile.
 pub struct Ctx {
@@ -60,10 +71,22 @@ pub struct Ctx {
     snapshot: Option<Arc<Snapshot>>,
     route: Option<Arc<Route>>,
     dest: Option<usize>,
+    cluster: Option<Arc<ir::Cluster>>,
+    state: Option<Arc<ClusterState>>,
     endpoints: Vec<Resolved>,
     tried: Vec<SocketAddr>,
+    /// Counters held for the request's lifetime (circuit breaker, least request, retries).
+    slots: Vec<Slot>,
+    endpoint_slot: Option<Slot>,
     retries_left: u32,
-    retried: bool,
+    attempts: u32,
+    hash: Option<u64>,
+    /// A consistent-hash cookie the gateway generated, to set on the response.
+    set_cookie: Option<String>,
+    deadline: Option<Instant>,
+    /// The attempt failed on a retriable upstream status (the marker error of a status retry).
+    status_retry: bool,
+    local_error: Option<LocalError>,
     flags: Vec<&'static str>,
     tls: bool,
     upstream_start: Option<Instant>,
@@ -71,8 +94,10 @@ pub struct Ctx {
     new_path: Option<String>,
     /// `x-request-id`: the client's, or one generated for this request.
     request_id: String,
-    /// Time to the upstream response header, for `x-envoy-upstream-service-time`-style logging.
     upstream_service_time: Option<Duration>,
+    /// Origin allowed by the route's CORS policy: the response gets CORS headers.
+    cors_origin: Option<String>,
+    mirror: Option<mirror::Pending>,
 }
 
 impl Ctx {
@@ -84,239 +109,50 @@ impl Ctx {
         }
     }
 
-    fn cluster(&self) -> Option<&ir::Cluster> {
-        match &self.destination()?.target {
-            Target::Cluster(c) => Some(c),
-            Target::NoCluster { .. } => None,
-        }
-    }
-
     fn flags_header(&self) -> String {
         self.flags.join(",")
     }
-}
 
-/// Builds a response the gateway makes itself.
-fn local_response(status: u16, flags: &str, body_len: usize) -> Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
-    if !flags.is_empty() {
-        resp.insert_header("x-gateway-error", flags)?;
-    }
-    resp.insert_header("content-length", body_len.to_string())?;
-    Ok(resp)
-}
-
-async fn respond(
-    session: &mut Session,
-    status: u16,
-    flags: &str,
-    body: &'static str,
-) -> Result<()> {
-    let resp = local_response(status, flags, body.len())?;
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), body.is_empty() || head_only)
-        .await?;
-    if !body.is_empty() && !head_only {
-        session
-            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Host as sent, from `:authority` (HTTP/2) or the Host header.
-fn authority_of(req: &RequestHeader) -> &str {
-    if let Some(a) = req.uri.authority() {
-        return a.as_str();
-    }
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
-
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return match authority.find(']') {
-            Some(i) => &authority[..=i],
-            None => authority,
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
-    }
-}
-
-fn port_of(authority: &str) -> Option<u16> {
-    let tail = if authority.starts_with('[') {
-        authority.rsplit_once("]:").map(|(_, p)| p)
-    } else {
-        authority.rsplit_once(':').map(|(_, p)| p)
-    };
-    tail.and_then(|p| p.parse().ok())
-}
-
-/// The uri matcher of the first match entry that accepts the request: rewrites replace what it matched.
-fn matched_uri<'r>(route: &'r Route, view: &RequestView<'_>) -> Option<&'r Matcher> {
-    route
-        .matches
-        .iter()
-        .find(|m| ir::match_accepts(m, view))
-        .and_then(|m| m.uri.as_ref())
-}
-
-fn replace_prefix(path: &str, matcher: Option<&Matcher>, replacement: &str) -> String {
-    match matcher {
-        Some(Matcher::Prefix { value, .. }) if path.len() >= value.len() => {
-            // ignoreUriCase prefixes match case-insensitively: cut by length, not by equality.
-            let rest = path.get(value.len()..).unwrap_or("");
-            let mut out = String::with_capacity(replacement.len() + rest.len());
-            out.push_str(replacement);
-            out.push_str(rest);
-            out
-        }
-        _ => replacement.to_string(),
-    }
-}
-
-fn redirect_location(
-    r: &Redirect,
-    matcher: Option<&Matcher>,
-    req: &RequestHeader,
-    tls: bool,
-) -> String {
-    let scheme = r
-        .scheme
-        .as_deref()
-        .unwrap_or(if tls { "https" } else { "http" });
-    let authority = authority_of(req);
-    let host = match &r.authority {
-        Some(a) => strip_port(a).to_string(),
-        None => strip_port(authority).to_string(),
-    };
-    let explicit_port = r.authority.as_deref().and_then(port_of);
-    let port = match r.port {
-        Some(RedirectPort::Fixed(p)) => Some(p),
-        Some(RedirectPort::FromProtocolDefault) => None,
-        Some(RedirectPort::FromRequestPort) => port_of(authority),
-        None => explicit_port.or_else(|| {
-            // Envoy keeps the request's port unless the scheme changes.
-            if r.scheme.is_some() && r.authority.is_none() {
-                None
-            } else if r.authority.is_none() {
-                port_of(authority)
-            } else {
-                None
-            }
-        }),
-    };
-    let port =
-        port.filter(|&p| !((scheme == "http" && p == 80) || (scheme == "https" && p == 443)));
-    let path = req.uri.path();
-    let new_path = if let Some(uri) = &r.uri {
-        uri.clone()
-    } else if let Some(p) = &r.prefix_rewrite {
-        replace_prefix(path, matcher, p)
-    } else {
-        path.to_string()
-    };
-    let mut loc = format!("{scheme}://{host}");
-    if let Some(p) = port {
-        loc.push(':');
-        loc.push_str(&p.to_string());
-    }
-    loc.push_str(&new_path);
-    if let Some(q) = req.uri.query() {
-        if !new_path.contains('?') {
-            loc.push('?');
-            loc.push_str(q);
+    fn flag(&mut self, f: &'static str) {
+        if !self.flags.contains(&f) {
+            self.flags.push(f);
         }
     }
-    loc
-}
-
-fn apply_request_ops(req: &mut RequestHeader, ops: &HeaderOps) -> Result<()> {
-    for name in &ops.remove {
-        req.remove_header(name);
-    }
-    for (n, v) in &ops.set {
-        req.insert_header(n.clone(), v.clone())?;
-    }
-    for (n, v) in &ops.add {
-        req.append_header(n.clone(), v.clone())?;
-    }
-    Ok(())
-}
-
-fn apply_response_ops(resp: &mut ResponseHeader, ops: &HeaderOps) -> Result<()> {
-    for name in &ops.remove {
-        resp.remove_header(name);
-    }
-    for (n, v) in &ops.set {
-        resp.insert_header(n.clone(), v.clone())?;
-    }
-    for (n, v) in &ops.add {
-        resp.append_header(n.clone(), v.clone())?;
-    }
-    Ok(())
-}
-
-fn choose_destination(f: &Forward) -> Option<usize> {
-    if f.destinations.len() == 1 {
-        return Some(0);
-    }
-    if f.total_weight == 0 {
-        return None;
-    }
-    let mut n = rand::thread_rng().gen_range(0..f.total_weight);
-    for (i, d) in f.destinations.iter().enumerate() {
-        if n < d.weight {
-            return Some(i);
-        }
-        n -= d.weight;
-    }
-    None
-}
-
-/// A W3C `traceparent` starting a new trace (sampled), for requests that arrive without one.
-fn new_traceparent() -> String {
-    let mut rng = rand::thread_rng();
-    let trace: u128 = rng.gen_range(1..=u128::MAX);
-    let span: u64 = rng.gen_range(1..=u64::MAX);
-    format!("00-{trace:032x}-{span:016x}-01")
-}
-
-/// Whether `retryOn` asks for retries of failed connections.
-fn retries_connect_failures(route: &Route) -> bool {
-    route.retries.retry_on.iter().any(|t| {
-        matches!(
-            t.as_str(),
-            "connect-failure" | "5xx" | "gateway-error" | "reset" | "reset-before-request"
-        )
-    })
 }
 
 /// What routing decided, computed while the request is borrowed and carried out after.
 enum Decision {
     /// A response the gateway makes itself: status, flag, body.
     Local(u16, &'static str, &'static str),
-    /// A complete response head (redirects, direct responses) and its body.
+    /// A complete response head (redirects, direct responses, preflights) and its body.
     Reply(Box<ResponseHeader>, Option<Bytes>),
-    Forward(Arc<ir::Cluster>),
+    Forward,
+}
+
+fn grpc_code(resp: &ResponseHeader) -> Option<u32> {
+    resp.headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 impl GatewayProxy {
+    fn labels<'c>(&self, ctx: &'c Ctx) -> [&'c str; 2] {
+        match ctx.destination() {
+            Some(d) => [d.host.as_str(), d.subset.as_deref().unwrap_or("")],
+            None => ["", ""],
+        }
+    }
+
     /// Routes the request; `Ok(true)` when the gateway already answered.
     async fn route(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let decision = self.decide(session, ctx)?;
         match decision {
             Decision::Local(status, flag, body) => {
                 if !flag.is_empty() {
-                    ctx.flags.push(flag);
+                    ctx.flag(flag);
                 }
-                respond(session, status, flag, body).await?;
+                respond(session, status, &ctx.flags_header(), body).await?;
                 Ok(true)
             }
             Decision::Reply(resp, body) => {
@@ -330,16 +166,64 @@ impl GatewayProxy {
                 }
                 Ok(true)
             }
-            Decision::Forward(cluster) => {
-                ctx.endpoints = self.upstreams.resolve(&cluster).await;
-                if ctx.endpoints.is_empty() {
-                    ctx.flags.push("UH");
-                    respond(session, 503, "UH", "no healthy upstream").await?;
-                    return Ok(true);
+            Decision::Forward => self.forward(session, ctx).await,
+        }
+    }
+
+    /// Faults, circuit breaking and endpoint resolution for a forwarded request.
+    async fn forward(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let Some(route) = ctx.route.clone() else {
+            return Ok(false);
+        };
+        if let Some(fault) = &route.fault {
+            if let Some(d) = fault.delay.as_ref().filter(|d| policy::roll(d.percent)) {
+                ctx.flag("DI");
+                tokio::time::sleep(d.delay).await;
+            }
+            if let Some(a) = fault.abort.as_ref().filter(|a| policy::roll(a.percent)) {
+                ctx.flag("FI");
+                match a.kind {
+                    AbortKind::Http(status) => {
+                        respond(session, status, &ctx.flags_header(), "fault filter abort").await?;
+                    }
+                    AbortKind::Grpc(code) => {
+                        let mut resp = ResponseHeader::build(200, Some(4))?;
+                        resp.insert_header("content-type", "application/grpc")?;
+                        resp.insert_header("grpc-status", code.to_string())?;
+                        resp.insert_header("grpc-message", "fault filter abort")?;
+                        resp.insert_header("x-gateway-error", ctx.flags_header())?;
+                        session.write_response_header(Box::new(resp), true).await?;
+                    }
                 }
-                Ok(false)
+                return Ok(true);
             }
         }
+        let (Some(cluster), Some(state)) = (ctx.cluster.clone(), ctx.state.clone()) else {
+            return Ok(false);
+        };
+        let Some(slot) = state.admit(&cluster.policy) else {
+            ctx.flag("UO");
+            respond(
+                session,
+                503,
+                &ctx.flags_header(),
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            )
+            .await?;
+            return Ok(true);
+        };
+        ctx.slots.push(slot);
+        ctx.endpoints = self.upstreams.resolve(&cluster).await;
+        if ctx.endpoints.is_empty() {
+            ctx.flag("UH");
+            respond(session, 503, &ctx.flags_header(), "no healthy upstream").await?;
+            return Ok(true);
+        }
+        if ctx.retries_left > 0 {
+            session.enable_retry_buffering();
+        }
+        ctx.deadline = route.timeout.map(|t| Instant::now() + t);
+        Ok(false)
     }
 
     fn decide(&self, session: &Session, ctx: &mut Ctx) -> Result<Decision> {
@@ -387,6 +271,26 @@ impl GatewayProxy {
             return Ok(Decision::Local(404, "NR", ""));
         };
         ctx.route = Some(route.clone());
+        if let Some(cors) = &route.cors {
+            if let Some(origin) = req.headers.get("origin").and_then(|v| v.to_str().ok()) {
+                let allowed = policy::origin_allowed(cors, origin);
+                let preflight = req.method == http::Method::OPTIONS
+                    && req.headers.contains_key("access-control-request-method");
+                if preflight && (allowed || cors.ignore_unmatched_preflights) {
+                    let mut resp = ResponseHeader::build(200, Some(8))?;
+                    if allowed {
+                        for (n, v) in policy::preflight_headers(cors, origin) {
+                            resp.insert_header(n, v)?;
+                        }
+                    }
+                    resp.insert_header("content-length", "0")?;
+                    return Ok(Decision::Reply(Box::new(resp), None));
+                }
+                if allowed {
+                    ctx.cors_origin = Some(origin.to_string());
+                }
+            }
+        }
         match &route.action {
             RouteAction::Redirect(r) => {
                 let loc = redirect_location(r, matched_uri(route, &view), req, info.tls);
@@ -431,13 +335,114 @@ impl GatewayProxy {
                     };
                     ctx.new_path = new_path.map(|p| if p.is_empty() { "/".to_string() } else { p });
                 }
-                ctx.retries_left = if retries_connect_failures(route) {
-                    route.retries.attempts
-                } else {
-                    0
-                };
-                Ok(Decision::Forward(cluster))
+                if let LbPolicy::ConsistentHash(key) = &cluster.policy.lb {
+                    ctx.hash = self.hash_key(key, session, req, ctx);
+                }
+                ctx.retries_left = route.retries.attempts;
+                ctx.state = Some(self.balancers.get(&cluster.name));
+                ctx.cluster = Some(cluster);
+                let mirrors = mirror::chosen(&route.mirrors);
+                if !mirrors.is_empty() {
+                    ctx.mirror = Some(mirror::Pending {
+                        clusters: mirrors,
+                        head: Vec::new(),
+                        host: strip_port(view.authority).to_string(),
+                        body: Vec::new(),
+                        overflow: false,
+                    });
+                }
+                Ok(Decision::Forward)
             }
+        }
+    }
+
+    fn hash_key(
+        &self,
+        key: &HashKey,
+        session: &Session,
+        req: &RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Option<u64> {
+        match key {
+            HashKey::Header(name) => req
+                .headers
+                .get(name.as_str())
+                .map(|v| balancer::hash_key(v.as_bytes())),
+            HashKey::SourceIp => session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| balancer::hash_key(a.ip().to_string().as_bytes())),
+            HashKey::QueryParameter(name) => req.uri.query().and_then(|q| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| balancer::hash_key(v.as_bytes()))
+            }),
+            HashKey::Cookie { name, path, ttl } => {
+                let found = req
+                    .headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'))
+                    .filter_map(|c| c.trim().split_once('='))
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.to_string());
+                let value = match found {
+                    Some(v) => v,
+                    None => {
+                        // Envoy generates the cookie when a ttl is configured, so the client sticks.
+                        let ttl = (*ttl)?;
+                        let v = format!("{:016x}", rand::random::<u64>());
+                        let mut c = format!("{name}={v}");
+                        if let Some(p) = path {
+                            c.push_str(&format!("; Path={p}"));
+                        }
+                        if !ttl.is_zero() {
+                            c.push_str(&format!("; Max-Age={}", ttl.as_secs()));
+                        }
+                        c.push_str("; HttpOnly");
+                        ctx.set_cookie = Some(c);
+                        v
+                    }
+                };
+                Some(balancer::hash_key(value.as_bytes()))
+            }
+        }
+    }
+
+    /// Decides whether a failed attempt is retried (and takes a retry slot if so).
+    fn decide_retry(&self, session: &Session, ctx: &mut Ctx, f: Failure) -> bool {
+        let Some(route) = ctx.route.clone() else {
+            return false;
+        };
+        if ctx.retries_left == 0
+            || session.retry_buffer_truncated()
+            || !policy::retriable(&route.retries, f)
+            || ctx.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            return false;
+        }
+        let (Some(cluster), Some(state)) = (ctx.cluster.clone(), ctx.state.clone()) else {
+            return false;
+        };
+        let Some(slot) = state.admit_retry(&cluster.policy) else {
+            return false;
+        };
+        ctx.slots.push(slot);
+        ctx.retries_left -= 1;
+        self.metrics
+            .upstream_retries
+            .with_label_values(&self.labels(ctx))
+            .inc();
+        true
+    }
+
+    fn record(&self, ctx: &Ctx, status: Option<u16>) {
+        if let (Some(cluster), Some(state), Some(addr)) =
+            (&ctx.cluster, &ctx.state, ctx.tried.last())
+        {
+            state.record(*addr, status, cluster.policy.outlier.as_ref());
         }
     }
 }
@@ -454,16 +459,27 @@ impl ProxyHttp for GatewayProxy {
             snapshot: None,
             route: None,
             dest: None,
+            cluster: None,
+            state: None,
             endpoints: Vec::new(),
             tried: Vec::new(),
+            slots: Vec::new(),
+            endpoint_slot: None,
             retries_left: 0,
-            retried: false,
+            attempts: 0,
+            hash: None,
+            set_cookie: None,
+            deadline: None,
+            status_retry: false,
+            local_error: None,
             flags: Vec::new(),
             tls: false,
             upstream_start: None,
             new_path: None,
             request_id: String::new(),
             upstream_service_time: None,
+            cors_origin: None,
+            mirror: None,
         }
     }
 
@@ -484,53 +500,140 @@ impl ProxyHttp for GatewayProxy {
         self.route(session, ctx).await
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let Some(addr) = upstream::pick(&ctx.endpoints, &ctx.tried) else {
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(m) = ctx.mirror.as_mut() {
+            if let Some(b) = body {
+                if m.body.len() + b.len() > mirror::MAX_MIRROR_BODY {
+                    m.overflow = true;
+                } else {
+                    m.body.extend_from_slice(b);
+                }
+            }
+        }
+        if end_of_stream && ctx.mirror.as_ref().is_some_and(|m| !m.head.is_empty()) {
+            if let Some(m) = ctx.mirror.take() {
+                mirror::fire(m, self.upstreams.clone(), self.balancers.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let (Some(cluster), Some(state)) = (ctx.cluster.clone(), ctx.state.clone()) else {
             return Err(Error::explain(
-                ErrorType::ConnectNoRoute,
-                "no endpoint left",
+                ErrorType::InternalError,
+                "no cluster chosen",
             ));
         };
-        ctx.tried.push(addr);
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        if let Some(c) = ctx.cluster() {
-            peer.options.connection_timeout = Some(c.policy.connect_timeout);
-            if let Some(idle) = c.policy.idle_timeout {
-                peer.options.idle_timeout = Some(idle);
+        if ctx.attempts > 0 {
+            ctx.flag("URX");
+            if let Some(route) = &ctx.route {
+                tokio::time::sleep(balancer::backoff(route.retries.backoff, ctx.attempts)).await;
             }
-        } else {
-            peer.options.connection_timeout = Some(Duration::from_secs(10));
         }
+        ctx.attempts += 1;
+        let ignore_previous = ctx
+            .route
+            .as_ref()
+            .is_none_or(|r| r.retries.ignore_previous_hosts);
+        let avoid: &[SocketAddr] = if ignore_previous { &ctx.tried } else { &[] };
+        let addr = match state.pick(&cluster.policy, &ctx.endpoints, avoid, ctx.hash) {
+            Pick::Endpoint(a) => a,
+            Pick::AllEjected | Pick::Empty => {
+                ctx.local_error = Some((503, "UH", "no healthy upstream"));
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    "no healthy upstream",
+                ));
+            }
+        };
+        ctx.tried.push(addr);
+        ctx.endpoint_slot = Some(state.track(addr));
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let p = &cluster.policy;
+        peer.options.connection_timeout = Some(p.connect_timeout);
+        if let Some(idle) = p.idle_timeout {
+            peer.options.idle_timeout = Some(idle);
+        }
+        if let Some(ka) = p.tcp_keepalive {
+            peer.options.tcp_keepalive = Some(pingora::protocols::TcpKeepalive {
+                idle: ka,
+                interval: Duration::from_secs(75),
+                count: 9,
+                #[cfg(target_os = "linux")]
+                user_timeout: Duration::ZERO,
+            });
+        }
+        let per_try = ctx.route.as_ref().and_then(|r| r.retries.per_try_timeout);
+        let remaining = ctx.deadline.map(|d| {
+            d.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        });
+        let read = match (per_try, remaining) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(t) = read {
+            peer.options.read_timeout = Some(t);
+            peer.options.total_connection_timeout = Some(t.min(p.connect_timeout));
+        }
+        let _ = session;
         ctx.upstream_start = Some(Instant::now());
         Ok(Box::new(peer))
     }
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(d) = ctx.destination() {
-            self.metrics
-                .connect_failures
-                .with_label_values(&[d.host.as_str(), d.subset.as_deref().unwrap_or("")])
-                .inc();
-        }
-        if ctx.retries_left > 0 {
-            ctx.retries_left -= 1;
-            ctx.retried = true;
-            if let Some(d) = ctx.destination() {
-                self.metrics
-                    .upstream_retries
-                    .with_label_values(&[d.host.as_str(), d.subset.as_deref().unwrap_or("")])
-                    .inc();
-            }
+        self.metrics
+            .connect_failures
+            .with_label_values(&self.labels(ctx))
+            .inc();
+        self.record(ctx, None);
+        ctx.endpoint_slot = None;
+        let retry = self.decide_retry(session, ctx, Failure::Connect);
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        ctx.endpoint_slot = None;
+        if ctx.status_retry {
+            // Our own marker: a retriable status, already counted and decided.
+            ctx.status_retry = false;
             e.set_retry(true);
-        } else {
-            e.set_retry(false);
+            return e;
         }
+        // A pooled connection the upstream had closed: retry once on a fresh one, as Pingora does.
+        let stale = client_reused && matches!(e.retry, pingora::RetryType::ReusedOnly);
+        if stale && !session.retry_buffer_truncated() {
+            e.set_retry(true);
+            return e;
+        }
+        let failure = match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
+            _ => Failure::Reset,
+        };
+        self.record(ctx, None);
+        let retry = self.decide_retry(session, ctx, failure);
+        e.set_retry(retry);
         e
     }
 
@@ -543,7 +646,7 @@ impl ProxyHttp for GatewayProxy {
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
-        if let Some(p) = ctx.new_path.take() {
+        if let Some(p) = ctx.new_path.clone() {
             let full = match upstream.uri.query() {
                 Some(q) => format!("{p}?{q}"),
                 None => p,
@@ -551,14 +654,15 @@ impl ProxyHttp for GatewayProxy {
             match full.parse::<http::Uri>() {
                 Ok(uri) => upstream.set_uri(uri),
                 Err(_) => {
+                    ctx.local_error = Some((500, "", ""));
                     return Err(Error::explain(
                         ErrorType::HTTPStatus(500),
                         "rewritten path is not a valid URI",
-                    ))
+                    ));
                 }
             }
         }
-        if let RouteAction::Forward(Forward {
+        if let RouteAction::Forward(ir::Forward {
             rewrite: Some(rw), ..
         }) = &route.action
         {
@@ -592,6 +696,74 @@ impl ProxyHttp for GatewayProxy {
         if !upstream.headers.contains_key("traceparent") {
             upstream.insert_header("traceparent", new_traceparent())?;
         }
+        if let Some(m) = ctx.mirror.as_mut() {
+            if m.head.is_empty() {
+                let mut head = format!(
+                    "{} {} HTTP/1.1\r\n",
+                    upstream.method,
+                    upstream.uri.path_and_query().map_or("/", |pq| pq.as_str())
+                )
+                .into_bytes();
+                for (n, v) in upstream.headers.iter() {
+                    if matches!(
+                        n.as_str(),
+                        "host" | "content-length" | "transfer-encoding" | "connection"
+                    ) {
+                        continue;
+                    }
+                    head.extend_from_slice(n.as_str().as_bytes());
+                    head.extend_from_slice(b": ");
+                    head.extend_from_slice(v.as_bytes());
+                    head.extend_from_slice(b"\r\n");
+                }
+                m.head = head;
+            }
+            let bodyless = !session
+                .req_header()
+                .headers
+                .contains_key("transfer-encoding")
+                && session
+                    .req_header()
+                    .headers
+                    .get("content-length")
+                    .is_none_or(|v| v.as_bytes() == b"0");
+            if bodyless {
+                if let Some(m) = ctx.mirror.take() {
+                    mirror::fire(m, self.upstreams.clone(), self.balancers.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        self.record(ctx, Some(status));
+        if let Some(start) = ctx.upstream_start {
+            ctx.upstream_service_time = Some(start.elapsed());
+            self.metrics
+                .upstream_duration
+                .with_label_values(&self.labels(ctx))
+                .observe(start.elapsed().as_secs_f64());
+        }
+        let failure = Failure::Status(status, grpc_code(resp));
+        let retriable = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| status >= 400 && policy::retriable(&r.retries, failure));
+        if retriable && self.decide_retry(session, ctx, failure) {
+            ctx.status_retry = true;
+            ctx.endpoint_slot = None;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "retriable upstream status",
+            ));
+        }
         Ok(())
     }
 
@@ -601,67 +773,68 @@ impl ProxyHttp for GatewayProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(start) = ctx.upstream_start {
-            ctx.upstream_service_time = Some(start.elapsed());
-            if let Some(d) = ctx.destination() {
-                self.metrics
-                    .upstream_duration
-                    .with_label_values(&[d.host.as_str(), d.subset.as_deref().unwrap_or("")])
-                    .observe(start.elapsed().as_secs_f64());
-            }
-        }
         if let Some(route) = ctx.route.clone() {
             apply_response_ops(resp, &route.response_headers)?;
             if let Some(d) = ctx.destination() {
                 apply_response_ops(resp, &d.response_headers)?;
             }
+            if let (Some(cors), Some(origin)) = (&route.cors, &ctx.cors_origin) {
+                for (n, v) in policy::response_headers(cors, origin) {
+                    resp.insert_header(n, v)?;
+                }
+            }
+        }
+        if let Some(c) = ctx.set_cookie.take() {
+            resp.append_header("set-cookie", c)?;
         }
         Ok(())
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let (code, flag, body): (u16, &'static str, &'static str) = match e.etype() {
-            ErrorType::HTTPStatus(400) => (400, "", ""),
-            ErrorType::HTTPStatus(431) => (431, "", ""),
-            ErrorType::HTTPStatus(c) => (*c, "", ""),
-            ErrorType::ConnectTimedout
-            | ErrorType::ConnectRefused
-            | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError
-            | ErrorType::SocketError
-            | ErrorType::TLSHandshakeFailure
-            | ErrorType::TLSHandshakeTimedout
-            | ErrorType::HandshakeError
-            | ErrorType::InvalidCert => (
-                503,
-                "UF",
-                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-            ),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout
-                if matches!(e.esource(), pingora::ErrorSource::Upstream) =>
-            {
-                (504, "UT", "upstream request timeout")
-            }
-            _ => match e.esource() {
-                pingora::ErrorSource::Upstream => (
+        let deadline_passed = ctx.deadline.is_some_and(|d| Instant::now() >= d);
+        let (code, flag, body): LocalError = if let Some(l) = ctx.local_error.take() {
+            l
+        } else {
+            match e.etype() {
+                ErrorType::HTTPStatus(c) => (*c, "", ""),
+                ErrorType::ConnectTimedout
+                | ErrorType::ConnectRefused
+                | ErrorType::ConnectNoRoute
+                | ErrorType::ConnectError
+                | ErrorType::SocketError
+                | ErrorType::TLSHandshakeFailure
+                | ErrorType::TLSHandshakeTimedout
+                | ErrorType::HandshakeError
+                | ErrorType::InvalidCert => (
                     503,
-                    "UC",
-                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                    "UF",
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
                 ),
-                pingora::ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                        (0, "", "")
-                    }
-                    _ => (400, "", ""),
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                    if matches!(e.esource(), pingora::ErrorSource::Upstream) || deadline_passed =>
+                {
+                    (504, "UT", "upstream request timeout")
+                }
+                _ => match e.esource() {
+                    pingora::ErrorSource::Upstream => (
+                        503,
+                        "UC",
+                        "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                    ),
+                    pingora::ErrorSource::Downstream => match e.etype() {
+                        ErrorType::WriteError
+                        | ErrorType::ReadError
+                        | ErrorType::ConnectionClosed => (0, "", ""),
+                        _ => (400, "", ""),
+                    },
+                    _ => (500, "", ""),
                 },
-                _ => (500, "", ""),
-            },
+            }
         };
         if !flag.is_empty() {
-            ctx.flags.push(flag);
-            if ctx.retried {
-                ctx.flags.push("URX");
-            }
+            // The table's flag first, then the others (`UF,URX`).
+            ctx.flags.retain(|f| *f != flag);
+            ctx.flags.insert(0, flag);
         }
         if code > 0 && session.response_written().is_none() {
             let flags = ctx.flags_header();
@@ -689,10 +862,7 @@ impl ProxyHttp for GatewayProxy {
             ),
             None => ("", "", ""),
         };
-        let (dest, subset) = match ctx.destination() {
-            Some(d) => (d.host.as_str(), d.subset.as_deref().unwrap_or("")),
-            None => ("", ""),
-        };
+        let [dest, subset] = self.labels(ctx);
         let flags = if ctx.flags.is_empty() {
             "-".to_string()
         } else {

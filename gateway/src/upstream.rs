@@ -1,9 +1,7 @@
-//! Endpoint discovery and selection for a cluster: static endpoints, DNS names resolved through a
-//! short-lived cache (so a request does not pay a lookup), and weighted choice that avoids
-//! endpoints a retry already tried.
+//! Endpoint discovery for a cluster: static endpoints, and DNS names resolved through a
+//! short-lived cache so that a request does not pay a lookup.
 
 use model::ir::{Cluster, Discovery};
-use rand::Rng;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -93,70 +91,5 @@ impl Upstreams {
             cache.insert(key, (Instant::now() + ttl, addrs.clone()));
         }
         addrs
-    }
-}
-
-/// Weighted random choice, skipping `avoid` (endpoints already tried) unless nothing else is left.
-pub fn pick(endpoints: &[Resolved], avoid: &[SocketAddr]) -> Option<SocketAddr> {
-    let fresh = endpoints.iter().filter(|e| !avoid.contains(&e.addr));
-    let total: u64 = fresh.clone().map(|e| u64::from(e.weight)).sum();
-    if total == 0 {
-        return weighted(endpoints);
-    }
-    let mut n = rand::thread_rng().gen_range(0..total);
-    for e in fresh {
-        let w = u64::from(e.weight);
-        if n < w {
-            return Some(e.addr);
-        }
-        n -= w;
-    }
-    None
-}
-
-fn weighted(endpoints: &[Resolved]) -> Option<SocketAddr> {
-    let total: u64 = endpoints.iter().map(|e| u64::from(e.weight)).sum();
-    if total == 0 {
-        return None;
-    }
-    let mut n = rand::thread_rng().gen_range(0..total);
-    for e in endpoints {
-        let w = u64::from(e.weight);
-        if n < w {
-            return Some(e.addr);
-        }
-        n -= w;
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ep(port: u16, weight: u32) -> Resolved {
-        Resolved {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            weight,
-        }
-    }
-
-    #[test]
-    fn pick_avoids_tried_endpoints_while_others_remain() {
-        let eps = [ep(1, 1), ep(2, 1)];
-        for _ in 0..50 {
-            assert_eq!(pick(&eps, &[eps[0].addr]), Some(eps[1].addr));
-        }
-        assert!(pick(&eps, &[eps[0].addr, eps[1].addr]).is_some());
-        assert_eq!(pick(&[], &[]), None);
-    }
-
-    #[test]
-    fn pick_follows_weights() {
-        let eps = [ep(1, 9), ep(2, 1)];
-        let n = (0..10_000)
-            .filter(|_| pick(&eps, &[]) == Some(eps[0].addr))
-            .count();
-        assert!((8_500..9_500).contains(&n), "{n}");
     }
 }

@@ -1,6 +1,6 @@
 //! Crash safety of the file store against the real binary: a stream of writes (PUTs of a
 //! VirtualService carrying a counter, plus creates and deletes) while the process is SIGKILLed at
-//! pseudo-random moments (fixed seed, replayable). After every restart on the same data dir the
+//! pseudo-random moments (fixed-seed choices of which write and how long into it). After every restart on the same data dir the
 //! loaded state must equal an acknowledged state: the last acknowledged write, or that plus the
 //! one in flight when the process died. Never older, never torn (a torn file would not load).
 
@@ -120,11 +120,18 @@ fn sigkill_at_random_moments_never_loses_or_tears_an_acknowledged_write() {
     while writes < WRITES && started.elapsed() < BUDGET {
         rounds += 1;
         let pid = g.pid().expect("running");
-        let delay = Duration::from_millis(rng.below(200));
+        // The kill lands a random time (0..4 ms, about one write) after write number `fuse` of
+        // the round starts: before, inside or just after it, at any step of the commit.
+        let fuse = rng.below(12) as usize;
+        let delay = Duration::from_micros(rng.below(4000));
         let killed = Arc::new(AtomicBool::new(false));
+        let (arm, armed) = std::sync::mpsc::channel::<()>();
         let killer = {
             let killed = killed.clone();
             std::thread::spawn(move || {
+                if armed.recv().is_err() {
+                    return;
+                }
                 std::thread::sleep(delay);
                 killed.store(true, Ordering::SeqCst);
                 let _ = Command::new("kill")
@@ -133,6 +140,7 @@ fn sigkill_at_random_moments_never_loses_or_tears_an_acknowledged_write() {
                     .status();
             })
         };
+        let mut in_round = 0usize;
 
         // Write until the process dies under us; the write that gets no answer is in flight.
         let pending = loop {
@@ -157,6 +165,10 @@ fn sigkill_at_random_moments_never_loses_or_tears_an_acknowledged_write() {
                 }
             };
             writes += 1;
+            if in_round == fuse {
+                let _ = arm.send(());
+            }
+            in_round += 1;
             match send(&g, &op) {
                 Ok(true) => acked = applied(&acked, &op),
                 Ok(false) => {
@@ -193,5 +205,5 @@ fn sigkill_at_random_moments_never_loses_or_tears_an_acknowledged_write() {
         writes >= WRITES / 2,
         "only {writes} writes within {BUDGET:?}: too slow to mean much"
     );
-    assert!(rounds >= 5, "only {rounds} crashes");
+    assert!(rounds >= 10, "only {rounds} crashes");
 }

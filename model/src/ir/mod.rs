@@ -393,6 +393,54 @@ pub struct ClusterPolicy {
     pub max_requests: Option<u32>,
     pub max_requests_per_connection: Option<u32>,
     pub max_retries: Option<u32>,
+    /// Ring hash or maglev, for `LbPolicy::ConsistentHash`.
+    pub hash_algo: HashAlgo,
+    /// `outlierDetection`, with Istio's defaults for unset fields; `None` when not configured.
+    pub outlier: Option<OutlierPolicy>,
+    /// `connectionPool.tcp.tcpKeepalive`: the idle time before probes.
+    pub tcp_keepalive: Option<Duration>,
+}
+
+/// The consistent-hash table: Envoy's ring hash (the default) or maglev.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum HashAlgo {
+    RingHash { minimum_ring_size: u64 },
+    Maglev { table_size: u64 },
+}
+
+impl Default for HashAlgo {
+    fn default() -> Self {
+        HashAlgo::RingHash {
+            minimum_ring_size: 1024,
+        }
+    }
+}
+
+/// Outlier detection: consecutive errors eject an endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutlierPolicy {
+    /// 0 disables.
+    pub consecutive_5xx: u32,
+    /// 0 disables (Istio's default).
+    pub consecutive_gateway_errors: u32,
+    pub interval: Duration,
+    pub base_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+    pub min_health_percent: u32,
+}
+
+impl Default for OutlierPolicy {
+    /// Istio's defaults when `outlierDetection` is present.
+    fn default() -> Self {
+        OutlierPolicy {
+            consecutive_5xx: 5,
+            consecutive_gateway_errors: 0,
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_percent: 10,
+            min_health_percent: 0,
+        }
+    }
 }
 
 impl Default for ClusterPolicy {
@@ -406,6 +454,9 @@ impl Default for ClusterPolicy {
             max_requests: None,
             max_requests_per_connection: None,
             max_retries: None,
+            hash_algo: HashAlgo::default(),
+            outlier: None,
+            tcp_keepalive: None,
         }
     }
 }

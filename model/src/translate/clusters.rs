@@ -5,14 +5,17 @@
 
 use super::diag::{Diag, Problem};
 use super::hosts::{creation_order, is_ip};
-use crate::ir::{Cluster, ClusterPolicy, Discovery, Endpoint, HashKey, LbPolicy};
+use crate::ir::{
+    Cluster, ClusterPolicy, Discovery, Endpoint, HashAlgo, HashKey, LbPolicy, OutlierPolicy,
+};
 use crate::resource::{
-    ConnectionPoolSettings, DestinationRule, Kind, LoadBalancerSettings, Resolution, ResourceKey,
-    ResourceSet, ServiceEntry, ServicePort, SimpleLb, Subset, TrafficPolicy, WorkloadEntry,
-    WorkloadEntrySpec,
+    ConnectionPoolSettings, DestinationRule, Kind, LoadBalancerSettings, OutlierDetection,
+    Resolution, ResourceKey, ResourceSet, ServiceEntry, ServicePort, SimpleLb, Subset,
+    TrafficPolicy, WorkloadEntry, WorkloadEntrySpec,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Port of a destination that names none and whose host no ServiceEntry lists (CONTRACT §2).
 pub(crate) const DEFAULT_PORT: u16 = 80;
@@ -347,6 +350,7 @@ fn endpoint(ep: &WorkloadEntrySpec, svc_port: Option<&ServicePort>, port: u16) -
 struct Effective<'a> {
     lb: Option<&'a LoadBalancerSettings>,
     pool: Option<&'a ConnectionPoolSettings>,
+    outlier: Option<&'a OutlierDetection>,
 }
 
 impl<'a> Effective<'a> {
@@ -360,6 +364,7 @@ impl<'a> Effective<'a> {
             Some(p) => Effective {
                 lb: p.load_balancer.as_ref(),
                 pool: p.connection_pool.as_ref(),
+                outlier: p.outlier_detection.as_ref(),
             },
             None => self,
         }
@@ -373,6 +378,7 @@ fn policy(host_level: Option<&TrafficPolicy>, subset: Option<&Subset>, port: u16
         eff = Effective {
             lb: tp.load_balancer.as_ref(),
             pool: tp.connection_pool.as_ref(),
+            outlier: tp.outlier_detection.as_ref(),
         }
         .port_level(tp, port);
     }
@@ -383,11 +389,18 @@ fn policy(host_level: Option<&TrafficPolicy>, subset: Option<&Subset>, port: u16
         if tp.connection_pool.is_some() {
             eff.pool = tp.connection_pool.as_ref();
         }
+        if tp.outlier_detection.is_some() {
+            eff.outlier = tp.outlier_detection.as_ref();
+        }
         eff = eff.port_level(tp, port);
     }
     let mut p = ClusterPolicy::default();
     if let Some(lb) = eff.lb {
         p.lb = lb_policy(lb);
+        p.hash_algo = hash_algo(lb);
+    }
+    if let Some(o) = eff.outlier {
+        p.outlier = Some(outlier_policy(o));
     }
     if let Some(pool) = eff.pool {
         if let Some(tcp) = &pool.tcp {
@@ -396,6 +409,12 @@ fn policy(host_level: Option<&TrafficPolicy>, subset: Option<&Subset>, port: u16
                 p.connect_timeout = d;
             }
             p.idle_timeout = tcp.idle_timeout.as_ref().and_then(|d| d.parse().ok());
+            p.tcp_keepalive = tcp.tcp_keepalive.as_ref().map(|k| {
+                k.time
+                    .as_ref()
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(Duration::from_secs(7200))
+            });
         }
         if let Some(http) = &pool.http {
             p.max_pending_requests = u32_of(http.http1_max_pending_requests);
@@ -410,6 +429,55 @@ fn policy(host_level: Option<&TrafficPolicy>, subset: Option<&Subset>, port: u16
         }
     }
     p
+}
+
+/// Ring hash unless maglev is asked for; Envoy's defaults for unset sizes.
+fn hash_algo(lb: &LoadBalancerSettings) -> HashAlgo {
+    let Some(ch) = &lb.consistent_hash else {
+        return HashAlgo::default();
+    };
+    if let Some(m) = &ch.maglev {
+        let table_size = m
+            .table_size
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(65537);
+        return HashAlgo::Maglev { table_size };
+    }
+    let min = ch
+        .ring_hash
+        .as_ref()
+        .and_then(|r| r.minimum_ring_size)
+        .or(ch.minimum_ring_size)
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1024);
+    HashAlgo::RingHash {
+        minimum_ring_size: min,
+    }
+}
+
+/// Istio's outlier defaults for every unset field.
+fn outlier_policy(o: &OutlierDetection) -> OutlierPolicy {
+    let d = OutlierPolicy::default();
+    let dur = |v: &Option<crate::resource::Duration>, def: Duration| {
+        v.as_ref().and_then(|d| d.parse().ok()).unwrap_or(def)
+    };
+    let count = |v: Option<i64>, def: u32| v.and_then(|n| u32::try_from(n).ok()).unwrap_or(def);
+    OutlierPolicy {
+        consecutive_5xx: count(
+            o.consecutive_5xx_errors.or(o.consecutive_errors),
+            d.consecutive_5xx,
+        ),
+        consecutive_gateway_errors: count(
+            o.consecutive_gateway_errors,
+            d.consecutive_gateway_errors,
+        ),
+        interval: dur(&o.interval, d.interval),
+        base_ejection_time: dur(&o.base_ejection_time, d.base_ejection_time),
+        max_ejection_percent: count(o.max_ejection_percent, d.max_ejection_percent).min(100),
+        min_health_percent: count(o.min_health_percent, d.min_health_percent).min(100),
+    }
 }
 
 fn lb_policy(lb: &LoadBalancerSettings) -> LbPolicy {

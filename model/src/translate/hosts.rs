@@ -17,10 +17,11 @@ pub(crate) fn normalize_host(h: &str) -> Option<String> {
 pub(crate) fn intersect(vs_host: &str, server_host: &str) -> Option<String> {
     use DomainKind::*;
     let (a, b) = (DomainKind::of(vs_host)?, DomainKind::of(server_host)?);
+    // `suffix` covers `host` when host is `<at least one char>.<suffix>`.
     let covers = |suffix: &str, host: &str| {
-        host.len() > suffix.len() + 1
-            && host.ends_with(suffix)
-            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+        host.strip_suffix(suffix)
+            .and_then(|head| head.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty())
     };
     match (a, b) {
         (Any, _) => Some(server_host.to_string()),

@@ -577,7 +577,6 @@ fn direct(
     path: &str,
     sink: &mut Sink<'_>,
 ) -> DirectResponse {
-    use base64::Engine as _;
     let status = u16::try_from(d.status)
         .ok()
         .filter(|s| (100..=999).contains(s))
@@ -592,15 +591,15 @@ fn direct(
         None => Vec::new(),
         Some(b) => match (&b.string, &b.bytes) {
             (Some(s), _) => s.clone().into_bytes(),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .unwrap_or_else(|_| {
+            (None, Some(b64)) => {
+                crate::validate::decode_proto_bytes(b64.trim()).unwrap_or_else(|| {
                     sink.part(
                         &format!("{path}.body.bytes"),
                         "not valid base64; the body is empty",
                     );
                     Vec::new()
-                }),
+                })
+            }
             (None, None) => Vec::new(),
         },
     };

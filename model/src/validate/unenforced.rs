@@ -18,41 +18,73 @@ use serde_json::Value;
 /// warning text.
 pub const NOT_ENFORCED: &[(&str, &str)] = &[
     // VirtualService
-    ("spec.http[*].retries", "requests are not retried"),
-    ("spec.http[*].fault", "no fault is injected"),
-    ("spec.http[*].mirror", "requests are not mirrored"),
-    ("spec.http[*].mirrors", "requests are not mirrored"),
-    ("spec.http[*].corsPolicy", "no CORS handling"),
-    ("spec.http[*].timeout", "requests do not time out"),
     ("spec.http[*].delegate", "the delegate's rules are not used"),
+    ("spec.http[*].retries.retryRemoteLocalities", "there are no localities"),
     ("spec.tls", "TLS passthrough routes are not served"),
     ("spec.tcp", "TCP routes are not served"),
     // VirtualService, DestinationRule, ServiceEntry
     ("spec.exportTo", "visible to every namespace"),
-    // DestinationRule
-    (
-        "spec.trafficPolicy",
-        "default load balancing, pools and plain-text upstreams",
-    ),
-    (
-        "spec.subsets[*].trafficPolicy",
-        "the host-level defaults apply",
-    ),
+    // DestinationRule: host level, port level and subset level
+    ("spec.trafficPolicy.tls", "upstream connections are plain text"),
+    ("spec.trafficPolicy.loadBalancer.localityLbSetting", "no locality-aware balancing"),
+    ("spec.trafficPolicy.loadBalancer.warmup", "no slow start"),
+    ("spec.trafficPolicy.loadBalancer.warmupDurationSecs", "no slow start"),
+    ("spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection", "connections are reused without limit"),
+    ("spec.trafficPolicy.connectionPool.http.h2UpgradePolicy", "upstream HTTP/1.1"),
+    ("spec.trafficPolicy.connectionPool.http.useClientProtocol", "upstream HTTP/1.1"),
+    ("spec.trafficPolicy.connectionPool.http.maxConcurrentStreams", "no stream limit"),
+    ("spec.trafficPolicy.connectionPool.http.http2KeepAlive", "no HTTP/2 pings"),
+    ("spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
+    ("spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
+    ("spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes", "5xx responses count"),
+    ("spec.trafficPolicy.tunnel", "no tunnelling"),
+    ("spec.trafficPolicy.proxyProtocol", "no PROXY protocol header"),
+    ("spec.trafficPolicy.retryBudget", "no retry budget"),
+    ("spec.trafficPolicy.portLevelSettings[*].tls", "upstream connections are plain text"),
+    ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.localityLbSetting", "no locality-aware balancing"),
+    ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.warmup", "no slow start"),
+    ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.warmupDurationSecs", "no slow start"),
+    ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.maxRequestsPerConnection", "connections are reused without limit"),
+    ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.h2UpgradePolicy", "upstream HTTP/1.1"),
+    ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.useClientProtocol", "upstream HTTP/1.1"),
+    ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.maxConcurrentStreams", "no stream limit"),
+    ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.http2KeepAlive", "no HTTP/2 pings"),
+    ("spec.trafficPolicy.portLevelSettings[*].connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
+    ("spec.trafficPolicy.portLevelSettings[*].outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
+    ("spec.trafficPolicy.portLevelSettings[*].outlierDetection.outlierDetectionHttpErrorCodes", "5xx responses count"),
+    ("spec.subsets[*].trafficPolicy.tls", "upstream connections are plain text"),
+    ("spec.subsets[*].trafficPolicy.loadBalancer.localityLbSetting", "no locality-aware balancing"),
+    ("spec.subsets[*].trafficPolicy.loadBalancer.warmup", "no slow start"),
+    ("spec.subsets[*].trafficPolicy.loadBalancer.warmupDurationSecs", "no slow start"),
+    ("spec.subsets[*].trafficPolicy.connectionPool.http.maxRequestsPerConnection", "connections are reused without limit"),
+    ("spec.subsets[*].trafficPolicy.connectionPool.http.h2UpgradePolicy", "upstream HTTP/1.1"),
+    ("spec.subsets[*].trafficPolicy.connectionPool.http.useClientProtocol", "upstream HTTP/1.1"),
+    ("spec.subsets[*].trafficPolicy.connectionPool.http.maxConcurrentStreams", "no stream limit"),
+    ("spec.subsets[*].trafficPolicy.connectionPool.http.http2KeepAlive", "no HTTP/2 pings"),
+    ("spec.subsets[*].trafficPolicy.connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
+    ("spec.subsets[*].trafficPolicy.outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
+    ("spec.subsets[*].trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes", "5xx responses count"),
+    ("spec.subsets[*].trafficPolicy.tunnel", "no tunnelling"),
+    ("spec.subsets[*].trafficPolicy.proxyProtocol", "no PROXY protocol header"),
+    ("spec.subsets[*].trafficPolicy.retryBudget", "no retry budget"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].tls", "upstream connections are plain text"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.localityLbSetting", "no locality-aware balancing"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.warmup", "no slow start"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.warmupDurationSecs", "no slow start"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.maxRequestsPerConnection", "connections are reused without limit"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.h2UpgradePolicy", "upstream HTTP/1.1"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.useClientProtocol", "upstream HTTP/1.1"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.maxConcurrentStreams", "no stream limit"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.http2KeepAlive", "no HTTP/2 pings"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].outlierDetection.outlierDetectionHttpErrorCodes", "5xx responses count"),
     // ServiceEntry
     ("spec.addresses", "not used for routing"),
-    (
-        "spec.subjectAltNames",
-        "upstream certificates are not verified against them",
-    ),
+    ("spec.subjectAltNames", "upstream certificates are not verified against them"),
     // Gateway
-    (
-        "spec.servers[?port.protocol=HTTPS|TLS].tls",
-        "TLS is not terminated",
-    ),
-    (
-        "spec.servers[*].bind",
-        "the listener flags decide the address",
-    ),
+    ("spec.servers[?port.protocol=HTTPS|TLS].tls", "TLS is not terminated"),
+    ("spec.servers[*].bind", "the listener flags decide the address"),
 ];
 
 /// One step of a pattern.
@@ -178,13 +210,13 @@ mod tests {
     #[test]
     fn names_each_present_field() {
         let w = warnings(
-            "kind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a.example.com]\n  http:\n  - route: [{destination: {host: a}}]\n  - timeout: 1s\n    retries: {attempts: 1}\n    route: [{destination: {host: a}}]\n",
+            "kind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a.example.com]\n  http:\n  - route: [{destination: {host: a}}]\n  - timeout: 1s\n    retries: {attempts: 1, retryRemoteLocalities: true}\n    route: [{destination: {host: a}}]\n  exportTo: ['.']\n",
         );
         assert_eq!(
             w,
             vec![
-                "spec.http[1].retries: accepted but not enforced yet",
-                "spec.http[1].timeout: accepted but not enforced yet",
+                "spec.http[1].retries.retryRemoteLocalities: accepted but not enforced yet",
+                "spec.exportTo: accepted but not enforced yet",
             ]
         );
     }
