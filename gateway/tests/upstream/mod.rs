@@ -9,7 +9,7 @@ use axum::response::Response;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A running echo server. Its thread and runtime live as long as the test process.
@@ -17,12 +17,22 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
     hits: Arc<AtomicUsize>,
+    seen: Seen,
 }
+
+type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
 
 impl Upstream {
     /// Starts an echo server named `name` on 127.0.0.1 with an ephemeral port.
     pub fn start(name: &str) -> Upstream {
+        Upstream::start_status(name, 200)
+    }
+
+    /// Starts an echo server that answers every request with `status`.
+    pub fn start_status(name: &str, status: u16) -> Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
+        let seen: Seen = Arc::default();
+        let sn = seen.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let n = name.to_string();
         let h = hits.clone();
@@ -40,7 +50,8 @@ impl Upstream {
                 let app = axum::Router::new().fallback(move |req: Request| {
                     let n = n.clone();
                     let h = h.clone();
-                    async move { echo(&n, &h, req).await }
+                    let sn = sn.clone();
+                    async move { echo(&n, &h, &sn, status, req).await }
                 });
                 axum::serve(listener, app).await.expect("serve");
             });
@@ -50,6 +61,7 @@ impl Upstream {
             addr,
             name: name.to_string(),
             hits,
+            seen,
         }
     }
 
@@ -60,9 +72,20 @@ impl Upstream {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+
+    /// What every request received so far looked like (the echo JSON).
+    pub fn seen(&self) -> Vec<serde_json::Value> {
+        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
+    }
 }
 
-async fn echo(name: &str, hits: &AtomicUsize, req: Request) -> Response {
+async fn echo(
+    name: &str,
+    hits: &AtomicUsize,
+    seen: &Mutex<Vec<serde_json::Value>>,
+    status: u16,
+    req: Request,
+) -> Response {
     hits.fetch_add(1, Ordering::SeqCst);
     let delay = req
         .headers()
@@ -94,7 +117,11 @@ async fn echo(name: &str, hits: &AtomicUsize, req: Request) -> Response {
         "headers": headers,
         "body_len": body.len(),
     });
+    if let Ok(mut v) = seen.lock() {
+        v.push(json.clone());
+    }
     Response::builder()
+        .status(status)
         .header("content-type", "application/json")
         .header("x-upstream", name)
         .body(Body::from(json.to_string()))
