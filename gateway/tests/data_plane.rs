@@ -402,3 +402,60 @@ fn direct_responses_and_header_operations() {
     assert_eq!(r["headers"]["x-request-id"], "given-id");
     assert_eq!(r["headers"]["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
 }
+
+#[test]
+fn metrics_count_requests_by_route_with_bounded_labels() {
+    let up = Upstream::start("m");
+    let gw = Gateway::start(Opts::default());
+    apply(
+        &gw,
+        &format!(
+            "{}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: mv}}\nspec:\n  hosts: [metrics.test]\n  http:\n  - route: [{{destination: {{host: m.svc}}}}]\n",
+            service("m.svc", &[&up])
+        ),
+    );
+    for i in 0..5 {
+        assert_eq!(
+            get(&gw, "metrics.test", &format!("/unique/path/{i}?q={i}")).status,
+            200
+        );
+    }
+    assert_eq!(get(&gw, "unrouted.test", "/x").status, 404);
+    let text = gw.get("/metrics").text();
+    let line = |needle: &[&str]| {
+        text.lines()
+            .find(|l| needle.iter().all(|n| l.contains(n)))
+            .map(str::to_string)
+    };
+    let routed = line(&[
+        "gateway_requests_total{",
+        "route=\"vs/default/mv/http/0\"",
+        "destination_service=\"m.svc\"",
+        "response_code=\"200\"",
+    ])
+    .expect("routed requests are counted");
+    assert!(routed.ends_with(" 5"), "{routed}");
+    assert!(line(&[
+        "gateway_requests_total{",
+        "response_flags=\"NR\"",
+        "response_code=\"404\""
+    ])
+    .is_some());
+    assert!(line(&[
+        "gateway_request_duration_seconds_bucket{",
+        "route=\"vs/default/mv/http/0\""
+    ])
+    .is_some());
+    assert!(
+        !text.contains("/unique/path"),
+        "raw paths never become labels"
+    );
+    for series in [
+        "gateway_config_generation ",
+        "gateway_config_reloads_total{result=\"success\"}",
+        "gateway_config_last_reload_success_timestamp_seconds ",
+        "gateway_build_info{",
+    ] {
+        assert!(text.contains(series), "missing {series}");
+    }
+}
