@@ -8,7 +8,7 @@ use crate::metrics::ConfigMetrics;
 use crate::store::{resource_version, Change, Listing, Op, Precondition, Store};
 use arc_swap::ArcSwap;
 use model::ir::Snapshot;
-use model::translate::{translate, Condition, Translation};
+use model::translate::{referenced_files, translate_with_files, Condition, Files, Translation};
 use model::validate::validate;
 use model::{Format, Kind, Resource, ResourceKey, ResourceSet};
 use serde_json::{json, Value};
@@ -164,13 +164,13 @@ impl ControlPlane {
         }
         let Translation {
             snapshot, statuses, ..
-        } = guarded("translation", || translate(&set))?;
+        } = translate_read(&set)?;
         self.view.store(Arc::new(View {
             revision: listing.revision,
             set,
             statuses,
         }));
-        self.snapshot.store(Arc::new(snapshot));
+        retire(self.snapshot.swap(Arc::new(snapshot)));
         self.metrics.success(listing.revision);
         Ok(())
     }
@@ -629,7 +629,7 @@ impl ControlPlane {
             snapshot,
             statuses,
             warnings,
-        } = guarded("translation", || translate(&set))?;
+        } = translate_read(&set)?;
         if dry_run || ops.is_empty() {
             return Ok(Executed {
                 done,
@@ -660,7 +660,7 @@ impl ControlPlane {
             set,
             statuses: statuses.clone(),
         }));
-        self.snapshot.store(Arc::new(snapshot));
+        retire(self.snapshot.swap(Arc::new(snapshot)));
         self.metrics.success(committed.revision);
         Ok(Executed {
             done,
@@ -704,6 +704,9 @@ async fn follow_loop(weak: Weak<ControlPlane>, mut rx: broadcast::Receiver<Chang
 fn check(mut r: Resource, prefix: &str, mode: Mode) -> Result<(Upsert, Vec<Cause>), AdminError> {
     let report = guarded("validation", || validate(&r))?;
     let mut causes = violation_causes(prefix, &report.errors);
+    if report.errors.is_empty() {
+        causes.extend(expired_secret(&r, prefix));
+    }
     let reported = |f: &str| report.errors.iter().any(|v| v.field == f);
     let meta = r.meta();
     if !reported("metadata.name") {
@@ -759,6 +762,48 @@ fn check(mut r: Resource, prefix: &str, mode: Mode) -> Result<(Upsert, Vec<Cause
             warnings: report.warnings,
         },
         causes,
+    ))
+}
+
+/// Translates with the certificate and key files the set names read first (translation does no
+/// I/O): they are read again at every change, so a rewritten file is picked up by the next apply.
+fn translate_read(set: &ResourceSet) -> Result<Translation, AdminError> {
+    let mut files = Files::default();
+    for path in referenced_files(set) {
+        let read = std::fs::read(&path).map_err(|e| e.to_string());
+        files.insert(path, read);
+    }
+    guarded("translation", || translate_with_files(set, &files))
+}
+
+/// A TLS Secret whose certificate has expired is refused (validation is pure, the clock is here):
+/// the cause names the key that holds the certificate.
+fn expired_secret(r: &Resource, prefix: &str) -> Option<Cause> {
+    let Resource::Secret(s) = r else {
+        return None;
+    };
+    let key = model::TLS_CRT;
+    let root = if s.string_data.contains_key(key) {
+        "stringData"
+    } else {
+        "data"
+    };
+    let not_after = model::ir::leaf_not_after(&s.value(key)?)?;
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    if not_after > now {
+        return None;
+    }
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(u64::try_from(not_after).unwrap_or(0));
+    Some(Cause::new(
+        join_field(prefix, &format!("{root}[{key}]")),
+        "FieldValueInvalid",
+        format!(
+            "Invalid value: \"<redacted>\": the certificate expired at {}",
+            crate::time::rfc3339(at)
+        ),
     ))
 }
 
@@ -903,5 +948,23 @@ mod tests {
         let shown = redact(&s);
         assert_eq!(shown.data.keys().collect::<Vec<_>>(), ["tls.crt"]);
         assert!(shown.string_data.is_empty());
+    }
+}
+
+/// Drops a replaced snapshot off the request path: a large snapshot takes a noticeable time to
+/// free, and whoever holds the last reference pays it. A request still using it must not be that
+/// one, so a background thread waits until it holds the only reference and drops it there.
+fn retire(old: Arc<Snapshot>) {
+    let spawned = std::thread::Builder::new()
+        .name("snapshot-retire".into())
+        .spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            drop(old);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start a thread to free the old snapshot");
     }
 }
