@@ -67,6 +67,8 @@ pub struct ClusterState {
     /// Retries in flight (`maxRetries`).
     active_retries: AtomicU32,
     endpoints: Mutex<HashMap<SocketAddr, EndpointState>>,
+    /// Endpoints of a cluster whose addresses are all IPs, resolved once per snapshot's cluster.
+    resolved: Mutex<Option<(std::sync::Weak<model::ir::Cluster>, Arc<Vec<Resolved>>)>>,
     /// The hash ring or maglev table, rebuilt when the endpoint set changes.
     table: Mutex<
         Option<(
@@ -79,7 +81,7 @@ pub struct ClusterState {
 }
 
 /// The outcome of choosing an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pick {
     Endpoint(SocketAddr),
     /// Every endpoint is ejected: 503 `UH`.
@@ -160,6 +162,22 @@ impl ClusterState {
         Slot(self.clone(), SlotKind::Endpoint(addr))
     }
 
+    /// The cached endpoints of this exact cluster value, if any.
+    pub fn cached(&self, cluster: &Arc<model::ir::Cluster>) -> Option<Arc<Vec<Resolved>>> {
+        let c = self.resolved.lock().ok()?;
+        match &*c {
+            Some((w, eps)) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(cluster)) => Some(eps.clone()),
+            _ => None,
+        }
+    }
+
+    /// Caches the endpoints of a cluster whose addresses need no DNS.
+    pub fn cache(&self, cluster: &Arc<model::ir::Cluster>, eps: Arc<Vec<Resolved>>) {
+        if let Ok(mut c) = self.resolved.lock() {
+            *c = Some((Arc::downgrade(cluster), eps));
+        }
+    }
+
     fn ejected_count(&self, now: Instant) -> usize {
         self.endpoints
             .lock()
@@ -220,7 +238,8 @@ impl ClusterState {
     }
 
     /// Chooses an endpoint by the cluster's policy, avoiding ejected endpoints and (when others
-    /// remain) the ones in `avoid`.
+    /// remain) the ones in `avoid`. Allocation-free unless outlier detection or a retry narrows
+    /// the candidates.
     pub fn pick(
         &self,
         policy: &ClusterPolicy,
@@ -231,36 +250,44 @@ impl ClusterState {
         if endpoints.is_empty() {
             return Pick::Empty;
         }
-        let now = Instant::now();
-        let mut healthy: Vec<Resolved> = Vec::with_capacity(endpoints.len());
-        let mut active: HashMap<SocketAddr, u32> = HashMap::new();
-        if let Ok(mut m) = self.endpoints.lock() {
-            for e in endpoints {
-                let st = m.entry(e.addr).or_default();
-                active.insert(e.addr, st.active);
-                if !st.ejected_until.is_some_and(|t| t > now) {
-                    healthy.push(*e);
-                }
-            }
-        } else {
-            healthy.extend_from_slice(endpoints);
-        }
+        let Ok(mut m) = self.endpoints.lock() else {
+            return weighted_random(endpoints).map_or(Pick::Empty, Pick::Endpoint);
+        };
+        let healthy_owned: Vec<Resolved>;
+        let mut healthy: &[Resolved] = endpoints;
         if let Some(o) = &policy.outlier {
+            let now = Instant::now();
+            healthy_owned = endpoints
+                .iter()
+                .filter(|e| {
+                    !m.entry(e.addr)
+                        .or_default()
+                        .ejected_until
+                        .is_some_and(|t| t > now)
+                })
+                .copied()
+                .collect();
             // Below minHealthPercent, outlier detection steps aside and every endpoint is used.
-            let pct = healthy.len() * 100 / endpoints.len();
-            if o.min_health_percent > 0 && (pct as u32) < o.min_health_percent {
-                healthy = endpoints.to_vec();
+            let pct = healthy_owned.len() * 100 / endpoints.len();
+            if o.min_health_percent == 0 || pct as u32 >= o.min_health_percent {
+                healthy = &healthy_owned;
             }
         }
         if healthy.is_empty() {
             return Pick::AllEjected;
         }
-        let fresh: Vec<Resolved> = healthy
-            .iter()
-            .filter(|e| !avoid.contains(&e.addr))
-            .copied()
-            .collect();
-        let pool = if fresh.is_empty() { &healthy } else { &fresh };
+        let fresh_owned: Vec<Resolved>;
+        let mut pool = healthy;
+        if !avoid.is_empty() {
+            fresh_owned = healthy
+                .iter()
+                .filter(|e| !avoid.contains(&e.addr))
+                .copied()
+                .collect();
+            if !fresh_owned.is_empty() {
+                pool = &fresh_owned;
+            }
+        }
         let chosen = match &policy.lb {
             LbPolicy::RoundRobin => {
                 let total: usize = pool.iter().map(|e| e.weight.max(1) as usize).sum();
@@ -280,18 +307,19 @@ impl ClusterState {
             LbPolicy::Random | LbPolicy::Passthrough => weighted_random(pool),
             LbPolicy::LeastRequest => {
                 // Power of two choices, weighted by endpoint weight.
-                let a = weighted_random(pool);
-                let b = weighted_random(pool);
-                match (a, b) {
+                match (weighted_random(pool), weighted_random(pool)) {
                     (Some(a), Some(b)) => {
-                        let (la, lb) = (active.get(&a).copied(), active.get(&b).copied());
-                        Some(if lb < la { b } else { a })
+                        let load = |x: &SocketAddr| m.get(x).map_or(0, |e| e.active);
+                        Some(if load(&b) < load(&a) { b } else { a })
                     }
                     (a, b) => a.or(b),
                 }
             }
             LbPolicy::ConsistentHash(_) => match hash {
-                Some(h) if fresh.len() == healthy.len() => self.hashed(&policy.hash_algo, pool, h),
+                Some(h) if pool.len() == healthy.len() => {
+                    drop(m);
+                    self.hashed(&policy.hash_algo, pool, h)
+                }
                 // A retry (or a missing key) falls back to a random healthy endpoint.
                 _ => weighted_random(pool),
             },
