@@ -44,6 +44,7 @@ for s in "${steps[@]}"; do
 done
 wait "$wrk_pid"
 wrk_pid=
+snapshot >"$tmp/end"
 
 {
   echo "# canary shift under load"
@@ -55,15 +56,13 @@ wrk_pid=
   echo "## steps (shares from gateway_requests_total deltas; a step's first requests may still"
   echo "## follow the previous weights, as the PUT lands while the step's window is open)"
   printf '%-8s %-10s %10s %10s %10s %9s %8s\n' step weights requests v1 v2 v2-share non-2xx
-  non2xx_total=0
   for i in 0 1 2 3; do
     read -r w1 w2 <<<"${steps[$i]}"
     j=$((i + 1))
     by_dest=$(requests_by destination_service "$tmp/m$i" "$tmp/m$j")
     n1=$(awk -v h="$v1_host" '$1 == h { print $2 }' <<<"$by_dest")
     n2=$(awk -v h="$v2_host" '$1 == h { print $2 }' <<<"$by_dest")
-    bad=$(requests_by response_code "$tmp/m$i" "$tmp/m$j" | awk '$1 !~ /^2/ { n += $2 } END { print n + 0 }')
-    non2xx_total=$((non2xx_total + bad))
+    bad=$(non2xx "$tmp/m$i" "$tmp/m$j")
     awk -v s="$i" -v w="$w1/$w2" -v a="${n1:-0}" -v b="${n2:-0}" -v e="$bad" 'BEGIN {
       t = a + b; printf "%-8s %-10s %10d %10d %10d %8.1f%% %8d\n", s, w, t, a, b, (t ? 100 * b / t : 0), e }'
   done
@@ -73,6 +72,7 @@ wrk_pid=
   echo "## wrk"
   cat "$tmp/wrk"
   echo
-  verdict "$tmp/wrk" "$non2xx_total"
+  echo "client disconnects before the response (status 0, wrk stopping): $(disconnects "$tmp/m0" "$tmp/end")"
+  verdict "$tmp/wrk" "$(non2xx "$tmp/m0" "$tmp/end")"
 } | tee "$out"
 echo "results: $out" >&2

@@ -117,6 +117,16 @@ run_wrk() { # wrk's report on stdout; extra args go to wrk
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: $LOADTEST_HOST" "$@" "$GATEWAY_URL/"
 }
 
+# The gateway's count of answers that were not 2xx, between two snapshots. Status 0 means the client
+# closed the connection before the response (wrk does so with requests in flight when its duration
+# ends): those are counted apart by `disconnects`.
+non2xx() { # BEFORE AFTER
+  requests_by response_code "$1" "$2" | awk '$1 !~ /^2/ && $1 != "0" { n += $2 } END { print n + 0 }'
+}
+disconnects() { # BEFORE AFTER
+  requests_by response_code "$1" "$2" | awk '$1 == "0" { n += $2 } END { print n + 0 }'
+}
+
 # Verdict from wrk's report and the gateway's own count of non-2xx answers.
 verdict() { # WRK_REPORT_FILE NON2XX_AT_GATEWAY
   local errors

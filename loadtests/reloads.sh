@@ -47,7 +47,7 @@ wrk_pid=
 snapshot >"$tmp/after"
 
 ok=$(awk '$1 == 200 || $1 == 201' "$tmp/puts" | wc -l)
-non2xx=$(requests_by response_code "$tmp/before" "$tmp/after" | awk '$1 !~ /^2/ { n += $2 } END { print n + 0 }')
+bad=$(non2xx "$tmp/before" "$tmp/after")
 {
   echo "# reloads under load"
   echo "date:        $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -73,7 +73,8 @@ non2xx=$(requests_by response_code "$tmp/before" "$tmp/after" | awk '$1 !~ /^2/ 
   echo "## wrk"
   cat "$tmp/wrk"
   echo
-  verdict "$tmp/wrk" "$non2xx"
+  echo "client disconnects before the response (status 0, wrk stopping): $(disconnects "$tmp/before" "$tmp/after")"
+  verdict "$tmp/wrk" "$bad"
   [[ $ok -eq $n ]] || echo "FAIL: $((n - ok)) configuration change(s) refused"
 } | tee "$out"
 echo "results: $out" >&2

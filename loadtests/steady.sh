@@ -23,7 +23,7 @@ snapshot >"$tmp/before"
 run_wrk >"$tmp/wrk"
 snapshot >"$tmp/after"
 
-non2xx=$(requests_by response_code "$tmp/before" "$tmp/after" | awk '$1 !~ /^2/ { n += $2 } END { print n + 0 }')
+bad=$(non2xx "$tmp/before" "$tmp/after")
 {
   echo "# steady load"
   echo "date:        $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -40,6 +40,7 @@ non2xx=$(requests_by response_code "$tmp/before" "$tmp/after" | awk '$1 !~ /^2/ 
   echo "by destination:"
   requests_by destination_service "$tmp/before" "$tmp/after" | sed 's/^/  /'
   echo
-  verdict "$tmp/wrk" "$non2xx"
+  echo "client disconnects before the response (status 0, wrk stopping): $(disconnects "$tmp/before" "$tmp/after")"
+  verdict "$tmp/wrk" "$bad"
 } | tee "$out"
 echo "results: $out" >&2

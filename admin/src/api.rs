@@ -415,7 +415,7 @@ async fn apply(
 // ----- operations -----
 
 async fn metrics(State(s): State<AppState>) -> ApiResult {
-    let families = s.cp.registry().gather();
+    let families = s.cp.gather();
     let mut text = String::new();
     prometheus::TextEncoder::new()
         .encode_utf8(&families, &mut text)

@@ -2,6 +2,12 @@
 //! cause) → server-managed metadata → preconditions → candidate set → translate → (dry run stops
 //! here) → one store commit → the new read view → ONE `ArcSwap::store` of the snapshot → metrics.
 //! Reads are served from the last committed view, never from a half-applied change.
+//!
+//! Shared stores (etcd): the view may be behind the store, because another replica committed and
+//! the watch has not delivered it yet. Then the store's preconditions (or the view's own checks)
+//! fail; a write that failed that way reloads the view from the store and runs again, so that only
+//! a real conflict (a stale `resourceVersion` sent by the client) is a 409. [`ControlPlane::follow`]
+//! reloads on every change another replica commits, and on the store's "relist" signal.
 
 use crate::error::{cause_message, decode_cause, join_field, violation_causes, AdminError, Cause};
 use crate::metrics::ConfigMetrics;
@@ -15,7 +21,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 
 /// What the read side serves: the committed set, its revision, and its translation's statuses.
@@ -45,6 +51,13 @@ impl std::fmt::Debug for ControlPlane {
     }
 }
 
+/// How many times a write whose failure may come from a stale view reloads and runs again.
+/// Each retry follows a commit by someone else, so running out means a write storm on one object.
+const STALE_VIEW_RETRIES: usize = 5;
+/// Backoff of [`ControlPlane::follow`] while reloading fails (the store is unreachable).
+const RELOAD_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RELOAD_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 /// How an upsert treats an object that already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -55,7 +68,7 @@ enum Mode {
 }
 
 /// A decoded, valid object on its way in.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Upsert {
     resource: Resource,
     mode: Mode,
@@ -67,7 +80,7 @@ struct Upsert {
 
 // Sized by `model::Resource`; steps live for one request.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Step {
     Upsert(Upsert),
     Delete {
@@ -128,9 +141,11 @@ impl ControlPlane {
         registry: prometheus::Registry,
         snapshot: Arc<ArcSwap<Snapshot>>,
     ) -> Result<Arc<ControlPlane>, AdminError> {
+        // Read first: a caller may retry `open` while the store is unreachable, and the metrics
+        // can be registered only once.
+        let listing = store.list().await?;
         let metrics = ConfigMetrics::register(&registry)
             .map_err(|e| AdminError::startup(format!("registering config metrics: {e}")))?;
-        let listing = store.list().await?;
         let cp = Arc::new(ControlPlane {
             store,
             snapshot,
@@ -156,6 +171,12 @@ impl ControlPlane {
         &self.registry
     }
 
+    /// Every metric of the registry, the store's connection state read now.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.metrics.store_connected(self.store.connected());
+        self.registry.gather()
+    }
+
     /// Replaces the view and the snapshot with the store's content. The writer lock is held.
     fn install(&self, listing: Listing) -> Result<(), AdminError> {
         let mut set = ResourceSet::new();
@@ -175,18 +196,23 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Reloads from the store if someone else (another replica) committed past our view.
-    async fn resync(&self) -> Result<(), AdminError> {
+    /// Reloads from the store if it is not at our view's revision (another replica committed,
+    /// or the store was restored). Returns whether the view changed.
+    async fn resync(&self) -> Result<bool, AdminError> {
         let _writer = self.writer.lock().await;
         let listing = self.store.list().await?;
-        if listing.revision > self.view.load().revision {
-            tracing::info!(
-                revision = listing.revision,
-                "reloading the configuration from the store"
-            );
-            self.install(listing)?;
+        // Not only `>`: a view built without someone else's interleaved commit is labelled with
+        // an older revision on purpose (see `execute_once`), and a store restored from a backup
+        // can be behind us; the store is the truth either way.
+        if listing.revision == self.view.load().revision {
+            return Ok(false);
         }
-        Ok(())
+        tracing::info!(
+            revision = listing.revision,
+            "reloading the configuration from the store"
+        );
+        self.install(listing)?;
+        Ok(true)
     }
 
     // ----- reads -----
@@ -543,8 +569,37 @@ impl ControlPlane {
         })
     }
 
-    /// The pipeline from the current set on; see the module doc.
+    /// The pipeline, run again on a fresh view when a failure may only mean that our view is
+    /// behind a shared store (module doc). With a local store the view never is: the reload finds
+    /// the same revision and the failure stands.
     async fn execute(&self, steps: Vec<Step>, dry_run: bool) -> Result<Executed, AdminError> {
+        let mut attempt = 0;
+        loop {
+            // The view this attempt starts from (or an older one): if the follower replaces it
+            // while the attempt fails, the failure may be stale even when `resync` finds nothing
+            // left to reload.
+            let seen = self.view.load_full();
+            match self.execute_once(steps.clone(), dry_run).await {
+                Err(e)
+                    if attempt < STALE_VIEW_RETRIES && matches!(e.code().as_u16(), 404 | 409) =>
+                {
+                    attempt += 1;
+                    let reloaded = self.resync().await?;
+                    if !reloaded && Arc::ptr_eq(&seen, &self.view.load_full()) {
+                        return Err(e);
+                    }
+                    tracing::debug!(
+                        attempt,
+                        "the view was behind the store; running the write again"
+                    );
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// The pipeline from the current set on; see the module doc.
+    async fn execute_once(&self, steps: Vec<Step>, dry_run: bool) -> Result<Executed, AdminError> {
         let _writer = self.writer.lock().await;
         let view = self.view.load_full();
         let mut set = view.set.clone();
@@ -655,13 +710,21 @@ impl ControlPlane {
                 Done::Unchanged { .. } => {}
             }
         }
+        // Our set is the store's state only if nobody committed between our view and us. If
+        // someone did (another replica; not yet seen), keep the old revision on the view so that
+        // the follower's next event, our own commit's at the latest, reloads the whole state.
+        let revision = if committed.revision == view.revision + 1 {
+            committed.revision
+        } else {
+            view.revision
+        };
         self.view.store(Arc::new(View {
-            revision: committed.revision,
+            revision,
             set,
             statuses: statuses.clone(),
         }));
         retire(self.snapshot.swap(Arc::new(snapshot)));
-        self.metrics.success(committed.revision);
+        self.metrics.success(revision);
         Ok(Executed {
             done,
             revision: committed.revision,
@@ -676,6 +739,8 @@ impl ControlPlane {
     /// replicas) reach this one's data plane. Spawn it on a runtime that lives as long as the
     /// control plane; a single-node file store does not need it. Our own commits are already in
     /// the view when their event is looked at (the writer lock orders them): one comparison each.
+    /// It subscribes first and then reloads once, so that nothing committed between `open`'s
+    /// read and the subscription is missed.
     pub fn follow(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let rx = self.store.watch();
         tokio::spawn(follow_loop(Arc::downgrade(self), rx))
@@ -683,19 +748,42 @@ impl ControlPlane {
 }
 
 async fn follow_loop(weak: Weak<ControlPlane>, mut rx: broadcast::Receiver<Change>) {
+    let mut pending = true;
     loop {
-        let revision = match rx.recv().await {
-            Ok(change) => Some(change.revision),
-            Err(broadcast::error::RecvError::Lagged(_)) => None,
+        if pending && !reload(&weak).await {
+            return;
+        }
+        pending = match rx.recv().await {
+            // A change without events is the store's "relist" signal.
+            Ok(change) if change.events.is_empty() => true,
+            Ok(change) => match weak.upgrade() {
+                Some(cp) => change.revision > cp.view.load().revision,
+                None => return,
+            },
+            // Missed changes: only a full reload is sure to include them.
+            Err(broadcast::error::RecvError::Lagged(_)) => true,
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let Some(cp) = weak.upgrade() else { return };
-        if revision.is_some_and(|r| r <= cp.view.load().revision) {
-            continue;
+    }
+}
+
+/// Reloads until it works (the data plane keeps the last good snapshot meanwhile). False when
+/// the control plane is gone.
+async fn reload(weak: &Weak<ControlPlane>) -> bool {
+    let mut backoff = RELOAD_BACKOFF_MIN;
+    loop {
+        let Some(cp) = weak.upgrade() else {
+            return false;
+        };
+        match cp.resync().await {
+            Ok(_) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reload the configuration from the store; retrying");
+            }
         }
-        if let Err(e) = cp.resync().await {
-            tracing::error!(error = %e, "could not reload the configuration from the store");
-        }
+        drop(cp);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RELOAD_BACKOFF_MAX);
     }
 }
 

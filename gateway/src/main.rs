@@ -11,9 +11,11 @@ mod policy;
 mod proxy;
 mod routing;
 mod shutdown;
+mod tls;
 mod upstream;
 mod validate_cmd;
 
+use admin::store::{EtcdConfig, EtcdStore};
 use admin::{ControlPlane, FileStore, Health};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -58,29 +60,38 @@ fn run(cli: Cli) -> Result<(), String> {
             cli.admin
         ));
     }
-    if cli.store != "file" {
-        return Err(format!(
-            "--store {:?}: only the embedded `file` store is available in this version",
-            cli.store
-        ));
-    }
+    let store = StoreUrl::parse(&cli.store)?;
 
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::register(&registry).map_err(|e| e.to_string())?;
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let health = Health::new();
 
-    // The store and the first snapshot are ready before any listener accepts traffic.
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // The store and the first snapshot are ready before any listener accepts traffic. The runtime
+    // lives until the process exits: the etcd client's connections, its watch and the follower
+    // are its tasks (the admin API's runtime only sends them requests).
+    let control_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("control-plane")
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let control = rt.block_on(async {
-        let store = FileStore::open(&cli.data_dir)
-            .map_err(|e| format!("cannot open the store in {}: {e}", cli.data_dir.display()))?;
-        let cp = ControlPlane::open(Arc::new(store), registry.clone(), snapshot.clone())
-            .await
-            .map_err(|e| format!("cannot load the stored configuration: {e}"))?;
+    let control = control_runtime.block_on(async {
+        let cp = match &store {
+            StoreUrl::File => {
+                let store = FileStore::open(&cli.data_dir).map_err(|e| {
+                    format!("cannot open the store in {}: {e}", cli.data_dir.display())
+                })?;
+                ControlPlane::open(Arc::new(store), registry.clone(), snapshot.clone())
+                    .await
+                    .map_err(|e| format!("cannot load the stored configuration: {e}"))?
+            }
+            StoreUrl::Etcd(config) => {
+                let cp = open_etcd(config, &registry, &snapshot).await?;
+                cp.follow();
+                cp
+            }
+        };
         if let Some(b) = &cli.bootstrap {
             let n = cp
                 .bootstrap(b)
@@ -90,7 +101,6 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Ok::<_, String>(cp)
     })?;
-    drop(rt);
 
     let admin_listener = std::net::TcpListener::bind(cli.admin)
         .map_err(|e| format!("cannot bind --admin {}: {e}", cli.admin))?;
@@ -130,6 +140,23 @@ fn run(cli: Cli) -> Result<(), String> {
         ListenerInfo {
             gateway_port: 80,
             tls: false,
+            connections: None,
+        },
+    );
+    // The TLS listener serves Gateway servers on port 443; its connections remember their SNI.
+    let tls_connections = Arc::new(tls::Connections::default());
+    if cli.https.port() == cli.http.port() {
+        return Err(format!(
+            "--https {}: local port already used by --http",
+            cli.https
+        ));
+    }
+    listeners.insert(
+        cli.https.port(),
+        ListenerInfo {
+            gateway_port: 443,
+            tls: true,
+            connections: Some(tls_connections.clone()),
         },
     );
     for (port, addr) in &cli.listen {
@@ -143,6 +170,7 @@ fn run(cli: Cli) -> Result<(), String> {
             ListenerInfo {
                 gateway_port: *port,
                 tls: false,
+                connections: None,
             },
         );
         plain.push(*addr);
@@ -155,6 +183,14 @@ fn run(cli: Cli) -> Result<(), String> {
             metrics::EjectionCollector::new(balancers.clone()).map_err(|e| e.to_string())?,
         ))
         .map_err(|e| e.to_string())?;
+    registry
+        .register(Box::new(
+            metrics::CertExpiryCollector::new(snapshot.clone()).map_err(|e| e.to_string())?,
+        ))
+        .map_err(|e| e.to_string())?;
+    let handshake_failures = metrics
+        .tls_handshake_failures
+        .with_label_values(&["https"]);
     let access_log_dropped = metrics.access_log_dropped.clone();
     let gateway = GatewayProxy {
         snapshot: snapshot.clone(),
@@ -165,6 +201,27 @@ fn run(cli: Cli) -> Result<(), String> {
         inflight: inflight.clone(),
         access_log: accesslog::AccessLogger::start(cli.access_log, access_log_dropped),
     };
+    // The same proxy behind the TLS terminator (its own Pingora service: a listener's
+    // application is fixed, and this one does the handshake itself).
+    let gateway_tls = GatewayProxy {
+        snapshot: gateway.snapshot.clone(),
+        upstreams: gateway.upstreams.clone(),
+        balancers: gateway.balancers.clone(),
+        metrics: gateway.metrics.clone(),
+        listeners: gateway.listeners.clone(),
+        inflight: gateway.inflight.clone(),
+        access_log: gateway.access_log.clone(),
+    };
+    let terminator = tls::TlsTerminator::new(
+        pingora::proxy::http_proxy(&server.configuration, gateway_tls),
+        snapshot.clone(),
+        443,
+        tls_connections,
+        handshake_failures,
+    )?;
+    let mut tls_service =
+        pingora::services::listening::Service::new("TLS".to_string(), terminator);
+    tls_service.add_tcp(&cli.https.to_string());
     let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     if let Some(app) = proxy_service.app_logic_mut() {
         let mut opts = pingora::apps::HttpServerOptions::default();
@@ -182,14 +239,15 @@ fn run(cli: Cli) -> Result<(), String> {
             listener: Mutex::new(Some(admin_listener)),
             router,
             health: health.clone(),
-            probe: plain.clone(),
+            probe: plain.iter().copied().chain([cli.https]).collect(),
         },
     );
     admin_service.threads = Some(1);
 
     server.add_service(proxy_service);
+    server.add_service(tls_service);
     server.add_service(admin_service);
-    tracing::info!(http = %cli.http, admin = %cli.admin, threads, "gateway starting");
+    tracing::info!(http = %cli.http, https = %cli.https, admin = %cli.admin, threads, "gateway starting");
     server.run(RunArgs {
         shutdown_signal: Box::new(shutdown::Drain {
             health,
@@ -241,6 +299,63 @@ impl BackgroundService for AdminService {
         });
         if let Err(e) = axum::serve(listener, self.router.clone()).await {
             tracing::error!(error = %e, "admin server failed");
+        }
+    }
+}
+
+/// The parsed `--store`.
+enum StoreUrl {
+    File,
+    Etcd(EtcdConfig),
+}
+
+impl StoreUrl {
+    fn parse(s: &str) -> Result<StoreUrl, String> {
+        if s == "file" {
+            Ok(StoreUrl::File)
+        } else if s.starts_with("etcd://") {
+            EtcdConfig::parse(s)
+                .map(StoreUrl::Etcd)
+                .map_err(|e| format!("--store {e}"))
+        } else {
+            Err(format!(
+                "--store {s:?}: expected `file` or etcd://HOST:PORT[,HOST:PORT…][/PREFIX]"
+            ))
+        }
+    }
+}
+
+/// Connects to etcd and loads the configuration, waiting (with backoff, saying so in the log)
+/// while etcd is unreachable: the gateway binds nothing, and so is not ready, until it has the
+/// configuration every replica serves. Anything but unavailability (a corrupt object) is fatal.
+async fn open_etcd(
+    config: &EtcdConfig,
+    registry: &prometheus::Registry,
+    snapshot: &Arc<ArcSwap<Snapshot>>,
+) -> Result<Arc<ControlPlane>, String> {
+    let endpoints = config.endpoints.join(",");
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let store = EtcdStore::connect(config).await?;
+            ControlPlane::open(Arc::new(store), registry.clone(), snapshot.clone()).await
+        };
+        match attempt.await {
+            Ok(cp) => {
+                tracing::info!(endpoints, prefix = %config.prefix, revision = cp.generation(), "configuration loaded from etcd");
+                return Ok(cp);
+            }
+            Err(e) if e.code() == http::StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::warn!(endpoints, error = %e, retry_in = ?backoff, "waiting for etcd");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot load the configuration from etcd at {endpoints}{}: {e}",
+                    config.prefix
+                ))
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Data-plane metrics on the gateway's one explicit registry: request counts and latencies with
-//! bounded labels (route ids, never raw paths).
+//! bounded labels (route ids, never raw paths), TLS handshake failures by listener, and the
+//! expiry of every TLS Secret's certificate (read from the served snapshot at scrape time).
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
@@ -12,6 +13,8 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     pub connect_failures: IntCounterVec,
     pub access_log_dropped: IntCounter,
+    /// `gateway_tls_handshake_failures_total{listener}`.
+    pub tls_handshake_failures: IntCounterVec,
 }
 
 const REQUEST_LABELS: [&str; 8] = [
@@ -100,6 +103,14 @@ impl Metrics {
         registry.register(Box::new(upstream_retries.clone()))?;
         registry.register(Box::new(connect_failures.clone()))?;
         registry.register(Box::new(build_info))?;
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "gateway_tls_handshake_failures_total",
+                "TLS handshakes that failed (no server for the SNI, no usable certificate, client certificate refused, protocol error, timeout), by listener.",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(tls_handshake_failures.clone()))?;
         Ok(Metrics {
             requests,
             duration,
@@ -107,6 +118,7 @@ impl Metrics {
             upstream_retries,
             connect_failures,
             access_log_dropped,
+            tls_handshake_failures,
         })
     }
 }
@@ -165,6 +177,51 @@ impl prometheus::core::Collector for EjectionCollector {
         };
         for (cluster, n) in self.balancers.ejections() {
             gauge.with_label_values(&[&cluster]).set(n as i64);
+        }
+        prometheus::core::Collector::collect(&gauge)
+    }
+}
+
+/// `gateway_tls_certificate_expiry_timestamp_seconds{namespace, secret}`: the `notAfter` of each
+/// TLS Secret's leaf certificate, from the snapshot being served (so it follows every apply).
+pub struct CertExpiryCollector {
+    snapshot: std::sync::Arc<arc_swap::ArcSwap<model::ir::Snapshot>>,
+    desc: prometheus::core::Desc,
+}
+
+const CERT_EXPIRY: &str = "gateway_tls_certificate_expiry_timestamp_seconds";
+const CERT_EXPIRY_HELP: &str = "Unix time at which the certificate of a TLS Secret expires.";
+
+impl CertExpiryCollector {
+    pub fn new(
+        snapshot: std::sync::Arc<arc_swap::ArcSwap<model::ir::Snapshot>>,
+    ) -> Result<Self, prometheus::Error> {
+        let desc = prometheus::core::Desc::new(
+            CERT_EXPIRY.into(),
+            CERT_EXPIRY_HELP.into(),
+            vec!["namespace".into(), "secret".into()],
+            Default::default(),
+        )?;
+        Ok(CertExpiryCollector { snapshot, desc })
+    }
+}
+
+impl prometheus::core::Collector for CertExpiryCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let Ok(gauge) =
+            prometheus::GaugeVec::new(Opts::new(CERT_EXPIRY, CERT_EXPIRY_HELP), &["namespace", "secret"])
+        else {
+            return Vec::new();
+        };
+        let snapshot = self.snapshot.load();
+        for c in &snapshot.secret_certificates {
+            gauge
+                .with_label_values(&[&c.namespace, &c.name])
+                .set(c.not_after as f64);
         }
         prometheus::core::Collector::collect(&gauge)
     }

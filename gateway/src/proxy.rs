@@ -31,11 +31,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// What a listener (a local port) serves: the Gateway port number and whether it terminates TLS.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ListenerInfo {
     pub gateway_port: u16,
     pub tls: bool,
+    /// A TLS listener's live connections: what each handshake chose (the SNI).
+    pub connections: Option<Arc<crate::tls::Connections>>,
 }
+
+/// A local port no listener is registered for (only in tests): plain HTTP on port 80.
+const PLAIN_80: ListenerInfo = ListenerInfo {
+    gateway_port: 80,
+    tls: false,
+    connections: None,
+};
 
 /// The proxy: shared handles; per-request state lives in [`Ctx`].
 pub struct GatewayProxy {
@@ -73,7 +82,7 @@ pub struct Ctx {
     dest: Option<usize>,
     cluster: Option<Arc<ir::Cluster>>,
     state: Option<Arc<ClusterState>>,
-    endpoints: Vec<Resolved>,
+    endpoints: Arc<Vec<Resolved>>,
     tried: Vec<SocketAddr>,
     /// Counters held for the request's lifetime (circuit breaker, least request, retries).
     slots: Vec<Slot>,
@@ -89,6 +98,8 @@ pub struct Ctx {
     local_error: Option<LocalError>,
     flags: Vec<&'static str>,
     tls: bool,
+    /// The SNI of the TLS connection the request came on.
+    sni: Option<Arc<str>>,
     upstream_start: Option<Instant>,
     /// The rewritten path (without query), computed at routing time where the match is known.
     new_path: Option<String>,
@@ -213,7 +224,7 @@ impl GatewayProxy {
             return Ok(true);
         };
         ctx.slots.push(slot);
-        ctx.endpoints = self.upstreams.resolve(&cluster).await;
+        ctx.endpoints = self.upstreams.endpoints(&cluster, &state).await;
         if ctx.endpoints.is_empty() {
             ctx.flag("UH");
             respond(session, 503, &ctx.flags_header(), "no healthy upstream").await?;
@@ -234,14 +245,7 @@ impl GatewayProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.port())
             .unwrap_or(0);
-        let info = self
-            .listeners
-            .get(&local_port)
-            .copied()
-            .unwrap_or(ListenerInfo {
-                gateway_port: 80,
-                tls: false,
-            });
+        let info = self.listeners.get(&local_port).unwrap_or(&PLAIN_80);
         ctx.tls = info.tls;
         let req = session.req_header();
         let view = RequestView {
@@ -253,6 +257,22 @@ impl GatewayProxy {
             port: info.gateway_port,
             headers: &req.headers,
         };
+        if let Some(conns) = &info.connections {
+            // On TLS, routing is restricted to the hosts of the server the SNI selects (in this
+            // request's snapshot): another server's hosts are not reachable through this one.
+            let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+            ctx.sni = peer
+                .and_then(|p| conns.get(local_port, p))
+                .and_then(|h| h.sni);
+            let admitted = snapshot
+                .tls
+                .get(&info.gateway_port)
+                .and_then(|l| l.server_for(ctx.sni.as_deref()))
+                .is_some_and(|s| s.admits(strip_port(view.authority)));
+            if !admitted {
+                return Ok(Decision::Local(404, "NR", ""));
+            }
+        }
         let Some((vhost, route)) = snapshot.lookup(&view) else {
             return Ok(Decision::Local(404, "NR", ""));
         };
@@ -461,7 +481,7 @@ impl ProxyHttp for GatewayProxy {
             dest: None,
             cluster: None,
             state: None,
-            endpoints: Vec::new(),
+            endpoints: Arc::default(),
             tried: Vec::new(),
             slots: Vec::new(),
             endpoint_slot: None,
@@ -474,6 +494,7 @@ impl ProxyHttp for GatewayProxy {
             local_error: None,
             flags: Vec::new(),
             tls: false,
+            sni: None,
             upstream_start: None,
             new_path: None,
             request_id: String::new(),
@@ -553,9 +574,38 @@ impl ProxyHttp for GatewayProxy {
                 ));
             }
         };
+        let mut peer = match &cluster.policy.tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(tls) => {
+                // The SNI defaults to the Host the upstream will see (after an authority
+                // rewrite), as Envoy's auto SNI does.
+                let rewritten = ctx.route.as_deref().and_then(|r| match &r.action {
+                    RouteAction::Forward(ir::Forward {
+                        rewrite: Some(rw), ..
+                    }) => rw.authority.clone(),
+                    _ => None,
+                });
+                let host = rewritten
+                    .unwrap_or_else(|| strip_port(authority_of(session.req_header())).to_string());
+                match crate::tls::upstream_peer_tls(addr, tls, strip_port(&host)) {
+                    Ok(p) => p,
+                    Err(why) => {
+                        tracing::warn!(cluster = %cluster.name, reason = %why, "upstream TLS unusable");
+                        ctx.local_error = Some((
+                            503,
+                            "UF",
+                            "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS credentials unavailable",
+                        ));
+                        return Err(Error::explain(
+                            ErrorType::HTTPStatus(503),
+                            "upstream TLS credentials unavailable",
+                        ));
+                    }
+                }
+            }
+        };
         ctx.tried.push(addr);
         ctx.endpoint_slot = Some(state.track(addr));
-        let mut peer = HttpPeer::new(addr, false, String::new());
         let p = &cluster.policy;
         peer.options.connection_timeout = Some(p.connect_timeout);
         if let Some(idle) = p.idle_timeout {
@@ -583,7 +633,6 @@ impl ProxyHttp for GatewayProxy {
             peer.options.read_timeout = Some(t);
             peer.options.total_connection_timeout = Some(t.min(p.connect_timeout));
         }
-        let _ = session;
         ctx.upstream_start = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -906,7 +955,7 @@ impl ProxyHttp for GatewayProxy {
                 authority: authority_of(req),
                 upstream_host: ctx.tried.last().map(|a| a.to_string()),
                 route: route_id,
-                sni: None,
+                sni: ctx.sni.as_deref(),
             });
         }
     }

@@ -32,6 +32,26 @@ impl Upstreams {
         Self::default()
     }
 
+    /// Every endpoint of the cluster, through the cluster's cache when no address needs DNS.
+    pub async fn endpoints(
+        &self,
+        cluster: &std::sync::Arc<Cluster>,
+        state: &crate::balancer::ClusterState,
+    ) -> Arc<Vec<Resolved>> {
+        if let Some(eps) = state.cached(cluster) {
+            return eps;
+        }
+        let eps = Arc::new(self.resolve(cluster).await);
+        let all_ips = match &cluster.discovery {
+            Discovery::Static(list) => list.iter().all(|e| e.address.parse::<IpAddr>().is_ok()),
+            Discovery::Dns { host, .. } => host.parse::<IpAddr>().is_ok(),
+        };
+        if all_ips {
+            state.cache(cluster, eps.clone());
+        }
+        eps
+    }
+
     /// Every endpoint of the cluster with its weight; empty when none is configured or resolves.
     pub async fn resolve(&self, cluster: &Cluster) -> Vec<Resolved> {
         match &cluster.discovery {

@@ -1,11 +1,14 @@
 //! The `Store` trait: where resources live between restarts. A store-wide revision (etcd's
 //! `mod_revision`) grows by one per commit; each object's `resourceVersion` is the revision of its
 //! last write. A commit of several operations is all-or-nothing and checks every precondition
-//! first, which is exactly one etcd transaction, so the etcd store can slot in behind the same trait.
+//! first, which is exactly one etcd transaction: [`EtcdStore`] implements the same trait for
+//! replicas that share one configuration.
 
+mod etcd;
 mod file;
 mod memory;
 
+pub use etcd::{EtcdConfig, EtcdStore};
 pub use file::FileStore;
 pub use memory::MemoryStore;
 
@@ -86,7 +89,9 @@ pub enum Event {
     Delete(ResourceKey),
 }
 
-/// What one commit changed, as watchers see it.
+/// What one commit changed, as watchers see it. A change with no events says "you may have
+/// missed changes up to `revision`": the watcher must relist (the etcd store sends one when its
+/// history was compacted past what it had seen, or after its watch reconnected).
 #[derive(Debug, Clone)]
 pub struct Change {
     pub revision: u64,
@@ -169,6 +174,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current store revision.
     async fn revision(&self) -> Result<u64, StoreError>;
+
+    /// Whether the store is reachable as far as it knows (`gateway_store_connected`). A local
+    /// store always is.
+    fn connected(&self) -> bool {
+        true
+    }
 }
 
 /// The whole state of a single-node store, and the pure commit logic both local stores share.

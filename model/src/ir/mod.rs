@@ -3,8 +3,10 @@
 //! by `translate`; swapped whole, never mutated.
 
 mod lookup;
+mod tls;
 
 pub use lookup::*;
+pub use tls::*;
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +20,12 @@ pub struct Snapshot {
     pub listeners: BTreeMap<u16, Listener>,
     /// Every cluster some route can send to, by name.
     pub clusters: BTreeMap<String, Arc<Cluster>>,
+    /// TLS termination by Gateway server `port.number` (443 is `--https`): the servers chosen by SNI.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tls: BTreeMap<u16, TlsListener>,
+    /// The leaf certificate of every TLS Secret that parses, by namespace and name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_certificates: Vec<SecretCertificate>,
 }
 
 /// The HTTP routing of one port: the union of every Gateway server on that port.
@@ -399,6 +407,9 @@ pub struct ClusterPolicy {
     pub outlier: Option<OutlierPolicy>,
     /// `connectionPool.tcp.tcpKeepalive`: the idle time before probes.
     pub tcp_keepalive: Option<Duration>,
+    /// `tls` with mode SIMPLE or MUTUAL; `None` is plain text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// The consistent-hash table: Envoy's ring hash (the default) or maglev.
@@ -457,6 +468,7 @@ impl Default for ClusterPolicy {
             hash_algo: HashAlgo::default(),
             outlier: None,
             tcp_keepalive: None,
+            tls: None,
         }
     }
 }

@@ -45,6 +45,8 @@ pub(crate) struct Registry<'a> {
     rules: HashMap<String, MergedRule<'a>>,
     /// Built clusters by name: the snapshot's `clusters`.
     pub clusters: BTreeMap<String, Arc<Cluster>>,
+    /// Every DestinationRule `tls` block, compiled.
+    pub upstream_tls: super::tls::UpstreamTlsByBlock,
 }
 
 /// How a host's endpoints are known, before port and subset are applied.
@@ -105,6 +107,7 @@ impl<'a> Registry<'a> {
             workloads,
             rules,
             clusters: BTreeMap::new(),
+            upstream_tls: Default::default(),
         }
     }
 
@@ -191,7 +194,10 @@ impl<'a> Registry<'a> {
         let rule = self.rule_for(host);
         let subset_def = subset.and_then(|s| rule.and_then(|r| r.subset(s)));
         let discovery = self.discovery(host, port, subset_def);
-        let policy = policy(rule.and_then(|r| r.traffic_policy), subset_def, port);
+        let mut policy = policy(rule.and_then(|r| r.traffic_policy), subset_def, port);
+        policy.tls = effective_tls(rule.and_then(|r| r.traffic_policy), subset_def, port)
+            .and_then(|t| self.upstream_tls.get(&super::tls::block_id(t)).cloned())
+            .flatten();
         let c = Arc::new(Cluster {
             name: name.clone(),
             host: host.to_string(),
@@ -368,6 +374,32 @@ impl<'a> Effective<'a> {
             },
             None => self,
         }
+    }
+}
+
+/// The `tls` block that applies: subset over port-level over host-level, a port-level entry
+/// replacing its policy's `tls` whether or not it sets one (no field inheritance).
+fn effective_tls<'a>(
+    host_level: Option<&'a TrafficPolicy>,
+    subset: Option<&'a Subset>,
+    port: u16,
+) -> Option<&'a crate::resource::ClientTlsSettings> {
+    let level = |tp: &'a TrafficPolicy| -> Option<Option<&'a crate::resource::ClientTlsSettings>> {
+        match tp
+            .port_level_settings
+            .iter()
+            .find(|p| p.port.as_ref().and_then(|p| port_u16(p.number)) == Some(port))
+        {
+            Some(p) => Some(p.tls.as_ref()),
+            None => tp.tls.as_ref().map(Some),
+        }
+    };
+    let from_subset = subset
+        .and_then(|s| s.traffic_policy.as_ref())
+        .and_then(level);
+    match from_subset {
+        Some(t) => t,
+        None => host_level.and_then(level).flatten(),
     }
 }
 

@@ -3,14 +3,18 @@
 //!
 //! The pipeline: `gateways` (servers per port), `clusters` (the registry and DestinationRules),
 //! `routes` (each VirtualService rule compiled once), `vhosts` (binding, host admission, merge
-//! order, host index), `diag` (problems become warnings and status conditions).
+//! order, host index), `tls` (HTTPS servers by SNI, upstream TLS, certificates), `diag` (problems
+//! become warnings and status conditions).
 
 mod clusters;
 mod diag;
 mod gateways;
 mod hosts;
 mod routes;
+mod tls;
 mod vhosts;
+
+pub use tls::{referenced_files, Files};
 
 use crate::ir::Snapshot;
 use crate::resource::{ResourceKey, ResourceSet};
@@ -47,16 +51,28 @@ impl Translation {
     }
 }
 
-/// Translates the resource set.
+/// Translates the resource set, with no file read: certificates named by path do not load (see
+/// [`translate_with_files`]).
 pub fn translate(set: &ResourceSet) -> Translation {
+    translate_with_files(set, &Files::default())
+}
+
+/// Translates the resource set; `files` holds the bytes of the paths [`referenced_files`] lists,
+/// read by the caller (translation does no I/O).
+pub fn translate_with_files(set: &ResourceSet, files: &Files) -> Translation {
     let mut diag = diag::Diag::default();
     let gws = gateways::Gateways::collect(set, &mut diag);
+    let mut secrets = tls::Secrets::new(set);
+    let tls_listeners = tls::listeners(set, &mut secrets, files, &mut diag);
     let mut reg = clusters::Registry::new(set);
+    reg.upstream_tls = tls::upstream(set, &mut secrets, files, &mut diag);
     clusters::check_service_entries(set, &reg, &mut diag);
     let listeners = vhosts::build(set, &gws, &mut reg, &mut diag);
     let snapshot = Snapshot {
         listeners,
         clusters: std::mem::take(&mut reg.clusters),
+        tls: tls_listeners,
+        secret_certificates: secrets.expiries(),
     };
     let (statuses, warnings) = diag.finish(set);
     Translation {

@@ -17,23 +17,7 @@ pub(crate) const PROTOCOLS: &[&str] = &[
 ];
 
 /// Cipher suites Envoy (and so Istio) knows; others are ignored with a warning.
-const CIPHER_SUITES: &[&str] = &[
-    "ECDHE-ECDSA-AES128-GCM-SHA256",
-    "ECDHE-RSA-AES128-GCM-SHA256",
-    "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "ECDHE-RSA-AES256-GCM-SHA384",
-    "ECDHE-ECDSA-CHACHA20-POLY1305",
-    "ECDHE-RSA-CHACHA20-POLY1305",
-    "ECDHE-ECDSA-AES128-SHA",
-    "ECDHE-RSA-AES128-SHA",
-    "ECDHE-ECDSA-AES256-SHA",
-    "ECDHE-RSA-AES256-SHA",
-    "AES128-GCM-SHA256",
-    "AES256-GCM-SHA384",
-    "AES128-SHA",
-    "AES256-SHA",
-    "DES-CBC3-SHA",
-];
+use crate::ir::ENVOY_CIPHER_SUITES as CIPHER_SUITES;
 
 /// What a protocol means for `tls`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,12 +2,15 @@
 //! `tls.key` present (in `data` or `stringData`), `data` values base64, and values that look like PEM.
 //! Values are never repeated in messages (they may be private keys).
 //!
-//! PEM is only checked for its `-----BEGIN …-----` markers here; parsing the certificates is left
-//! to the TLS layer.
+//! PEM is parsed as the TLS layer will: every certificate block must be X.509, the key must be of a
+//! kind the gateway can sign with and belong to the first certificate of `tls.crt`. Expiry depends
+//! on the clock, so it is not checked here (pure): the admin API checks it on write with
+//! [`leaf_not_after`](crate::ir::leaf_not_after).
 
 use super::common::{check_metadata, NameRule};
 use super::findings::{Findings, Redacted};
 use super::path::FieldPath;
+use crate::ir::{parse_certificates, parse_private_key, served_certificate, PemError};
 use crate::resource::{Secret, CA_CRT, TLS_CRT, TLS_KEY, TLS_SECRET_TYPE};
 
 const KEYS: &[&str] = &[TLS_CRT, TLS_KEY, CA_CRT];
@@ -66,6 +69,7 @@ pub(crate) fn validate_secret(s: &Secret, f: &mut Findings) {
             );
         }
     }
+    let mut parsed: Vec<(&str, FieldPath, Vec<u8>)> = Vec::new();
     for key in KEYS {
         // stringData wins over data, as in Kubernetes; data must still be valid base64.
         let decoded =
@@ -85,6 +89,39 @@ pub(crate) fn validate_secret(s: &Secret, f: &mut Findings) {
         };
         if !looks_like_pem(key, &bytes) {
             f.invalid(&path, &Redacted, format!("must be {}", pem_rule(key).1));
+            continue;
+        }
+        parsed.push((key, path, bytes));
+    }
+    check_pem(&parsed, f);
+}
+
+/// Parses what looks like PEM: certificates, the key, and that the key belongs to the leaf.
+fn check_pem(parsed: &[(&str, FieldPath, Vec<u8>)], f: &mut Findings) {
+    let find = |k: &str| parsed.iter().find(|(key, _, _)| *key == k);
+    let mut crt_ok = false;
+    for k in [TLS_CRT, CA_CRT] {
+        if let Some((_, path, bytes)) = find(k) {
+            match parse_certificates(bytes) {
+                Ok(_) => crt_ok |= k == TLS_CRT,
+                Err(e) => f.invalid(path, &Redacted, e.to_string()),
+            }
+        }
+    }
+    let Some((_, key_path, key)) = find(TLS_KEY) else {
+        return;
+    };
+    let signer = parse_private_key(key).and_then(|k| {
+        rustls::crypto::ring::sign::any_supported_type(&k)
+            .map_err(|e| PemError::BadKey(e.to_string()))
+    });
+    if let Err(e) = signer {
+        f.invalid(key_path, &Redacted, e.to_string());
+        return;
+    }
+    if let (true, Some((_, _, crt))) = (crt_ok, find(TLS_CRT)) {
+        if let Err((true, e)) = served_certificate(crt, key) {
+            f.invalid(key_path, &Redacted, format!("{e} in {TLS_CRT}"));
         }
     }
 }

