@@ -1005,6 +1005,24 @@ fn manifests_under(path: &Path, depth: usize) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Drops a replaced snapshot off the request path: a large snapshot takes a noticeable time to
+/// free, and whoever holds the last reference pays it. A request still using it must not be that
+/// one, so a background thread waits until it holds the only reference and drops it there.
+fn retire(old: Arc<Snapshot>) {
+    let spawned = std::thread::Builder::new()
+        .name("snapshot-retire".into())
+        .spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            drop(old);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start a thread to free the old snapshot");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1036,23 +1054,5 @@ mod tests {
         let shown = redact(&s);
         assert_eq!(shown.data.keys().collect::<Vec<_>>(), ["tls.crt"]);
         assert!(shown.string_data.is_empty());
-    }
-}
-
-/// Drops a replaced snapshot off the request path: a large snapshot takes a noticeable time to
-/// free, and whoever holds the last reference pays it. A request still using it must not be that
-/// one, so a background thread waits until it holds the only reference and drops it there.
-fn retire(old: Arc<Snapshot>) {
-    let spawned = std::thread::Builder::new()
-        .name("snapshot-retire".into())
-        .spawn(move || {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            drop(old);
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "could not start a thread to free the old snapshot");
     }
 }

@@ -119,8 +119,26 @@ fn vs(name: &str, host: &str) -> Value {
     })
 }
 
-const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n";
-const CRT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
+// A real self-signed P-256 pair (e2e.example.com, valid until 2126): Secrets must parse.
+const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgGXSvwDt8ssQEQRlz
++ejbwzsHMFiLFJyqqjC8OSEN6OGhRANCAAThumLABgRzbb4XDusC5tZnU3dx/c7c
+pjn6RtQuPvEc8Jx0DdIXA0YvcZaZZlqpNpbE1rJPoJgdJt65JjMF1b27
+-----END PRIVATE KEY-----
+";
+const CRT_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBtzCCAVygAwIBAgIUOQZ/qxgHAzmmcSupYH2YDx1FWQQwCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPZTJlLmV4YW1wbGUuY29tMCAXDTI2MTEyMTIyMjA1NVoYDzIx
+MjYxMDI4MjIyMDU1WjAaMRgwFgYDVQQDDA9lMmUuZXhhbXBsZS5jb20wWTATBgcq
+hkjOPQIBBggqhkjOPQMBBwNCAAThumLABgRzbb4XDusC5tZnU3dx/c7cpjn6RtQu
+PvEc8Jx0DdIXA0YvcZaZZlqpNpbE1rJPoJgdJt65JjMF1b27o34wfDAdBgNVHQ4E
+FgQUcn9QwR5DPbckxK+c9fQNjdLlitowHwYDVR0jBBgwFoAUcn9QwR5DPbckxK+c
+9fQNjdLlitowDwYDVR0TAQH/BAUwAwEB/zApBgNVHREEIjAggg9lMmUuZXhhbXBs
+ZS5jb22CDSouZXhhbXBsZS5jb20wCgYIKoZIzj0EAwIDSQAwRgIhAMswq5XQwbAV
+msax913UuRauMSdXGKH4BDFqxigh2vVDAiEAkxMC90yNYqXxkcYRnHvCl7Z6Folk
+3K3kBCZfALoCvVg=
+-----END CERTIFICATE-----
+";
 
 fn secret(name: &str) -> Value {
     json!({
@@ -876,7 +894,6 @@ async fn a_follower_sees_writes_of_another_replica() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(b.cp.generation(), 1);
-    // a's view is now behind b's write: its next write is refused rather than lost.
     let r = b
         .send(
             Method::PUT,
@@ -885,6 +902,9 @@ async fn a_follower_sees_writes_of_another_replica() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
+    let rv_b = r.json()["metadata"]["resourceVersion"].clone();
+    // a's view is now behind b's write (a does not follow). An unconditional PUT reloads and
+    // applies on top of b's write instead of failing on a's stale view.
     let r = a
         .send(
             Method::PUT,
@@ -892,6 +912,12 @@ async fn a_follower_sees_writes_of_another_replica() {
             &vs("shared", "s3.example.com"),
         )
         .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["metadata"]["generation"], 3, "b's change counted");
+    // A client that sends a version it read before b's write still gets its 409.
+    let mut stale = vs("shared", "s4.example.com");
+    stale["metadata"]["resourceVersion"] = rv_b;
+    let r = b.send(Method::PUT, &format!("{VS}/shared"), &stale).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
 }
 

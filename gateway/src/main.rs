@@ -188,9 +188,7 @@ fn run(cli: Cli) -> Result<(), String> {
             metrics::CertExpiryCollector::new(snapshot.clone()).map_err(|e| e.to_string())?,
         ))
         .map_err(|e| e.to_string())?;
-    let handshake_failures = metrics
-        .tls_handshake_failures
-        .with_label_values(&["https"]);
+    let handshake_failures = metrics.tls_handshake_failures.with_label_values(&["https"]);
     let access_log_dropped = metrics.access_log_dropped.clone();
     let gateway = GatewayProxy {
         snapshot: snapshot.clone(),
@@ -219,8 +217,7 @@ fn run(cli: Cli) -> Result<(), String> {
         tls_connections,
         handshake_failures,
     )?;
-    let mut tls_service =
-        pingora::services::listening::Service::new("TLS".to_string(), terminator);
+    let mut tls_service = pingora::services::listening::Service::new("TLS".to_string(), terminator);
     tls_service.add_tcp(&cli.https.to_string());
     let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     if let Some(app) = proxy_service.app_logic_mut() {

@@ -212,9 +212,10 @@ impl prometheus::core::Collector for CertExpiryCollector {
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        let Ok(gauge) =
-            prometheus::GaugeVec::new(Opts::new(CERT_EXPIRY, CERT_EXPIRY_HELP), &["namespace", "secret"])
-        else {
+        let Ok(gauge) = prometheus::GaugeVec::new(
+            Opts::new(CERT_EXPIRY, CERT_EXPIRY_HELP),
+            &["namespace", "secret"],
+        ) else {
             return Vec::new();
         };
         let snapshot = self.snapshot.load();

@@ -177,11 +177,7 @@ impl<A> TlsTerminator<A> {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsTerminator<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        io: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+    async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let key = io.get_socket_digest().and_then(|d| {
             let local = d.local_addr()?.as_inet()?.port();
             let peer = *d.peer_addr()?.as_inet()?;
@@ -255,10 +251,7 @@ impl TlsConn {
             .negotiated_cipher_suite()
             .and_then(|s| s.suite().as_str())
             .unwrap_or("");
-        let version = c
-            .protocol_version()
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
+        let version = c.protocol_version().and_then(|v| v.as_str()).unwrap_or("");
         let peer = c.peer_certificates().and_then(|certs| certs.first());
         let (organization, serial) = peer
             .and_then(|p| pingora::utils::tls::get_organization_serial_bytes(p.as_ref()).ok())
@@ -275,7 +268,7 @@ impl TlsConn {
     }
 
     fn l4(&self) -> &Stream {
-        &self.inner.get_ref().0
+        self.inner.get_ref().0
     }
 }
 
@@ -408,12 +401,16 @@ pub fn upstream_peer_tls(
                 .collect::<Vec<_>>()
                 .into()
         });
-        let client = tls.client.as_ref().filter(|c| !c.chain.is_empty()).map(|c| {
-            Arc::new(CertKey::new(
-                c.chain.iter().map(|d| d.as_ref().to_vec()).collect(),
-                c.key.secret_der().to_vec(),
-            ))
-        });
+        let client = tls
+            .client
+            .as_ref()
+            .filter(|c| !c.chain.is_empty())
+            .map(|c| {
+                Arc::new(CertKey::new(
+                    c.chain.iter().map(|d| d.as_ref().to_vec()).collect(),
+                    c.key.secret_der().to_vec(),
+                ))
+            });
         let built: Arc<dyn std::any::Any + Send + Sync> = Arc::new(PeerTls { ca, client });
         built
     });

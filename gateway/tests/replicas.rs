@@ -224,6 +224,7 @@ fn three_replicas_share_one_etcd() {
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     etcd.kill();
+    let killed = Instant::now();
     for g in &replicas {
         assert!(
             eventually(Duration::from_secs(10), || {
@@ -261,6 +262,8 @@ fn three_replicas_share_one_etcd() {
         // Reads are served from the last good view.
         assert_eq!(g.get(&format!("{VS}/probe")).status, 200);
     }
+    // At least a second of traffic without etcd, however fast the checks above went.
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed()));
     stop.store(true, Ordering::SeqCst);
     let failures: Vec<String> = traffic
         .into_iter()
@@ -271,7 +274,7 @@ fn three_replicas_share_one_etcd() {
         "during the outage: {total} requests, {} failed",
         failures.len()
     );
-    assert!(total > 100, "too little traffic to mean anything: {total}");
+    assert!(total >= 50, "too little traffic to mean anything: {total}");
     assert!(failures.is_empty(), "{failures:?}");
 
     // ----- 5. a compacted history while they were cut off: relist and converge -----
@@ -372,7 +375,7 @@ impl Etcd {
             .status()
             .is_ok_and(|s| s.success());
         if !found {
-            if std::env::var_os("CI").is_some() {
+            if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
                 panic!("etcd is not installed (Debian: apt-get install etcd-server; scripts/setup does)");
             }
             eprintln!("skipped: no etcd binary (apt-get install etcd-server)");

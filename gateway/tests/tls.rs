@@ -276,7 +276,12 @@ async fn handshake(addr: SocketAddr, c: &Client) -> Result<Shook, String> {
 }
 
 /// One HTTP/1.1 request on an established TLS stream; `close` asks the server to close after.
-async fn http1(stream: &mut TlsStream, host: &str, path: &str, close: bool) -> Result<Response, String> {
+async fn http1(
+    stream: &mut TlsStream,
+    host: &str,
+    path: &str,
+    close: bool,
+) -> Result<Response, String> {
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\n{}\r\n",
         if close { "Connection: close\r\n" } else { "" }
@@ -355,7 +360,11 @@ fn sni_selects_among_three_hosts_and_a_wildcard() {
         &(https_server("a", "[a.example.com]", "{mode: SIMPLE, credentialName: a}")
             + &https_server("b", "[b.example.com]", "{mode: SIMPLE, credentialName: b}")
             + &https_server("c", "[c.example.org]", "{mode: SIMPLE, credentialName: c}")
-            + &https_server("w", "[\"*.example.com\"]", "{mode: SIMPLE, credentialName: w}")),
+            + &https_server(
+                "w",
+                "[\"*.example.com\"]",
+                "{mode: SIMPLE, credentialName: w}",
+            )),
     ));
     for (n, h) in [
         ("a", "a.example.com"),
@@ -391,22 +400,40 @@ fn sni_selects_among_three_hosts_and_a_wildcard() {
             "no SNI and no `*` server: the handshake fails"
         );
         // HTTP routing after the handshake, restricted to the hosts of the selected server.
-        let r = get(gw.https, &Client::sni("a.example.com"), "a.example.com", "/")
-            .await
-            .expect("request");
+        let r = get(
+            gw.https,
+            &Client::sni("a.example.com"),
+            "a.example.com",
+            "/",
+        )
+        .await
+        .expect("request");
         assert_eq!((r.status, r.text().as_str()), (200, "hello-a"));
-        let r = get(gw.https, &Client::sni("x.example.com"), "y.example.com", "/")
-            .await
-            .expect("request");
+        let r = get(
+            gw.https,
+            &Client::sni("x.example.com"),
+            "y.example.com",
+            "/",
+        )
+        .await
+        .expect("request");
         assert_eq!((r.status, r.text().as_str()), (200, "hello-w"));
-        let r = get(gw.https, &Client::sni("a.example.com"), "b.example.com", "/")
-            .await
-            .expect("request");
+        let r = get(
+            gw.https,
+            &Client::sni("a.example.com"),
+            "b.example.com",
+            "/",
+        )
+        .await
+        .expect("request");
         assert_eq!(r.status, 404, "b's host is not served through a's server");
         assert_eq!(r.header("x-gateway-error"), Some("NR"));
     });
     assert_eq!(
-        metric(&gw, "gateway_tls_handshake_failures_total{listener=\"https\"}"),
+        metric(
+            &gw,
+            "gateway_tls_handshake_failures_total{listener=\"https\"}"
+        ),
         Some(3.0)
     );
 }
@@ -485,7 +512,7 @@ fn rotation_under_load_sees_old_then_new_and_no_failed_handshake() {
     let (old_der, new_der) = (old.der.as_ref().to_vec(), new.der.as_ref().to_vec());
     let loop_stop = stop.clone();
     let client = std::thread::spawn(move || {
-        let rt = rt();
+        let rt = self::rt();
         let mut seen: Vec<char> = Vec::new();
         let mut failures = Vec::new();
         while !loop_stop.load(Ordering::SeqCst) || seen.last() != Some(&'N') {
@@ -526,7 +553,10 @@ fn rotation_under_load_sees_old_then_new_and_no_failed_handshake() {
         .expect("the established connection was not cut");
     assert_eq!(r.status, 200);
     // Deleting the Secret fails the next handshake for its hosts.
-    assert_eq!(gw.delete("/api/v1/namespaces/default/secrets/a").status, 200);
+    assert_eq!(
+        gw.delete("/api/v1/namespaces/default/secrets/a").status,
+        200
+    );
     assert!(rt
         .block_on(handshake(gw.https, &Client::sni("a.example.com")))
         .is_err());
@@ -567,9 +597,14 @@ fn mutual_tls_accepts_a_good_client_certificate_and_refuses_none_or_a_wrong_ca()
     };
     let rt = rt();
     rt.block_on(async {
-        let r = get(gw.https, &with("m.example.com", Some(&good)), "m.example.com", "/")
-            .await
-            .expect("good client certificate");
+        let r = get(
+            gw.https,
+            &with("m.example.com", Some(&good)),
+            "m.example.com",
+            "/",
+        )
+        .await
+        .expect("good client certificate");
         assert_eq!((r.status, r.text().as_str()), (200, "in"));
         for (what, c) in [("no certificate", None), ("wrong CA", Some(&wrong))] {
             for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
@@ -586,24 +621,42 @@ fn mutual_tls_accepts_a_good_client_certificate_and_refuses_none_or_a_wrong_ca()
             .await
             .expect("optional: no certificate");
         assert_eq!(r.status, 200);
-        assert!(get(gw.https, &with("o.example.com", Some(&wrong)), "o.example.com", "/")
-            .await
-            .is_err());
+        assert!(get(
+            gw.https,
+            &with("o.example.com", Some(&wrong)),
+            "o.example.com",
+            "/"
+        )
+        .await
+        .is_err());
         // subjectAltNames.
-        let r = get(gw.https, &with("s.example.com", Some(&good)), "s.example.com", "/")
-            .await
-            .expect("SAN listed");
+        let r = get(
+            gw.https,
+            &with("s.example.com", Some(&good)),
+            "s.example.com",
+            "/",
+        )
+        .await
+        .expect("SAN listed");
         assert_eq!(r.status, 200);
         assert!(
-            get(gw.https, &with("s.example.com", Some(&other_san)), "s.example.com", "/")
-                .await
-                .is_err(),
+            get(
+                gw.https,
+                &with("s.example.com", Some(&other_san)),
+                "s.example.com",
+                "/"
+            )
+            .await
+            .is_err(),
             "SAN not listed"
         );
     });
     assert!(
-        metric(&gw, "gateway_tls_handshake_failures_total{listener=\"https\"}")
-            .is_some_and(|n| n >= 6.0),
+        metric(
+            &gw,
+            "gateway_tls_handshake_failures_total{listener=\"https\"}"
+        )
+        .is_some_and(|n| n >= 6.0),
         "{}",
         gw.get("/metrics").text()
     );
@@ -645,16 +698,20 @@ fn tls12_only_and_tls13_only_servers_and_cipher_suites() {
             .await
             .expect("1.2 server");
         assert_eq!(s.version, Some(rustls::ProtocolVersion::TLSv1_2));
-        assert!(handshake(gw.https, &only("old.example.com", &rustls::version::TLS13))
-            .await
-            .is_err());
+        assert!(
+            handshake(gw.https, &only("old.example.com", &rustls::version::TLS13))
+                .await
+                .is_err()
+        );
         let s = handshake(gw.https, &Client::sni("new.example.com"))
             .await
             .expect("1.3 server");
         assert_eq!(s.version, Some(rustls::ProtocolVersion::TLSv1_3));
-        assert!(handshake(gw.https, &only("new.example.com", &rustls::version::TLS12))
-            .await
-            .is_err());
+        assert!(
+            handshake(gw.https, &only("new.example.com", &rustls::version::TLS12))
+                .await
+                .is_err()
+        );
         let s = handshake(gw.https, &Client::sni("suite.example.com"))
             .await
             .expect("suite server");
@@ -703,7 +760,9 @@ fn alpn_h2_end_to_end() {
         let resp = resp.await.expect("response");
         assert_eq!(resp.status(), 200);
         assert_eq!(
-            resp.headers().get("x-upstream").and_then(|v| v.to_str().ok()),
+            resp.headers()
+                .get("x-upstream")
+                .and_then(|v| v.to_str().ok()),
             Some("h2-backend")
         );
         let mut body = resp.into_body();
@@ -816,20 +875,69 @@ fn upstream_simple_and_mutual_tls_against_a_real_tls_upstream() {
     let mut y = String::new();
     y.push_str(&secret_yaml("gw-client", &gw_client, Some(&up_ca.pem())));
     for (name, host, port, tls) in [
-        ("simple", "simple.svc", simple.port(), format!("{{mode: SIMPLE, caCertificates: {ca_path}, sni: up.internal}}")),
-        ("sans", "sans.svc", simple.port(), format!("{{mode: SIMPLE, caCertificates: {ca_path}, subjectAltNames: [up.internal]}}")),
-        ("untrusted", "untrusted.svc", simple.port(), "{mode: SIMPLE, sni: up.internal}".to_string()),
-        ("wrongname", "wrongname.svc", simple.port(), format!("{{mode: SIMPLE, caCertificates: {ca_path}, sni: other.internal}}")),
-        ("insecure", "insecure.svc", simple.port(), "{mode: SIMPLE, sni: up.internal, insecureSkipVerify: true}".to_string()),
-        ("mutual", "mutual.svc", mutual.port(), "{mode: MUTUAL, credentialName: gw-client, sni: up.internal}".to_string()),
-        ("nocert", "nocert.svc", mutual.port(), format!("{{mode: SIMPLE, caCertificates: {ca_path}, sni: up.internal}}")),
-        ("missing", "missing.svc", mutual.port(), "{mode: MUTUAL, credentialName: nope, sni: up.internal}".to_string()),
+        (
+            "simple",
+            "simple.svc",
+            simple.port(),
+            format!("{{mode: SIMPLE, caCertificates: {ca_path}, sni: up.internal}}"),
+        ),
+        (
+            "sans",
+            "sans.svc",
+            simple.port(),
+            format!("{{mode: SIMPLE, caCertificates: {ca_path}, subjectAltNames: [up.internal]}}"),
+        ),
+        (
+            "untrusted",
+            "untrusted.svc",
+            simple.port(),
+            "{mode: SIMPLE, sni: up.internal}".to_string(),
+        ),
+        (
+            "wrongname",
+            "wrongname.svc",
+            simple.port(),
+            format!("{{mode: SIMPLE, caCertificates: {ca_path}, sni: other.internal}}"),
+        ),
+        (
+            "insecure",
+            "insecure.svc",
+            simple.port(),
+            "{mode: SIMPLE, sni: up.internal, insecureSkipVerify: true}".to_string(),
+        ),
+        (
+            "mutual",
+            "mutual.svc",
+            mutual.port(),
+            "{mode: MUTUAL, credentialName: gw-client, sni: up.internal}".to_string(),
+        ),
+        (
+            "nocert",
+            "nocert.svc",
+            mutual.port(),
+            format!("{{mode: SIMPLE, caCertificates: {ca_path}, sni: up.internal}}"),
+        ),
+        (
+            "missing",
+            "missing.svc",
+            mutual.port(),
+            "{mode: MUTUAL, credentialName: nope, sni: up.internal}".to_string(),
+        ),
     ] {
         y.push_str(&route(name, host, port));
         y.push_str(&dr(name, host, &tls));
     }
     apply(&gw, &y);
-    let get = |name: &str| common::request(gw.http, "GET", "/", &[("Host", &format!("{name}.example.com"))], b"").expect("request");
+    let get = |name: &str| {
+        common::request(
+            gw.http,
+            "GET",
+            "/",
+            &[("Host", &format!("{name}.example.com"))],
+            b"",
+        )
+        .expect("request")
+    };
     for (name, status, body) in [
         ("simple", 200, "sni=up.internal client-cert=false"),
         ("sans", 200, "sni=up.internal client-cert=false"),
@@ -837,13 +945,19 @@ fn upstream_simple_and_mutual_tls_against_a_real_tls_upstream() {
         ("mutual", 200, "sni=up.internal client-cert=true"),
     ] {
         let r = get(name);
-        assert_eq!((r.status, r.text().as_str()), (status, body), "{name}: {}", gw.logs());
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (status, body),
+            "{name}: {}",
+            gw.logs()
+        );
     }
     for name in ["untrusted", "wrongname", "missing"] {
         let r = get(name);
         assert_eq!(r.status, 503, "{name} must fail: {}", r.text());
         assert!(
-            r.header("x-gateway-error").is_some_and(|f| f.starts_with("UF")),
+            r.header("x-gateway-error")
+                .is_some_and(|f| f.starts_with("UF")),
             "{name}: {:?}",
             r.header("x-gateway-error")
         );
@@ -897,14 +1011,21 @@ fn invalid_secrets_get_422_naming_the_key_and_dangling_credentials_warn() {
         let r = gw.post("/api/v1/namespaces/default/secrets", &body);
         assert_eq!(r.status, 422, "{name}: {}", r.text());
         let v = r.json();
-        let causes = v["details"]["causes"].as_array().cloned().unwrap_or_default();
+        let causes = v["details"]["causes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert!(
             causes
                 .iter()
-                .any(|c| c["field"] == field && c["message"].as_str().is_some_and(|m| m.contains(words))),
+                .any(|c| c["field"] == field
+                    && c["message"].as_str().is_some_and(|m| m.contains(words))),
             "{name}: {v}"
         );
-        assert!(!r.text().contains("PRIVATE KEY"), "no key material in errors");
+        assert!(
+            !r.text().contains("PRIVATE KEY"),
+            "no key material in errors"
+        );
     }
     // A Gateway whose credentialName does not resolve: accepted with a warning; its hosts fail
     // the handshake until the Secret arrives.
@@ -932,11 +1053,20 @@ fn invalid_secrets_get_422_naming_the_key_and_dangling_credentials_warn() {
         .block_on(handshake(gw.https, &Client::sni("late.example.com")))
         .is_err());
     assert_eq!(
-        gw.post("/api/v1/namespaces/default/secrets", &secret_json("late", &good)).status,
+        gw.post(
+            "/api/v1/namespaces/default/secrets",
+            &secret_json("late", &good)
+        )
+        .status,
         201
     );
     let r = rt
-        .block_on(get(gw.https, &Client::sni("late.example.com"), "late.example.com", "/"))
+        .block_on(get(
+            gw.https,
+            &Client::sni("late.example.com"),
+            "late.example.com",
+            "/",
+        ))
         .expect("the Secret arrived");
     assert_eq!((r.status, r.text().as_str()), (200, "late"));
     // The expiry metric follows the Secret.

@@ -45,7 +45,9 @@ impl TlsListener {
                         name.bytes()
                             .enumerate()
                             .filter(|(_, b)| *b == b'.')
-                            .find_map(|(pos, _)| name.get(pos + 1..).and_then(|s| self.suffix.get(s)))
+                            .find_map(|(pos, _)| {
+                                name.get(pos + 1..).and_then(|s| self.suffix.get(s))
+                            })
                             .copied()
                     })
                     .or(self.any)?
@@ -439,7 +441,8 @@ mod tests {
 
     #[test]
     fn pem_errors_never_repeat_the_input() {
-        let secret = b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n";
+        let secret =
+            b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n";
         let e = served_certificate(secret, secret).expect_err("not a certificate");
         assert_eq!(e, (false, PemError::NoCertificate));
         assert!(!e.1.to_string().contains("c2VjcmV0"));

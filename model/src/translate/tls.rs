@@ -86,11 +86,12 @@ pub fn referenced_files(set: &ResourceSet) -> BTreeSet<String> {
 /// Every `tls` block of a DestinationRule: host level, port level, subsets and their ports.
 fn client_tls_settings(dr: &crate::resource::DestinationRule) -> Vec<&ClientTlsSettings> {
     let mut out = Vec::new();
-    let policies = dr
-        .spec
-        .traffic_policy
-        .iter()
-        .chain(dr.spec.subsets.iter().filter_map(|s| s.traffic_policy.as_ref()));
+    let policies = dr.spec.traffic_policy.iter().chain(
+        dr.spec
+            .subsets
+            .iter()
+            .filter_map(|s| s.traffic_policy.as_ref()),
+    );
     for tp in policies {
         out.extend(tp.tls.iter());
         out.extend(tp.port_level_settings.iter().filter_map(|p| p.tls.as_ref()));
@@ -353,9 +354,9 @@ fn server(
                 }
                 if let Some(ca) = &m.ca {
                     match ca {
-                        Ok(ca) => {
-                            secret_ca.get_or_insert_with(Vec::new).extend(ca.iter().cloned())
-                        }
+                        Ok(ca) => secret_ca
+                            .get_or_insert_with(Vec::new)
+                            .extend(ca.iter().cloned()),
                         Err(e) if client_auth != ClientAuth::None => {
                             let msg = format!("Secret \"{ns}/{name}\" {CA_CRT}: {e}");
                             diag.push(key, Problem::Ref("InvalidSecret"), field, &msg);
@@ -414,12 +415,17 @@ fn server(
             .filter(|p| !p.is_empty())
             .map(|p| (format!("{tp}.caCertificates"), p))
             .into_iter()
-            .chain(tls.tls_certificates.iter().enumerate().filter_map(|(i, c)| {
-                c.ca_certificates
-                    .as_deref()
-                    .filter(|p| !p.is_empty())
-                    .map(|p| (format!("{tp}.tlsCertificates[{i}].caCertificates"), p))
-            }))
+            .chain(
+                tls.tls_certificates
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| {
+                        c.ca_certificates
+                            .as_deref()
+                            .filter(|p| !p.is_empty())
+                            .map(|p| (format!("{tp}.tlsCertificates[{i}].caCertificates"), p))
+                    }),
+            )
             .collect();
         for (field, p) in ca_paths {
             match files
@@ -523,7 +529,12 @@ fn versions(
         .collect();
     if out.is_empty() {
         let msg = "no supported TLS version between minProtocolVersion and maxProtocolVersion (TLS 1.2 and 1.3 are); handshakes fail".to_string();
-        diag.push(key, Problem::Part, &format!("{tp}.maxProtocolVersion"), &msg);
+        diag.push(
+            key,
+            Problem::Part,
+            &format!("{tp}.maxProtocolVersion"),
+            &msg,
+        );
         problems.push(msg);
     }
     out
@@ -573,12 +584,12 @@ fn cipher_suites(
     for (i, c) in tls.cipher_suites.iter().enumerate() {
         let wanted = c.trim().to_ascii_uppercase();
         match SUITES.iter().find(|(n, _)| *n == wanted) {
-            Some((n, s)) => {
-                if !names.iter().any(|x: &String| x == n) {
-                    suites.push(*s);
-                    names.push(n.to_string());
-                }
+            // A duplicate was already warned about by validation.
+            Some((n, s)) if !names.iter().any(|x: &String| x == n) => {
+                suites.push(*s);
+                names.push(n.to_string());
             }
+            Some(_) => {}
             // Validation already warned about names it does not know at all.
             None if crate::ir::ENVOY_CIPHER_SUITES.contains(&wanted.as_str()) => diag
                 .push(
@@ -862,7 +873,9 @@ fn upstream_block(
                         (Ok(_), None) => push(
                             Problem::Ref("InvalidSecret"),
                             "credentialName",
-                            format!("Secret \"{ns}/{name}\" cannot be used as a client certificate"),
+                            format!(
+                                "Secret \"{ns}/{name}\" cannot be used as a client certificate"
+                            ),
                             &mut problems,
                         ),
                     }
@@ -966,7 +979,9 @@ fn upstream_block(
         .clone()
         .or_else(|| sans.iter().find(|s| is_dns_name(s)).cloned());
     if !insecure && !sans.is_empty() {
-        let checked = sni.as_deref().filter(|n| sans.iter().any(|s| s.eq_ignore_ascii_case(n)));
+        let checked = sni
+            .as_deref()
+            .filter(|n| sans.iter().any(|s| s.eq_ignore_ascii_case(n)));
         let unchecked: Vec<&String> = sans
             .iter()
             .filter(|s| checked.is_none_or(|c| !s.eq_ignore_ascii_case(c)))
@@ -974,14 +989,25 @@ fn upstream_block(
         if !unchecked.is_empty() {
             let what = match (checked, &sni) {
                 (Some(c), _) => format!("the certificate is verified for {c:?} (the SNI) only"),
-                (None, Some(n)) => format!("the certificate is verified for the SNI {n:?}, which is not among them"),
-                (None, None) => "the certificate is verified for the downstream Host (the SNI)".to_string(),
+                (None, Some(n)) => format!(
+                    "the certificate is verified for the SNI {n:?}, which is not among them"
+                ),
+                (None, None) => {
+                    "the certificate is verified for the downstream Host (the SNI)".to_string()
+                }
             };
             diag.push(
                 key,
                 Problem::Part,
                 &format!("{path}.subjectAltNames"),
-                &format!("{what}; {} not checked", unchecked.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")),
+                &format!(
+                    "{what}; {} not checked",
+                    unchecked
+                        .iter()
+                        .map(|s| format!("{s:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             );
         }
     }
@@ -1020,8 +1046,9 @@ mod tests {
 
     fn cert(names: &[&str]) -> (String, String) {
         let k = rcgen::KeyPair::generate().expect("key");
-        let p = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("params");
+        let p =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
         let c = p.self_signed(&k).expect("cert");
         (c.pem(), k.serialize_pem())
     }
@@ -1046,8 +1073,16 @@ mod tests {
         let y = secret("c", &c, &k)
             + &gateway(
                 &(https("a", "[a.example.com]", "{mode: SIMPLE, credentialName: c}")
-                    + &https("b", "[\"*.example.com\"]", "{mode: SIMPLE, credentialName: c}")
-                    + &https("c", "[\"*.deep.example.com\"]", "{mode: SIMPLE, credentialName: c}")
+                    + &https(
+                        "b",
+                        "[\"*.example.com\"]",
+                        "{mode: SIMPLE, credentialName: c}",
+                    )
+                    + &https(
+                        "c",
+                        "[\"*.deep.example.com\"]",
+                        "{mode: SIMPLE, credentialName: c}",
+                    )
                     + &https("d", "[\"*\"]", "{mode: SIMPLE, credentialName: c}")),
             );
         let t = super::super::translate(&set(&y));
@@ -1066,7 +1101,11 @@ mod tests {
 
     #[test]
     fn missing_secret_keeps_the_hosts_but_fails_them() {
-        let y = gateway(&https("a", "[a.example.com]", "{mode: SIMPLE, credentialName: nope}"));
+        let y = gateway(&https(
+            "a",
+            "[a.example.com]",
+            "{mode: SIMPLE, credentialName: nope}",
+        ));
         let t = super::super::translate(&set(&y));
         let l = t.snapshot.tls.get(&443).expect("listener");
         let s = l.server_for(Some("a.example.com")).expect("claimed");
@@ -1101,7 +1140,11 @@ mod tests {
         assert_eq!(s.versions, vec![TlsVersion::Tls12]);
         assert_eq!(s.cipher_suites, vec!["ECDHE-ECDSA-AES256-GCM-SHA384"]);
         assert!(s.config.is_some());
-        let w = t.warnings_for(&ResourceKey::new(Kind::Gateway, "default", "gw".to_string()));
+        let w = t.warnings_for(&ResourceKey::new(
+            Kind::Gateway,
+            "default",
+            "gw".to_string(),
+        ));
         assert!(w.iter().any(|w| w.contains("AES128-SHA")), "{w:?}");
     }
 }
