@@ -587,10 +587,10 @@ impl ProxyHttp for GatewayProxy {
                 });
                 let host = rewritten
                     .unwrap_or_else(|| strip_port(authority_of(session.req_header())).to_string());
-                match crate::tls::upstream_peer_tls(addr, tls, strip_port(&host)) {
+                match crate::tls::upstream_peer_tls(addr, tls, strip_port(&host), &cluster.host) {
                     Ok(p) => p,
                     Err(why) => {
-                        tracing::warn!(cluster = %cluster.name, reason = %why, "upstream TLS unusable");
+                        tracing::debug!(cluster = %cluster.name, reason = %why, "upstream TLS unusable");
                         ctx.local_error = Some((
                             503,
                             "UF",

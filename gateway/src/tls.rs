@@ -381,12 +381,15 @@ struct PeerTls {
 }
 
 /// Makes `peer` a TLS peer per the cluster's policy. `host` is the request's authority (port
-/// stripped), the SNI when the policy names none. `Err` when the policy cannot be used (its
-/// credential is missing): the request fails rather than going out in plain text.
+/// stripped), the SNI when the policy names none; `cluster_host` stands in when it is empty,
+/// because Pingora skips certificate verification altogether for an empty SNI. `Err` when the
+/// policy cannot be used (its credential is missing): the request fails rather than going out in
+/// plain text.
 pub fn upstream_peer_tls(
     addr: SocketAddr,
     tls: &Arc<UpstreamTls>,
     host: &str,
+    cluster_host: &str,
 ) -> Result<HttpPeer, String> {
     if let Some(p) = &tls.problem {
         return Err(p.clone());
@@ -421,6 +424,14 @@ pub fn upstream_peer_tls(
         .sni
         .clone()
         .unwrap_or_else(|| host.trim_end_matches('.').to_ascii_lowercase());
+    let sni = if sni.is_empty() {
+        cluster_host.to_ascii_lowercase()
+    } else {
+        sni
+    };
+    if sni.is_empty() {
+        return Err("no name to send as SNI and verify the certificate against".to_string());
+    }
     let mut peer = HttpPeer::new(addr, true, sni);
     peer.options.ca = compiled.ca.clone();
     peer.client_cert_key = compiled.client.clone();

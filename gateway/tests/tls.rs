@@ -429,6 +429,17 @@ fn sni_selects_among_three_hosts_and_a_wildcard() {
         assert_eq!(r.status, 404, "b's host is not served through a's server");
         assert_eq!(r.header("x-gateway-error"), Some("NR"));
     });
+    // The access log names the SNI of the connection.
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            gw.logs()
+                .contains("\"requested_server_name\":\"x.example.com\"")
+                .then_some(())
+        })
+        .is_some(),
+        "{}",
+        gw.logs()
+    );
     assert_eq!(
         metric(
             &gw,

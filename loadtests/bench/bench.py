@@ -842,6 +842,8 @@ def summarize(c: Ctx, variants: list[str]) -> tuple[str, list[dict]]:
             a["cpu_x_nginx"] = fmt_ratio(a["cpu"], ng and ng["cpu"]) if proxy else "-"
             a["rss_x_nginx"] = fmt_ratio(a["rss_mib"], ng and ng["rss_mib"]) if proxy else "-"
             rows.append(a)
+    if not rows:
+        return "(no variant was measured)", rows
     head = ["variant", "target", "req/s", "x nginx", "x direct", "p50 ms", "p99 ms", "p99.9 ms",
             "p99 x nginx", "p99 x direct", "CPU s/Mreq", "CPU x nginx", "peak RSS MiB", "RSS x nginx",
             "runs", "spread", "errors", "other load"]
@@ -874,7 +876,7 @@ def versions(c: Ctx) -> dict[str, str]:
     if "haproxy" in c.tools:
         v["haproxy"] = version_of([c.tools["haproxy"], "-v"])
     if "envoy" in c.tools:
-        v["envoy"] = version_of([c.tools["envoy"], "--version"]) + f" ({c.tools['envoy']})"
+        v["envoy"] = version_of([c.tools["envoy"], "--version"])  # names the binary's path
     v["wrk"] = version_of([c.tools["wrk"], "-v"])
     v["openssl"] = version_of(["openssl", "version"])
     v["python"] = sys.version.split()[0]

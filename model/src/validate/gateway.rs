@@ -9,15 +9,15 @@ use super::common::{
 use super::findings::Findings;
 use super::path::FieldPath;
 use crate::resource::{Gateway, Server, ServerTlsMode, ServerTlsSettings, TlsProtocol};
+// Cipher suites Envoy (and so Istio) knows; others are ignored with a warning. Shared with
+// translation, which maps the ones the TLS library implements.
+use crate::ir::ENVOY_CIPHER_SUITES as CIPHER_SUITES;
 use std::collections::HashMap;
 
 /// Server protocols, matched case-insensitively.
 pub(crate) const PROTOCOLS: &[&str] = &[
     "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "REDIS", "MYSQL",
 ];
-
-/// Cipher suites Envoy (and so Istio) knows; others are ignored with a warning.
-use crate::ir::ENVOY_CIPHER_SUITES as CIPHER_SUITES;
 
 /// What a protocol means for `tls`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
