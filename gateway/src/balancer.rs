@@ -58,6 +58,17 @@ struct EndpointState {
     times_ejected: u32,
 }
 
+/// The endpoints computed for one cluster value (held weakly: a new snapshot's cluster misses).
+type ResolvedCache = (std::sync::Weak<model::ir::Cluster>, Arc<Vec<Resolved>>);
+
+/// The endpoint set and algorithm a table was built for, the maglev table, and the ring.
+type HashTable = (
+    Vec<Resolved>,
+    HashAlgo,
+    Arc<Vec<SocketAddr>>,
+    Arc<Vec<(u64, SocketAddr)>>,
+);
+
 /// Runtime state of one cluster.
 #[derive(Default)]
 pub struct ClusterState {
@@ -68,16 +79,9 @@ pub struct ClusterState {
     active_retries: AtomicU32,
     endpoints: Mutex<HashMap<SocketAddr, EndpointState>>,
     /// Endpoints of a cluster whose addresses are all IPs, resolved once per snapshot's cluster.
-    resolved: Mutex<Option<(std::sync::Weak<model::ir::Cluster>, Arc<Vec<Resolved>>)>>,
+    resolved: Mutex<Option<ResolvedCache>>,
     /// The hash ring or maglev table, rebuilt when the endpoint set changes.
-    table: Mutex<
-        Option<(
-            Vec<Resolved>,
-            HashAlgo,
-            Arc<Vec<SocketAddr>>,
-            Arc<Vec<(u64, SocketAddr)>>,
-        )>,
-    >,
+    table: Mutex<Option<HashTable>>,
 }
 
 /// The outcome of choosing an endpoint.
@@ -260,10 +264,10 @@ impl ClusterState {
             healthy_owned = endpoints
                 .iter()
                 .filter(|e| {
-                    !m.entry(e.addr)
+                    m.entry(e.addr)
                         .or_default()
                         .ejected_until
-                        .is_some_and(|t| t > now)
+                        .is_none_or(|t| t <= now)
                 })
                 .copied()
                 .collect();

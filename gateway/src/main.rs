@@ -141,6 +141,7 @@ fn run(cli: Cli) -> Result<(), String> {
             gateway_port: 80,
             tls: false,
             connections: None,
+            open_connections: Some(metrics.open_connections.with_label_values(&["http"])),
         },
     );
     // The TLS listener serves Gateway servers on port 443; its connections remember their SNI.
@@ -157,6 +158,7 @@ fn run(cli: Cli) -> Result<(), String> {
             gateway_port: 443,
             tls: true,
             connections: Some(tls_connections.clone()),
+            open_connections: Some(metrics.open_connections.with_label_values(&["https"])),
         },
     );
     for (port, addr) in &cli.listen {
@@ -171,6 +173,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 gateway_port: *port,
                 tls: false,
                 connections: None,
+                open_connections: Some(
+                    metrics
+                        .open_connections
+                        .with_label_values(&[&port.to_string()]),
+                ),
             },
         );
         plain.push(*addr);

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     /// `gateway_tls_handshake_failures_total{listener}`.
     pub tls_handshake_failures: IntCounterVec,
+    /// `gateway_open_connections{listener}`.
+    pub open_connections: prometheus::IntGaugeVec,
 }
 
 const REQUEST_LABELS: [&str; 8] = [
@@ -111,7 +113,16 @@ impl Metrics {
             &["listener"],
         )?;
         registry.register(Box::new(tls_handshake_failures.clone()))?;
+        let open_connections = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "gateway_open_connections",
+                "Downstream connections open, by listener (HTTP/2 counts streams).",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(open_connections.clone()))?;
         Ok(Metrics {
+            open_connections,
             requests,
             duration,
             upstream_duration,

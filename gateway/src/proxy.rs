@@ -37,6 +37,8 @@ pub struct ListenerInfo {
     pub tls: bool,
     /// A TLS listener's live connections: what each handshake chose (the SNI).
     pub connections: Option<Arc<crate::tls::Connections>>,
+    /// `gateway_open_connections{listener}` for this listener.
+    pub open_connections: Option<prometheus::IntGauge>,
 }
 
 /// A local port no listener is registered for (only in tests): plain HTTP on port 80.
@@ -44,7 +46,19 @@ const PLAIN_80: ListenerInfo = ListenerInfo {
     gateway_port: 80,
     tls: false,
     connections: None,
+    open_connections: None,
 };
+
+/// Counts a downstream connection in `gateway_open_connections` for as long as it lives: created
+/// by its first request, carried from request to request on a kept-alive connection through
+/// Pingora's connection context, dropped with the connection. (HTTP/2 streams count one each.)
+pub struct ConnectionGuard(prometheus::IntGauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 /// The proxy: shared handles; per-request state lives in [`Ctx`].
 pub struct GatewayProxy {
@@ -109,6 +123,8 @@ pub struct Ctx {
     /// Origin allowed by the route's CORS policy: the response gets CORS headers.
     cors_origin: Option<String>,
     mirror: Option<mirror::Pending>,
+    /// The downstream connection's unit of `gateway_open_connections`.
+    connection: Option<ConnectionGuard>,
 }
 
 impl Ctx {
@@ -501,11 +517,50 @@ impl ProxyHttp for GatewayProxy {
             upstream_service_time: None,
             cors_origin: None,
             mirror: None,
+            connection: None,
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if ctx.connection.is_none() {
+            let local_port = session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map_or(0, |a| a.port());
+            if let Some(g) = self
+                .listeners
+                .get(&local_port)
+                .and_then(|l| l.open_connections.as_ref())
+            {
+                g.inc();
+                ctx.connection = Some(ConnectionGuard(g.clone()));
+            }
+        }
         crate::hygiene::check(session)
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &Ctx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        // The hook only borrows the context: hand the guard over by cloning the gauge and
+        // counting once more; the context's own guard then gives its unit back when it drops.
+        ctx.connection.as_ref().map(|g| {
+            g.0.inc();
+            Box::new(ConnectionGuard(g.0.clone())) as Box<dyn std::any::Any + Send + Sync>
+        })
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(g) = prev.downcast::<ConnectionGuard>() {
+            ctx.connection = Some(*g);
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {

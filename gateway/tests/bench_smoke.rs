@@ -16,10 +16,12 @@ const SCRIPT_TIME_LIMIT_S: u64 = 150;
 
 fn on_path(tool: &str) -> bool {
     let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
+    let found = path
+        .split(':')
         .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"])
         .filter(|d| !d.is_empty())
-        .any(|d| Path::new(d).join(tool).is_file())
+        .any(|d| Path::new(d).join(tool).is_file());
+    found
 }
 
 fn in_ci() -> bool {

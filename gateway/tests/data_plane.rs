@@ -421,31 +421,35 @@ fn metrics_count_requests_by_route_with_bounded_labels() {
         );
     }
     assert_eq!(get(&gw, "unrouted.test", "/x").status, 404);
-    let text = gw.get("/metrics").text();
-    let line = |needle: &[&str]| {
-        text.lines()
-            .find(|l| needle.iter().all(|n| l.contains(n)))
-            .map(str::to_string)
-    };
-    let routed = line(&[
+    // Requests are counted when they are logged, just after the response is written: poll.
+    let routed_needle = [
         "gateway_requests_total{",
         "route=\"vs/default/mv/http/0\"",
         "destination_service=\"m.svc\"",
         "response_code=\"200\"",
-    ])
-    .expect("routed requests are counted");
-    assert!(routed.ends_with(" 5"), "{routed}");
-    assert!(line(&[
+    ];
+    let nr_needle = [
         "gateway_requests_total{",
         "response_flags=\"NR\"",
-        "response_code=\"404\""
-    ])
-    .is_some());
-    assert!(line(&[
+        "response_code=\"404\"",
+    ];
+    let find = |text: &str, needle: &[&str]| {
+        text.lines()
+            .find(|l| needle.iter().all(|n| l.contains(n)))
+            .map(str::to_string)
+    };
+    let text = common::eventually(std::time::Duration::from_secs(5), || {
+        let t = gw.get("/metrics").text();
+        let done = find(&t, &routed_needle).is_some_and(|l| l.ends_with(" 5"))
+            && find(&t, &nr_needle).is_some();
+        done.then_some(t)
+    })
+    .expect("5 routed requests and one 404 counted");
+    let bucket = [
         "gateway_request_duration_seconds_bucket{",
-        "route=\"vs/default/mv/http/0\""
-    ])
-    .is_some());
+        "route=\"vs/default/mv/http/0\"",
+    ];
+    assert!(find(&text, &bucket).is_some());
     assert!(
         !text.contains("/unique/path"),
         "raw paths never become labels"

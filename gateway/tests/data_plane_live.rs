@@ -151,6 +151,20 @@ fn a_change_is_seen_by_the_next_request_on_a_kept_alive_connection() {
     apply_json(&gw, json!([vs("new")]));
     s.write_all(req).expect("write on the same connection");
     assert_eq!(read_response(&mut s).expect("second").text(), "new");
+    let open = || {
+        gw.get("/metrics")
+            .text()
+            .lines()
+            .find(|l| l.starts_with("gateway_open_connections{listener=\"http\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+    };
+    assert_eq!(open(), Some(1), "the kept-alive connection is open");
+    drop(s);
+    assert!(
+        common::eventually(Duration::from_secs(5), || (open() == Some(0)).then_some(())).is_some(),
+        "closed connections are not counted: {:?}",
+        open()
+    );
 }
 
 #[test]

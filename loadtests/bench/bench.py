@@ -176,11 +176,14 @@ def tree_mem(sid: int) -> tuple[int, int]:
 
 
 def system_busy() -> float:
-    """Busy CPU seconds of the whole machine (all cores) since boot, from /proc/stat."""
+    """CPU seconds of the whole machine (all cores) since boot spent in processes (user, nice,
+    system) or taken by the hypervisor (steal), from /proc/stat. irq and softirq time are left out:
+    the kernel charges them to no process, and on loopback most of it is the benchmark's own packet
+    processing."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = v[:8]
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = v[:8]
+    return (user + nice + system + steal) / CLK_TCK
 
 
 def free_port() -> int:
@@ -940,7 +943,8 @@ def write_report(c: Ctx, table: str, rows: list[dict], vers: dict[str, str], sta
         "`peak RSS`: VmHWM summed over the target's processes (nginx: master + workers; the upstream's "
         "over the whole run). `spread`: half the range of req/s across repeats, in % of the median. "
         "`other load`: the most CPU (in cores) that processes other than wrk, the target and the "
-        "upstream used during one of its runs: the noise.",
+        "upstream used during one of its runs, hypervisor steal included: the noise. Process CPU "
+        "leaves out softirq time (loopback packet processing), which the kernel charges to no process.",
         "",
     ]
     if c.notes:
