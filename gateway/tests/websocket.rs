@@ -65,16 +65,21 @@ async fn websocket_upgrades_are_proxied_and_survive_reloads() {
     let got = a.next().await.expect("reply").expect("frame");
     assert_eq!(got.into_text().expect("text").as_str(), "one:hello");
 
+    // Twenty configuration changes: the open connection keeps talking to its upstream.
+    for i in 0..20 {
+        apply(&gw, route_to(if i % 2 == 0 { two } else { one }));
+        let msg = format!("still-{i}");
+        a.send(Message::Text(msg.clone().into()))
+            .await
+            .expect("send after reload");
+        let got = a.next().await.expect("reply").expect("frame");
+        assert_eq!(
+            got.into_text().expect("text").as_str(),
+            format!("one:{msg}"),
+            "the established connection keeps its upstream"
+        );
+    }
     apply(&gw, route_to(two));
-    a.send(Message::Text("still".into()))
-        .await
-        .expect("send after reload");
-    let got = a.next().await.expect("reply").expect("frame");
-    assert_eq!(
-        got.into_text().expect("text").as_str(),
-        "one:still",
-        "the established connection keeps its upstream"
-    );
     let (mut b, _) = connect(gw.http).await;
     b.send(Message::Text("new".into())).await.expect("send");
     let got = b.next().await.expect("reply").expect("frame");

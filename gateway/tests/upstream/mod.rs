@@ -30,6 +30,15 @@ impl Upstream {
 
     /// Starts an echo server that answers every request with `status`.
     pub fn start_status(name: &str, status: u16) -> Upstream {
+        Upstream::start_with(name, status, 0)
+    }
+
+    /// Starts an echo server whose first `failures` requests get 503, the rest 200.
+    pub fn start_flaky(name: &str, failures: usize) -> Upstream {
+        Upstream::start_with(name, 200, failures)
+    }
+
+    fn start_with(name: &str, status: u16, failures: usize) -> Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
         let seen: Seen = Arc::default();
         let sn = seen.clone();
@@ -51,7 +60,7 @@ impl Upstream {
                     let n = n.clone();
                     let h = h.clone();
                     let sn = sn.clone();
-                    async move { echo(&n, &h, &sn, status, req).await }
+                    async move { echo(&n, &h, &sn, status, failures, req).await }
                 });
                 axum::serve(listener, app).await.expect("serve");
             });
@@ -84,9 +93,11 @@ async fn echo(
     hits: &AtomicUsize,
     seen: &Mutex<Vec<serde_json::Value>>,
     status: u16,
+    failures: usize,
     req: Request,
 ) -> Response {
-    hits.fetch_add(1, Ordering::SeqCst);
+    let n = hits.fetch_add(1, Ordering::SeqCst);
+    let status = if n < failures { 503 } else { status };
     let delay = req
         .headers()
         .get("x-delay-ms")
