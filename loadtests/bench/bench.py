@@ -1003,7 +1003,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="everything, very briefly (1 s runs, no warm-up, 1 repeat, 200 routes, 2000 VS "
                         "memory check; Envoy optional): checks that the script works, not the figures")
     p.add_argument("--out", help="results file (default loadtests/bench/results/bench-DATE.md; "
-                                 "with --smoke, a file in the temp dir)")
+                                 "with --smoke, /tmp/gateway-bench-smoke-DATE-*.md)")
     p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (configs, logs)")
     p.add_argument("--time-limit", type=int, default=0,
                    help="abort (and clean up) after this many seconds (default: none; --smoke: 150)")
@@ -1058,9 +1058,11 @@ def main(argv: list[str]) -> int:
 
     if not a.out:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        a.out = str(tmp / "results.md") if a.smoke else str(HERE / "results" / f"bench-{stamp}.md")
-    if a.smoke and not a.keep_temp and Path(a.out).resolve().is_relative_to(tmp):
-        a.keep_temp = True  # the results file lives there
+        if a.smoke:  # not among the committed results: a file of its own in the temp folder
+            fd, a.out = tempfile.mkstemp(prefix=f"gateway-bench-smoke-{stamp}-", suffix=".md")
+            os.close(fd)
+        else:
+            a.out = str(HERE / "results" / f"bench-{stamp}.md")
 
     tools: dict[str, str] = {}
     missing = []
