@@ -793,30 +793,11 @@ fn fault(f: &HttpFaultInjection, path: &str, sink: &mut Sink<'_>) -> Option<Faul
 
 /// gRPC status names to codes (also accepts the number).
 pub(crate) fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
     let n = name.trim();
     if let Ok(code) = n.parse::<u32>() {
         return (code < 17).then_some(code);
     }
-    NAMES
+    crate::validate::GRPC_CODES
         .iter()
         .position(|x| x.eq_ignore_ascii_case(n))
         .and_then(|i| u32::try_from(i).ok())

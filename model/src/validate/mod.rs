@@ -22,6 +22,7 @@ mod virtual_service;
 pub use common::decode_proto_bytes;
 pub use path::FieldPath;
 pub use unenforced::{unenforced_warnings, NOT_ENFORCED};
+pub(crate) use virtual_service::GRPC_CODES;
 
 use crate::resource::Resource;
 use serde::Serialize;

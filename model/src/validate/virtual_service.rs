@@ -43,8 +43,8 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-/// gRPC status names a fault may abort with.
-const GRPC_CODES: &[&str] = &[
+/// gRPC status names a fault may abort with, in code order (the index is the status number).
+pub(crate) const GRPC_CODES: &[&str] = &[
     "OK",
     "CANCELLED",
     "UNKNOWN",
