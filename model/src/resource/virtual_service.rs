@@ -109,6 +109,30 @@ pub struct HttpMatchRequest {
     pub stat_prefix: Option<String>,
 }
 
+impl HttpMatchRequest {
+    /// Istio's catch-all: no condition but `uri` prefix `/` or regex `.*` (CONTRACT §4). Names and
+    /// sidecar-only selectors restrict nothing at a gateway; `gateways` is the caller's concern.
+    pub fn is_catch_all(&self) -> bool {
+        let uri_all = match &self.uri {
+            None => true,
+            Some(u) => match (&u.exact, &u.prefix, &u.regex) {
+                (None, None, None) => true,
+                (None, Some(p), None) => p == "/",
+                (None, None, Some(r)) => r == ".*",
+                _ => false,
+            },
+        };
+        uri_all
+            && self.scheme.is_none()
+            && self.method.is_none()
+            && self.authority.is_none()
+            && self.headers.is_empty()
+            && self.without_headers.is_empty()
+            && self.query_params.is_empty()
+            && self.port.is_none()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {

@@ -363,28 +363,8 @@ fn entry(m: &HttpMatchRequest, vs_ns: &str, path: &str, sink: &mut Sink<'_>) -> 
     EntryTemplate {
         compiled: compile_match(m, path, sink),
         gateways,
-        catch_all: is_catch_all(m),
+        catch_all: m.is_catch_all(),
     }
-}
-
-fn is_catch_all(m: &HttpMatchRequest) -> bool {
-    let uri_all = match &m.uri {
-        None => true,
-        Some(u) => match (&u.exact, &u.prefix, &u.regex) {
-            (None, None, None) => true,
-            (None, Some(p), None) => p == "/",
-            (None, None, Some(r)) => r == ".*",
-            _ => false,
-        },
-    };
-    uri_all
-        && m.scheme.is_none()
-        && m.method.is_none()
-        && m.authority.is_none()
-        && m.headers.is_empty()
-        && m.without_headers.is_empty()
-        && m.query_params.is_empty()
-        && m.port.is_none()
 }
 
 fn compile_match(m: &HttpMatchRequest, path: &str, sink: &mut Sink<'_>) -> Option<RouteMatch> {

@@ -1076,26 +1076,7 @@ fn check_tcp_route(f: &mut Findings, p: &FieldPath, r: &TcpRoute) {
 /// Whether a match entry matches every request at a gateway: no condition but `uri` prefix `/` or
 /// regex `.*` (names and sidecar-only selectors do not restrict anything here).
 fn is_catch_all_match(m: &HttpMatchRequest) -> bool {
-    let uri_all = match &m.uri {
-        None => true,
-        Some(u) => {
-            u.exact.is_none()
-                && match (&u.prefix, &u.regex) {
-                    (Some(p), None) => p == "/",
-                    (None, Some(r)) => r == ".*",
-                    _ => false,
-                }
-        }
-    };
-    uri_all
-        && m.scheme.is_none()
-        && m.method.is_none()
-        && m.authority.is_none()
-        && m.headers.is_empty()
-        && m.without_headers.is_empty()
-        && m.query_params.is_empty()
-        && m.port.is_none()
-        && m.gateways.is_empty()
+    m.is_catch_all() && m.gateways.is_empty()
 }
 
 /// Warns about rules after a catch-all rule and about match entries identical to an earlier one.
