@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by valgrind's callgrind: a figure that stays the same
+# on a noisy machine (unlike req/s), for before/after comparisons of request-path changes.
+#
+#   loadtests/bench/profile.sh [--gateway BIN] [--seconds N] [--routes N] [--body] [--keep DIR]
+#
+# Starts an nginx upstream and the gateway (1 worker thread) under callgrind on loopback, applies
+# one VirtualService (or N, with --routes), warms up, zeroes the counters, drives wrk for N seconds,
+# dumps, and prints instructions per request and the top functions (inclusive and self).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+gateway="$repo/target/release/gateway"
+seconds=10
+routes=1
+body=0
+keep=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --gateway) gateway=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    --routes) routes=$2; shift 2 ;;
+    --body) body=1; shift ;;
+    --keep) keep=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+for tool in valgrind callgrind_annotate callgrind_control nginx wrk curl python3; do
+  command -v "$tool" >/dev/null || { echo "profile.sh needs $tool" >&2; exit 2; }
+done
+[ -x "$gateway" ] || { echo "no gateway binary at $gateway (cargo build --release -p gateway)" >&2; exit 2; }
+
+tmp=${keep:-$(mktemp -d)}
+mkdir -p "$tmp/www/bench"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "$keep" ] || rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+up=$(port); http=$(port); https=$(port); admin=$(port)
+
+head -c 65536 /dev/urandom >"$tmp/www/bench/big"
+cat >"$tmp/upstream.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $tmp/upstream.pid;
+error_log $tmp/upstream.error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/b; proxy_temp_path $tmp/p; fastcgi_temp_path $tmp/f;
+  uwsgi_temp_path $tmp/u; scgi_temp_path $tmp/s;
+  keepalive_requests 10000000;
+  server {
+    listen 127.0.0.1:$up;
+    location = /bench/big { root $tmp/www; default_type application/octet-stream; }
+    location / { default_type text/plain; return 200 "hello from the upstream\n"; }
+  }
+}
+EOF
+nginx -e "$tmp/upstream.error.log" -p "$tmp" -c "$tmp/upstream.conf" >"$tmp/upstream.log" 2>&1 &
+pids+=($!)
+
+valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind.out" --dump-instr=no \
+  "$gateway" --http "127.0.0.1:$http" --https "127.0.0.1:$https" --admin "127.0.0.1:$admin" \
+  --data-dir "$tmp/data" --threads 1 --access-log off --drain-timeout 1s >"$tmp/gateway.log" 2>&1 &
+gw=$!
+pids+=($gw)
+
+for _ in $(seq 1 600); do
+  curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null
+
+host=bench.local
+python3 - "$admin" "$up" "$routes" <<'EOF'
+import json, sys, urllib.request
+admin, up, routes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+hosts = ["bench.local"] if routes <= 1 else [f"svc-{i:05d}.bench.local" for i in range(routes)]
+for i in range(0, len(hosts), 500):
+    items = [{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+              "metadata": {"name": "vs-" + h.split(".")[0], "namespace": "default"},
+              "spec": {"hosts": [h], "http": [{"name": "bench", "match": [{"uri": {"prefix": "/bench/"}}],
+                       "route": [{"destination": {"host": "127.0.0.1", "port": {"number": up}}}]}]}}
+             for h in hosts[i:i + 500]]
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": items}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{admin}/apply", body, method="POST",
+                                 headers={"content-type": "application/json"})
+    urllib.request.urlopen(req, timeout=600).read()
+EOF
+[ "$routes" -gt 1 ] && host=$(printf 'svc-%05d.bench.local' $((routes / 2)))
+path=/bench/small
+[ "$body" = 1 ] && path=/bench/big
+
+url="http://127.0.0.1:$http$path"
+curl -fsS -H "Host: $host" "$url" -o /dev/null
+wrk -t1 -c8 -d3s -H "Host: $host" "$url" >/dev/null
+callgrind_control -z "$gw" >/dev/null
+out=$(wrk -t1 -c8 -d"${seconds}s" -H "Host: $host" "$url")
+callgrind_control -d "$gw" >/dev/null
+requests=$(awk '/requests in/ {print $1}' <<<"$out")
+non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+dump=$(ls -t "$tmp"/callgrind.out.* | head -1)
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+
+echo "gateway:       $gateway"
+echo "path:          $path (host $host, $routes VirtualService(s))"
+echo "requests:      $requests (non-2xx: ${non2xx:-0})"
+echo "instructions:  $total"
+echo "per request:   $((total / requests))"
+echo
+echo "top functions, inclusive:"
+callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | sed -n 3,40p
+echo
+echo "top functions, self:"
+callgrind_annotate "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | sed -n 3,40p
