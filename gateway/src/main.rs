@@ -32,6 +32,12 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// mimalloc's thread-local free lists: the request path allocates and frees dozens of small
+/// objects per request (Pingora's headers, futures and pool entries), which glibc's malloc spent
+/// about a fifth of the request's instructions on.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

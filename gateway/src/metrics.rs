@@ -2,7 +2,13 @@
 //! bounded labels (route ids, never raw paths), TLS handshake failures by listener, and the
 //! expiry of every TLS Secret's certificate (read from the served snapshot at scrape time).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use model::ir::Route;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Handles to every data-plane series.
 #[derive(Clone)]
@@ -131,6 +137,169 @@ impl Metrics {
             access_log_dropped,
             tls_handshake_failures,
         })
+    }
+}
+
+/// Most series a worker thread keeps resolved before it starts over (bounds the routes of old
+/// snapshots the cache keeps alive).
+const RESOLVED_MAX: usize = 4096;
+
+/// The series of one (route, destination, method), resolved on the first request so that later
+/// requests skip the label hashing and the registry's lock.
+struct Resolved {
+    /// Keeps the route alive, so that its address (the key) is not reused while cached.
+    _route: Arc<Route>,
+    duration: Histogram,
+    upstream_duration: Histogram,
+    /// `gateway_requests_total` by response code and flags: a handful per route in practice.
+    outcomes: Vec<(u16, Vec<&'static str>, IntCounter)>,
+}
+
+thread_local! {
+    static RESOLVED: RefCell<HashMap<(usize, usize, &'static str), Resolved>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Labels of one request's series (`gateway_requests_total`, `gateway_request_duration_seconds`).
+pub struct RequestLabels<'a> {
+    pub gateway: &'a str,
+    pub virtual_service: &'a str,
+    pub route: &'a str,
+    pub destination: &'a str,
+    pub subset: &'a str,
+    pub method: &'static str,
+}
+
+fn flags_label(flags: &[&'static str]) -> String {
+    if flags.is_empty() {
+        "-".to_string()
+    } else {
+        flags.join(",")
+    }
+}
+
+impl Metrics {
+    /// Runs `f` on the resolved series of (route, destination, method), resolving them on this
+    /// worker thread's first request for them; `None` when the cache is unavailable.
+    fn with_resolved<R>(
+        &self,
+        route: &Arc<Route>,
+        dest: usize,
+        labels: &RequestLabels<'_>,
+        f: impl FnOnce(&mut Resolved) -> R,
+    ) -> Option<R> {
+        let key = (Arc::as_ptr(route) as usize, dest, labels.method);
+        RESOLVED.with(|cell| {
+            let mut map = cell.try_borrow_mut().ok()?;
+            if map.len() >= RESOLVED_MAX && !map.contains_key(&key) {
+                map.clear();
+            }
+            let entry = map.entry(key).or_insert_with(|| Resolved {
+                _route: route.clone(),
+                duration: self.duration.with_label_values(&[
+                    labels.gateway,
+                    labels.virtual_service,
+                    labels.route,
+                    labels.destination,
+                    labels.subset,
+                    labels.method,
+                ]),
+                upstream_duration: self
+                    .upstream_duration
+                    .with_label_values(&[labels.destination, labels.subset]),
+                outcomes: Vec::new(),
+            });
+            Some(f(entry))
+        })
+    }
+
+    /// Observes the time to the upstream's response header (`gateway_upstream_request_duration_seconds`).
+    pub fn observe_upstream(
+        &self,
+        route: &Arc<Route>,
+        dest: usize,
+        labels: &RequestLabels<'_>,
+        seconds: f64,
+    ) {
+        let done = self.with_resolved(route, dest, labels, |r| {
+            r.upstream_duration.observe(seconds)
+        });
+        if done.is_none() {
+            self.upstream_duration
+                .with_label_values(&[labels.destination, labels.subset])
+                .observe(seconds);
+        }
+    }
+
+    /// Counts a finished request and observes its duration. Routed requests use series resolved
+    /// once per worker thread (keyed by the route object, its destination and the method);
+    /// requests without a route (404 NR) resolve their labels each time.
+    pub fn observe_request(
+        &self,
+        route: Option<(&Arc<Route>, usize)>,
+        labels: &RequestLabels<'_>,
+        code: u16,
+        flags: &[&'static str],
+        seconds: f64,
+    ) {
+        let done = route.and_then(|(route, dest)| {
+            self.with_resolved(route, dest, labels, |r| {
+                r.duration.observe(seconds);
+                let known = r
+                    .outcomes
+                    .iter()
+                    .find(|(c, f, _)| *c == code && f.as_slice() == flags);
+                match known {
+                    Some((_, _, counter)) => counter.inc(),
+                    None => {
+                        let counter = self.requests_counter(labels, code, flags);
+                        counter.inc();
+                        r.outcomes.push((code, flags.to_vec(), counter));
+                    }
+                }
+            })
+        });
+        if done.is_none() {
+            self.observe_unresolved(labels, code, flags, seconds);
+        }
+    }
+
+    fn requests_counter(
+        &self,
+        l: &RequestLabels<'_>,
+        code: u16,
+        flags: &[&'static str],
+    ) -> IntCounter {
+        self.requests.with_label_values(&[
+            l.gateway,
+            l.virtual_service,
+            l.route,
+            l.destination,
+            l.subset,
+            l.method,
+            &code.to_string(),
+            &flags_label(flags),
+        ])
+    }
+
+    fn observe_unresolved(
+        &self,
+        l: &RequestLabels<'_>,
+        code: u16,
+        flags: &[&'static str],
+        seconds: f64,
+    ) {
+        self.requests_counter(l, code, flags).inc();
+        self.duration
+            .with_label_values(&[
+                l.gateway,
+                l.virtual_service,
+                l.route,
+                l.destination,
+                l.subset,
+                l.method,
+            ])
+            .observe(seconds);
     }
 }
 

@@ -5,12 +5,12 @@
 
 use crate::accesslog::{AccessLogger, Entry};
 use crate::balancer::{self, Balancers, ClusterState, Pick, Slot};
-use crate::metrics::{method_label, Metrics};
+use crate::metrics::{method_label, Metrics, RequestLabels};
 use crate::mirror;
 use crate::policy::{self, Failure};
 use crate::routing::{
     apply_request_ops, apply_response_ops, authority_of, choose_destination, matched_uri,
-    new_traceparent, redirect_location, replace_prefix, respond, strip_port,
+    new_request_id, new_traceparent, redirect_location, replace_prefix, respond, strip_port,
 };
 use crate::upstream::{Resolved, Upstreams};
 use arc_swap::ArcSwap;
@@ -40,6 +40,10 @@ pub struct ListenerInfo {
     /// `gateway_open_connections{listener}` for this listener.
     pub open_connections: Option<prometheus::IntGauge>,
 }
+
+const X_REQUEST_ID: &str = "x-request-id";
+const TRACEPARENT: &str = "traceparent";
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// A local port no listener is registered for (only in tests): plain HTTP on port 80.
 const PLAIN_80: ListenerInfo = ListenerInfo {
@@ -117,8 +121,9 @@ pub struct Ctx {
     upstream_start: Option<Instant>,
     /// The rewritten path (without query), computed at routing time where the match is known.
     new_path: Option<String>,
-    /// `x-request-id`: the client's, or one generated for this request.
-    request_id: String,
+    /// `x-request-id` generated for this request when the client sent none (the client's own is
+    /// read from the request when needed, never copied).
+    request_id: Option<http::HeaderValue>,
     upstream_service_time: Option<Duration>,
     /// Origin allowed by the route's CORS policy: the response gets CORS headers.
     cors_origin: Option<String>,
@@ -154,6 +159,32 @@ enum Decision {
     /// A complete response head (redirects, direct responses, preflights) and its body.
     Reply(Box<ResponseHeader>, Option<Bytes>),
     Forward,
+}
+
+/// `x-forwarded-for` with the client's address appended, built without heap formatting for the
+/// usual case of a short previous value.
+fn forwarded_for(prev: Option<&http::HeaderValue>, ip: std::net::IpAddr) -> http::HeaderValue {
+    use std::io::Write;
+    let prev = prev.map(|v| v.as_bytes()).filter(|v| !v.is_empty());
+    let mut buf = [0u8; 256];
+    let mut w = &mut buf[..];
+    let fits = match prev {
+        Some(p) => w.write_all(p).and_then(|()| write!(w, ", {ip}")),
+        None => write!(w, "{ip}"),
+    }
+    .is_ok();
+    let written = if fits { 256 - w.len() } else { 0 };
+    if fits {
+        if let Ok(v) = http::HeaderValue::from_bytes(&buf[..written]) {
+            return v;
+        }
+    }
+    let mut long = prev.map(<[u8]>::to_vec).unwrap_or_default();
+    if !long.is_empty() {
+        long.extend_from_slice(b", ");
+    }
+    long.extend_from_slice(ip.to_string().as_bytes());
+    http::HeaderValue::from_bytes(&long).unwrap_or_else(|_| http::HeaderValue::from_static(""))
 }
 
 fn grpc_code(resp: &ResponseHeader) -> Option<u32> {
@@ -513,7 +544,7 @@ impl ProxyHttp for GatewayProxy {
             sni: None,
             upstream_start: None,
             new_path: None,
-            request_id: String::new(),
+            request_id: None,
             upstream_service_time: None,
             cors_origin: None,
             mirror: None,
@@ -564,15 +595,14 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.request_id = match session
+        let has_id = session
             .req_header()
             .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(id) if !id.is_empty() => id.to_string(),
-            _ => uuid::Uuid::new_v4().to_string(),
-        };
+            .get(X_REQUEST_ID)
+            .is_some_and(|v| !v.is_empty());
+        if !has_id {
+            ctx.request_id = Some(new_request_id());
+        }
         self.route(session, ctx).await
     }
 
@@ -783,22 +813,15 @@ impl ProxyHttp for GatewayProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
         {
-            let xff = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-                _ => ip.to_string(),
-            };
-            upstream.insert_header("x-forwarded-for", xff)?;
+            let xff = forwarded_for(upstream.headers.get(X_FORWARDED_FOR), ip);
+            upstream.insert_header(X_FORWARDED_FOR, xff)?;
         }
         upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
-        if !upstream.headers.contains_key("x-request-id") {
-            upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(id) = &ctx.request_id {
+            upstream.insert_header(X_REQUEST_ID, id.clone())?;
         }
-        if !upstream.headers.contains_key("traceparent") {
-            upstream.insert_header("traceparent", new_traceparent())?;
+        if !upstream.headers.contains_key(TRACEPARENT) {
+            upstream.insert_header(TRACEPARENT, new_traceparent())?;
         }
         if let Some(m) = ctx.mirror.as_mut() {
             if m.head.is_empty() {
@@ -848,12 +871,21 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         let status = resp.status.as_u16();
         self.record(ctx, Some(status));
-        if let Some(start) = ctx.upstream_start {
-            ctx.upstream_service_time = Some(start.elapsed());
+        if let (Some(start), Some(route)) = (ctx.upstream_start, &ctx.route) {
+            let took = start.elapsed();
+            ctx.upstream_service_time = Some(took);
+            let [destination, subset] = self.labels(ctx);
+            let labels = RequestLabels {
+                gateway: &route.gateway,
+                virtual_service: &route.virtual_service,
+                route: &route.id,
+                destination,
+                subset,
+                method: method_label(&session.req_header().method),
+            };
+            let dest = ctx.dest.unwrap_or(usize::MAX);
             self.metrics
-                .upstream_duration
-                .with_label_values(&self.labels(ctx))
-                .observe(start.elapsed().as_secs_f64());
+                .observe_upstream(route, dest, &labels, took.as_secs_f64());
         }
         let failure = Failure::Status(status, grpc_code(resp));
         let retriable = ctx
@@ -967,21 +999,23 @@ impl ProxyHttp for GatewayProxy {
             None => ("", "", ""),
         };
         let [dest, subset] = self.labels(ctx);
-        let flags = if ctx.flags.is_empty() {
-            "-".to_string()
-        } else {
-            ctx.flags_header()
-        };
-        let code_s = code.to_string();
-        self.metrics
-            .requests
-            .with_label_values(&[gateway, vs, route_id, dest, subset, method, &code_s, &flags])
-            .inc();
         let elapsed = ctx.start.elapsed();
-        self.metrics
-            .duration
-            .with_label_values(&[gateway, vs, route_id, dest, subset, method])
-            .observe(elapsed.as_secs_f64());
+        self.metrics.observe_request(
+            ctx.route
+                .as_ref()
+                .map(|r| (r, ctx.dest.unwrap_or(usize::MAX))),
+            &RequestLabels {
+                gateway,
+                virtual_service: vs,
+                route: route_id,
+                destination: dest,
+                subset,
+                method,
+            },
+            code,
+            &ctx.flags,
+            elapsed.as_secs_f64(),
+        );
         if self.access_log.enabled() {
             let req = session.req_header();
             let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
@@ -999,19 +1033,52 @@ impl ProxyHttp for GatewayProxy {
                 path,
                 protocol,
                 status: code,
-                flags: &flags,
+                flags: &if ctx.flags.is_empty() {
+                    "-".to_string()
+                } else {
+                    ctx.flags_header()
+                },
                 bytes_received: session.body_bytes_read(),
                 bytes_sent: session.body_bytes_sent(),
                 duration_ms: elapsed.as_millis(),
                 upstream_service_time_ms: ctx.upstream_service_time.map(|d| d.as_millis()),
                 x_forwarded_for: header("x-forwarded-for"),
                 user_agent: header("user-agent"),
-                request_id: &ctx.request_id,
+                request_id: ctx
+                    .request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .or_else(|| header(X_REQUEST_ID))
+                    .unwrap_or(""),
                 authority: authority_of(req),
                 upstream_host: ctx.tried.last().map(|a| a.to_string()),
                 route: route_id,
                 sni: ctx.sni.as_deref(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_for;
+    use http::HeaderValue;
+
+    #[test]
+    fn forwarded_for_appends_the_client_address() {
+        let ip = "192.0.2.7".parse().unwrap();
+        assert_eq!(forwarded_for(None, ip), "192.0.2.7");
+        let empty = HeaderValue::from_static("");
+        assert_eq!(forwarded_for(Some(&empty), ip), "192.0.2.7");
+        let prev = HeaderValue::from_static("203.0.113.1");
+        assert_eq!(forwarded_for(Some(&prev), ip), "203.0.113.1, 192.0.2.7");
+        let v6 = "2001:db8::1".parse().unwrap();
+        assert_eq!(forwarded_for(Some(&prev), v6), "203.0.113.1, 2001:db8::1");
+        let long = HeaderValue::from_str(&"1.1.1.1, ".repeat(40)).unwrap();
+        let joined = forwarded_for(Some(&long), ip);
+        assert_eq!(
+            joined.to_str().unwrap(),
+            format!("{}, 192.0.2.7", "1.1.1.1, ".repeat(40))
+        );
     }
 }

