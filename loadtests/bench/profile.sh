@@ -115,8 +115,14 @@ echo "requests:      $requests (non-2xx: ${non2xx:-0})"
 echo "instructions:  $total"
 echo "per request:   $((total / requests))"
 echo
+# Rows whose share is 99 % or more are the thread entry points (callgrind folds inlined frames
+# into them): not informative, left out.
+top() {
+  callgrind_annotate --threshold=100 --auto=no "$@" "$dump" 2>/dev/null |
+    grep -E '^ *[0-9,]+ +\( *[0-9.]+%\)' | grep -Ev '\((100\.0|99\.[0-9]+)%\)' | head -30 | cut -c1-220
+}
 echo "top functions, inclusive:"
-callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | sed -n 3,40p
+top --inclusive=yes
 echo
 echo "top functions, self:"
-callgrind_annotate "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | sed -n 3,40p
+top
