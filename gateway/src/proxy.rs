@@ -1066,18 +1066,18 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends_the_client_address() {
-        let ip = "192.0.2.7".parse().unwrap();
+        let ip = "192.0.2.7".parse().expect("test value");
         assert_eq!(forwarded_for(None, ip), "192.0.2.7");
         let empty = HeaderValue::from_static("");
         assert_eq!(forwarded_for(Some(&empty), ip), "192.0.2.7");
         let prev = HeaderValue::from_static("203.0.113.1");
         assert_eq!(forwarded_for(Some(&prev), ip), "203.0.113.1, 192.0.2.7");
-        let v6 = "2001:db8::1".parse().unwrap();
+        let v6 = "2001:db8::1".parse().expect("test value");
         assert_eq!(forwarded_for(Some(&prev), v6), "203.0.113.1, 2001:db8::1");
-        let long = HeaderValue::from_str(&"1.1.1.1, ".repeat(40)).unwrap();
+        let long = HeaderValue::from_str(&"1.1.1.1, ".repeat(40)).expect("test value");
         let joined = forwarded_for(Some(&long), ip);
         assert_eq!(
-            joined.to_str().unwrap(),
+            joined.to_str().expect("test value"),
             format!("{}, 192.0.2.7", "1.1.1.1, ".repeat(40))
         );
     }

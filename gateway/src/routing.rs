@@ -236,17 +236,17 @@ mod tests {
     #[test]
     fn request_ids_are_version_4_uuids() {
         let a = new_request_id();
-        let id = uuid::Uuid::parse_str(a.to_str().unwrap()).unwrap();
+        let id = uuid::Uuid::parse_str(a.to_str().expect("test value")).expect("test value");
         assert_eq!(id.get_version_num(), 4);
         assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
-        assert_eq!(a.to_str().unwrap(), id.hyphenated().to_string());
+        assert_eq!(a.to_str().expect("test value"), id.hyphenated().to_string());
         assert_ne!(a, new_request_id());
     }
 
     #[test]
     fn traceparents_are_w3c_version_00_and_sampled() {
         let t = new_traceparent();
-        let t = t.to_str().unwrap();
+        let t = t.to_str().expect("test value");
         let parts: Vec<&str> = t.split('-').collect();
         assert_eq!(parts.len(), 4, "{t}");
         assert_eq!(parts[0], "00");
