@@ -29,8 +29,12 @@ use tokio::sync::broadcast;
 struct View {
     revision: u64,
     set: ResourceSet,
-    statuses: BTreeMap<ResourceKey, Vec<Condition>>,
+    statuses: Statuses,
 }
+
+/// A translation's conditions per resource: shared by the view and the answer to the write that
+/// produced them (one entry per stored object).
+type Statuses = Arc<BTreeMap<ResourceKey, Vec<Condition>>>;
 
 /// The control plane of one gateway process.
 pub struct ControlPlane {
@@ -78,8 +82,6 @@ struct Upsert {
     warnings: Vec<String>,
 }
 
-// Sized by `model::Resource`; steps live for one request.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Step {
     Upsert(Upsert),
@@ -110,7 +112,7 @@ enum Done {
 struct Executed {
     done: Vec<Done>,
     revision: u64,
-    statuses: BTreeMap<ResourceKey, Vec<Condition>>,
+    statuses: Statuses,
     warnings: BTreeMap<ResourceKey, Vec<String>>,
 }
 
@@ -189,7 +191,7 @@ impl ControlPlane {
         self.view.store(Arc::new(View {
             revision: listing.revision,
             set,
-            statuses,
+            statuses: Arc::new(statuses),
         }));
         retire(self.snapshot.swap(Arc::new(snapshot)));
         self.metrics.success(listing.revision);
@@ -685,6 +687,7 @@ impl ControlPlane {
             statuses,
             warnings,
         } = translate_read(&set)?;
+        let statuses = Arc::new(statuses);
         if dry_run || ops.is_empty() {
             return Ok(Executed {
                 done,
@@ -721,7 +724,7 @@ impl ControlPlane {
         self.view.store(Arc::new(View {
             revision,
             set,
-            statuses: statuses.clone(),
+            statuses: Arc::clone(&statuses),
         }));
         retire(self.snapshot.swap(Arc::new(snapshot)));
         self.metrics.success(revision);
@@ -924,14 +927,18 @@ fn dns_label_problem(s: &str) -> Option<&'static str> {
 }
 
 fn set_api_version(r: &mut Resource) {
-    let v = r.kind().api_version().to_string();
+    let v = r.kind().api_version();
+    if r.api_version() == v {
+        return;
+    }
+    let v = v.to_string();
     match r {
-        Resource::Gateway(o) => o.api_version = v,
-        Resource::VirtualService(o) => o.api_version = v,
-        Resource::DestinationRule(o) => o.api_version = v,
-        Resource::ServiceEntry(o) => o.api_version = v,
-        Resource::WorkloadEntry(o) => o.api_version = v,
-        Resource::Secret(o) => o.api_version = v,
+        Resource::Gateway(o) => Arc::make_mut(o).api_version = v,
+        Resource::VirtualService(o) => Arc::make_mut(o).api_version = v,
+        Resource::DestinationRule(o) => Arc::make_mut(o).api_version = v,
+        Resource::ServiceEntry(o) => Arc::make_mut(o).api_version = v,
+        Resource::WorkloadEntry(o) => Arc::make_mut(o).api_version = v,
+        Resource::Secret(o) => Arc::make_mut(o).api_version = v,
     }
 }
 
@@ -939,7 +946,7 @@ fn set_api_version(r: &mut Resource) {
 /// translation, and for Secrets never the private key.
 fn render(r: &Resource, statuses: &BTreeMap<ResourceKey, Vec<Condition>>) -> Value {
     let mut v = match r {
-        Resource::Secret(s) => Resource::Secret(redact(s)).to_value(),
+        Resource::Secret(s) => Resource::Secret(Arc::new(redact(s))).to_value(),
         other => other.to_value(),
     };
     if let Value::Object(m) = &mut v {

@@ -8,7 +8,9 @@ use super::{Change, Committed, Listing, Op, State, Store, StoreError};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use model::{Resource, ResourceKey};
+use serde::de::IgnoredAny;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -87,23 +89,24 @@ fn io_err(path: &Path, what: &str, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what} {}: {e}", path.display()))
 }
 
+/// Reads `state.json` one object at a time: a JSON tree of the whole file (several times the size
+/// of the typed objects) never exists, so a restart peaks at little more than the state it loads.
+/// The problems found are reported in the order a check of the whole tree would find them:
+/// revision, then the shape of `objects`, then each object in turn.
 fn decode_state(bytes: &[u8]) -> Result<State, String> {
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    let revision = doc
-        .get("revision")
-        .and_then(Value::as_u64)
-        .ok_or("no revision")?;
+    use serde::de::DeserializeSeed as _;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut doc = StateDoc::default();
+    StateSeed(&mut doc)
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| e.to_string())?;
+    let revision = doc.revision.ok_or("no revision")?;
     let mut state = State {
         revision,
         ..State::default()
     };
-    let objects = match doc.get("objects") {
-        Some(Value::Array(a)) => a.clone(),
-        None => Vec::new(),
-        Some(_) => return Err("objects is not an array".into()),
-    };
-    for (i, v) in objects.into_iter().enumerate() {
-        let r = model::resource_from_value(v, None).map_err(|e| format!("objects[{i}]: {e}"))?;
+    for (i, r) in doc.objects.into_iter().enumerate() {
         if super::resource_version(&r).is_none_or(|v| v > revision) {
             return Err(format!(
                 "objects[{i}]: resourceVersion missing or after the revision"
@@ -111,13 +114,180 @@ fn decode_state(bytes: &[u8]) -> Result<State, String> {
         }
         state.objects.insert(r.key(), r);
     }
-    Ok(state)
+    // Only objects before the one that failed were decoded: they were checked first.
+    match doc.failure {
+        Some(m) => Err(m),
+        None => Ok(state),
+    }
 }
 
-fn encode_state(state: &State) -> Result<Vec<u8>, StoreError> {
-    let objects: Vec<Value> = state.objects.values().map(Resource::to_value).collect();
-    let doc = serde_json::json!({ "revision": state.revision, "objects": objects });
-    serde_json::to_vec_pretty(&doc).map_err(|e| StoreError::Io(format!("encode state: {e}")))
+/// What [`StateSeed`] collects: `revision` if it is a u64, every object up to the first problem
+/// with `objects`, and that problem.
+#[derive(Default)]
+struct StateDoc {
+    revision: Option<u64>,
+    objects: Vec<Resource>,
+    failure: Option<String>,
+}
+
+/// The top level of `state.json`: an object with `revision` and `objects` (other keys ignored).
+/// Anything else has no revision.
+struct StateSeed<'a>(&'a mut StateDoc);
+
+impl<'de> serde::de::DeserializeSeed<'de> for StateSeed<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StateSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the state object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "revision" => self.0.revision = map.next_value::<Value>()?.as_u64(),
+                "objects" => map.next_value_seed(ObjectsSeed(&mut *self.0))?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// `objects`: decoded one element at a time, each element's JSON freed as soon as it is typed.
+/// A repeated `objects` key replaces the earlier one, as it does in a JSON tree.
+struct ObjectsSeed<'a>(&'a mut StateDoc);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ObjectsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl ObjectsSeed<'_> {
+    fn not_an_array(self) {
+        self.0.objects.clear();
+        self.0.failure = Some("objects is not an array".into());
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ObjectsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.objects.clear();
+        self.0.failure = None;
+        let mut i = 0;
+        while let Some(v) = seq.next_element::<Value>()? {
+            if self.0.failure.is_none() {
+                match model::resource_from_value(v, None) {
+                    Ok(r) => self.0.objects.push(r),
+                    Err(e) => self.0.failure = Some(format!("objects[{i}]: {e}")),
+                }
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        self.not_an_array();
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.not_an_array();
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.not_an_array();
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        self.not_an_array();
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        self.not_an_array();
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.not_an_array();
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.not_an_array();
+        Ok(())
+    }
+}
+
+/// `{"revision": …, "objects": […]}`, as `json!` would order it, serialized straight from the
+/// typed objects.
+#[derive(serde::Serialize)]
+struct StateOut<'a> {
+    revision: u64,
+    #[serde(serialize_with = "ser_objects")]
+    objects: &'a BTreeMap<ResourceKey, Resource>,
+}
+
+fn ser_objects<S: serde::Serializer>(
+    m: &&BTreeMap<ResourceKey, Resource>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.values())
+}
+
+/// Writes the state, pretty-printed, through a buffer: no copy of the whole file in memory.
+fn write_state(state: &State, f: &mut File, path: &Path) -> Result<(), StoreError> {
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+    let doc = StateOut {
+        revision: state.revision,
+        objects: &state.objects,
+    };
+    serde_json::to_writer_pretty(&mut w, &doc).map_err(|e| {
+        if e.is_io() {
+            io_err(path, "write", e.into())
+        } else {
+            StoreError::Io(format!("encode state: {e}"))
+        }
+    })?;
+    w.flush().map_err(|e| io_err(path, "write", e))
 }
 
 impl Inner {
@@ -138,7 +308,6 @@ impl Inner {
     }
 
     fn persist(&self, state: &State) -> Result<(), StoreError> {
-        let bytes = encode_state(state)?;
         let temp = self.dir.join(TEMP_FILE);
         match fs::remove_file(&temp) {
             Ok(()) => {}
@@ -151,7 +320,7 @@ impl Inner {
             .mode(0o600)
             .open(&temp)
             .map_err(|e| io_err(&temp, "create", e))?;
-        f.write_all(&bytes).map_err(|e| io_err(&temp, "write", e))?;
+        write_state(state, &mut f, &temp)?;
         f.sync_all().map_err(|e| io_err(&temp, "fsync", e))?;
         drop(f);
         let path = self.dir.join(STATE_FILE);
@@ -274,6 +443,61 @@ mod tests {
         fs::write(dir.path().join(STATE_FILE), b"{\"revision\": 3, \"obj").expect("write");
         let err = FileStore::open(dir.path()).expect_err("corrupt");
         assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    }
+
+    #[test]
+    fn state_problems_are_named_in_file_order() {
+        let vs = |rv: &str| {
+            format!(
+                r#"{{"apiVersion":"networking.istio.io/v1","kind":"VirtualService","metadata":{{"name":"a{rv}","resourceVersion":"{rv}"}},"spec":{{"hosts":["a"]}}}}"#
+            )
+        };
+        let err = |doc: &str| decode_state(doc.as_bytes()).expect_err(doc);
+        assert_eq!(err(r#"{"objects": []}"#), "no revision");
+        assert_eq!(err(r#"[1, 2]"#), "no revision");
+        assert_eq!(err(r#"{"objects": 3, "revision": -1}"#), "no revision");
+        assert_eq!(
+            err(r#"{"objects": {"a": 1}, "revision": 1}"#),
+            "objects is not an array"
+        );
+        let bad = format!(
+            r#"{{"revision": 2, "objects": [{}, {{"kind": "Nope"}}]}}"#,
+            vs("3")
+        );
+        assert_eq!(
+            err(&bad),
+            "objects[0]: resourceVersion missing or after the revision"
+        );
+        let bad = format!(
+            r#"{{"revision": 2, "objects": [{}, {{"kind": "Nope"}}]}}"#,
+            vs("2")
+        );
+        assert!(err(&bad).starts_with("objects[1]: kind: unsupported kind"));
+        // The revision may come last, and an unknown key is ignored.
+        let ok = format!(
+            r#"{{"x": [{{}}], "objects": [{}, {}], "revision": 2}}"#,
+            vs("1"),
+            vs("2")
+        );
+        let state = decode_state(ok.as_bytes()).expect("decode");
+        assert_eq!((state.revision, state.objects.len()), (2, 2));
+        assert!(err(r#"{"revision": 2} x"#).contains("trailing characters"));
+    }
+
+    #[tokio::test]
+    async fn the_state_file_is_the_objects_as_the_api_shows_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open(dir.path()).expect("open");
+        let a = store
+            .put(secret("a"), Precondition::Any)
+            .await
+            .expect("put");
+        let bytes = fs::read(dir.path().join(STATE_FILE)).expect("read");
+        let doc = serde_json::json!({ "revision": 1, "objects": [a.to_value()] });
+        assert_eq!(
+            String::from_utf8(bytes).expect("utf-8"),
+            serde_json::to_string_pretty(&doc).expect("encode")
+        );
     }
 
     #[tokio::test]

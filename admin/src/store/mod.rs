@@ -40,8 +40,6 @@ impl fmt::Display for Precondition {
 }
 
 /// One operation of a commit.
-// Sized by `model::Resource`; ops live for one commit, boxing would only add noise.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Op {
     /// Create or replace; the store sets `metadata.resourceVersion`.
@@ -82,7 +80,6 @@ pub struct Listing {
 }
 
 /// One change in a [`Change`].
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Event {
     Put(Resource),

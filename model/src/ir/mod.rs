@@ -10,7 +10,7 @@ pub use tls::*;
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 /// Everything one generation of configuration means to the data plane.
@@ -280,12 +280,27 @@ pub struct RetryPolicy {
     /// Retries after the first try; 0 disables.
     pub attempts: u32,
     pub per_try_timeout: Option<Duration>,
-    /// Tokens of `retryOn`, lowercased (numeric codes go to `status_codes`).
-    pub retry_on: Vec<String>,
+    /// Tokens of `retryOn`, lowercased (numeric codes go to `status_codes`). Shared: most routes
+    /// carry Istio's default list, one allocation for all of them.
+    pub retry_on: Arc<[String]>,
     pub status_codes: Vec<u16>,
     pub ignore_previous_hosts: bool,
     pub backoff: Duration,
 }
+
+/// Istio's default `retryOn`, built once per process.
+static DEFAULT_RETRY_ON: LazyLock<Arc<[String]>> = LazyLock::new(|| {
+    [
+        "connect-failure",
+        "refused-stream",
+        "unavailable",
+        "cancelled",
+        "retriable-status-codes",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+});
 
 impl Default for RetryPolicy {
     /// Istio's default when `retries` is absent.
@@ -293,16 +308,7 @@ impl Default for RetryPolicy {
         RetryPolicy {
             attempts: 2,
             per_try_timeout: None,
-            retry_on: [
-                "connect-failure",
-                "refused-stream",
-                "unavailable",
-                "cancelled",
-                "retriable-status-codes",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+            retry_on: DEFAULT_RETRY_ON.clone(),
             status_codes: Vec::new(),
             ignore_previous_hosts: true,
             backoff: Duration::from_millis(25),

@@ -4,6 +4,7 @@
 
 use super::Condition;
 use crate::resource::{ResourceKey, ResourceSet};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What a problem is about, which decides the condition it lands in.
@@ -90,11 +91,11 @@ impl Diag {
     }
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: &str) -> Condition {
+fn condition(type_: &'static str, ok: bool, reason: &'static str, message: &str) -> Condition {
     Condition {
-        type_: type_.to_string(),
-        status: if ok { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
+        type_: Cow::Borrowed(type_),
+        status: Cow::Borrowed(if ok { "True" } else { "False" }),
+        reason: Cow::Borrowed(reason),
         message: message.to_string(),
     }
 }

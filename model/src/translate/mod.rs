@@ -19,17 +19,19 @@ pub use tls::{referenced_files, Files};
 use crate::ir::Snapshot;
 use crate::resource::{ResourceKey, ResourceSet};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-/// A `status.conditions[]` entry.
+/// A `status.conditions[]` entry. Every resource has conditions at every translation, nearly all
+/// of them fixed words: those are static, not allocated per resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Condition {
     /// `Accepted`, `ResolvedRefs`, …
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: Cow<'static, str>,
     /// `True` or `False`.
-    pub status: String,
-    pub reason: String,
+    pub status: Cow<'static, str>,
+    pub reason: Cow<'static, str>,
     pub message: String,
 }
 

@@ -17,6 +17,7 @@ use crate::resource::{
     HttpRetry, HttpRoute, Percent, RedirectPortSelection, ResourceKey, StringMatch,
     UnmatchedPreflights, VirtualService,
 };
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A compiled rule, not yet bound to a gateway or a listener.
@@ -370,8 +371,8 @@ fn entry(m: &HttpMatchRequest, vs_ns: &str, path: &str, sink: &mut Sink<'_>) -> 
 fn compile_match(m: &HttpMatchRequest, path: &str, sink: &mut Sink<'_>) -> Option<RouteMatch> {
     let mut failed = false;
     let mut one =
-        |sm: &Option<StringMatch>, field: &str, ignore_case: bool, sink: &mut Sink<'_>| {
-            let sm = sm.as_ref()?;
+        |sm: Option<&StringMatch>, field: &str, ignore_case: bool, sink: &mut Sink<'_>| {
+            let sm = sm?;
             match string_matcher(sm, ignore_case) {
                 Ok(m) => m,
                 Err(e) => {
@@ -385,10 +386,10 @@ fn compile_match(m: &HttpMatchRequest, path: &str, sink: &mut Sink<'_>) -> Optio
             }
         };
     let mut out = RouteMatch {
-        uri: one(&m.uri, "uri", m.ignore_uri_case, sink),
-        scheme: one(&m.scheme, "scheme", false, sink),
-        method: one(&m.method, "method", false, sink),
-        authority: one(&m.authority, "authority", false, sink),
+        uri: one(m.uri.as_ref(), "uri", m.ignore_uri_case, sink),
+        scheme: one(m.scheme.as_deref(), "scheme", false, sink),
+        method: one(m.method.as_deref(), "method", false, sink),
+        authority: one(m.authority.as_deref(), "authority", false, sink),
         ..RouteMatch::default()
     };
     for (invert, field, map) in [
@@ -652,7 +653,7 @@ fn retries(r: &HttpRetry, path: &str, sink: &mut Sink<'_>) -> RetryPolicy {
     if attempts == 0 {
         return RetryPolicy {
             attempts: 0,
-            retry_on: Vec::new(),
+            retry_on: Arc::from([]),
             ..default
         };
     }
@@ -676,12 +677,15 @@ fn retries(r: &HttpRetry, path: &str, sink: &mut Sink<'_>) -> RetryPolicy {
             }
         }
     }
-    if retry_on.is_empty() && status_codes.is_empty() {
-        retry_on = default.retry_on.clone();
-    } else if !status_codes.is_empty() && !retry_on.iter().any(|t| t == "retriable-status-codes") {
-        // A numeric code implies retrying on the listed codes (Istio adds this token).
-        retry_on.push("retriable-status-codes".to_string());
-    }
+    let retry_on = if retry_on.is_empty() && status_codes.is_empty() {
+        default.retry_on.clone()
+    } else {
+        if !status_codes.is_empty() && !retry_on.iter().any(|t| t == "retriable-status-codes") {
+            // A numeric code implies retrying on the listed codes (Istio adds this token).
+            retry_on.push("retriable-status-codes".to_string());
+        }
+        Arc::from(retry_on)
+    };
     let mut dur = |field: &str, d: &Option<crate::resource::Duration>| {
         d.as_ref().and_then(|d| match d.parse() {
             Ok(v) if !v.is_zero() => Some(v),

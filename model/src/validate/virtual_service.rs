@@ -327,7 +327,7 @@ fn check_http_route(f: &mut Findings, p: &FieldPath, r: &HttpRoute, in_delegate_
         }
         if let Some(h) = &d.headers {
             check_headers(f, &dp.field("headers"), h);
-            check_authority_once(f, p, r.rewrite.as_ref(), Some((&dp.field("headers"), h)));
+            check_authority_once(f, p, r.rewrite.as_deref(), Some((&dp.field("headers"), h)));
         }
     }
     check_total_weight(f, &rp, r.route.iter().map(|d| d.weight));
@@ -348,8 +348,8 @@ fn check_http_route(f: &mut Findings, p: &FieldPath, r: &HttpRoute, in_delegate_
     check_authority_once(
         f,
         p,
-        r.rewrite.as_ref(),
-        r.headers.as_ref().map(|h| (&hp, h)),
+        r.rewrite.as_deref(),
+        r.headers.as_deref().map(|h| (&hp, h)),
     );
     if let Some(t) = &r.timeout {
         check_duration(f, &p.field("timeout"), t, false);
@@ -390,10 +390,10 @@ fn check_http_route(f: &mut Findings, p: &FieldPath, r: &HttpRoute, in_delegate_
 
 fn check_http_match(f: &mut Findings, p: &FieldPath, m: &HttpMatchRequest) {
     for (name, sm) in [
-        ("uri", &m.uri),
-        ("scheme", &m.scheme),
-        ("method", &m.method),
-        ("authority", &m.authority),
+        ("uri", m.uri.as_ref()),
+        ("scheme", m.scheme.as_deref()),
+        ("method", m.method.as_deref()),
+        ("authority", m.authority.as_deref()),
     ] {
         if let Some(sm) = sm {
             check_string_match(f, &p.field(name), sm, STRICT_MATCH);
