@@ -170,6 +170,20 @@ pub struct RequestLabels<'a> {
     pub method: &'static str,
 }
 
+impl RequestLabels<'_> {
+    /// The labels of `gateway_request_duration_seconds`, in `DURATION_LABELS` order.
+    fn duration(&self) -> [&str; 6] {
+        [
+            self.gateway,
+            self.virtual_service,
+            self.route,
+            self.destination,
+            self.subset,
+            self.method,
+        ]
+    }
+}
+
 fn flags_label(flags: &[&'static str]) -> String {
     if flags.is_empty() {
         "-".to_string()
@@ -196,14 +210,7 @@ impl Metrics {
             }
             let entry = map.entry(key).or_insert_with(|| Resolved {
                 _route: route.clone(),
-                duration: self.duration.with_label_values(&[
-                    labels.gateway,
-                    labels.virtual_service,
-                    labels.route,
-                    labels.destination,
-                    labels.subset,
-                    labels.method,
-                ]),
+                duration: self.duration.with_label_values(&labels.duration()),
                 upstream_duration: self
                     .upstream_duration
                     .with_label_values(&[labels.destination, labels.subset]),
@@ -270,13 +277,14 @@ impl Metrics {
         code: u16,
         flags: &[&'static str],
     ) -> IntCounter {
+        let [g, vs, route, dest, subset, method] = l.duration();
         self.requests.with_label_values(&[
-            l.gateway,
-            l.virtual_service,
-            l.route,
-            l.destination,
-            l.subset,
-            l.method,
+            g,
+            vs,
+            route,
+            dest,
+            subset,
+            method,
             &code.to_string(),
             &flags_label(flags),
         ])
@@ -291,14 +299,7 @@ impl Metrics {
     ) {
         self.requests_counter(l, code, flags).inc();
         self.duration
-            .with_label_values(&[
-                l.gateway,
-                l.virtual_service,
-                l.route,
-                l.destination,
-                l.subset,
-                l.method,
-            ])
+            .with_label_values(&l.duration())
             .observe(seconds);
     }
 }
