@@ -184,7 +184,8 @@ impl RequestLabels<'_> {
     }
 }
 
-fn flags_label(flags: &[&'static str]) -> String {
+/// The `response_flags` label and access-log field: `-` when there are none, as in Envoy.
+pub fn flags_label(flags: &[&'static str]) -> String {
     if flags.is_empty() {
         "-".to_string()
     } else {

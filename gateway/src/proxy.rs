@@ -5,7 +5,7 @@
 
 use crate::accesslog::{AccessLogger, Entry};
 use crate::balancer::{self, Balancers, ClusterState, Pick, Slot};
-use crate::metrics::{method_label, Metrics, RequestLabels};
+use crate::metrics::{flags_label, method_label, Metrics, RequestLabels};
 use crate::mirror;
 use crate::policy::{self, Failure};
 use crate::routing::{
@@ -166,14 +166,15 @@ enum Decision {
 fn forwarded_for(prev: Option<&http::HeaderValue>, ip: std::net::IpAddr) -> http::HeaderValue {
     use std::io::Write;
     let prev = prev.map(|v| v.as_bytes()).filter(|v| !v.is_empty());
-    let mut buf = [0u8; 256];
+    const CAP: usize = 256;
+    let mut buf = [0u8; CAP];
     let mut w = &mut buf[..];
     let fits = match prev {
         Some(p) => w.write_all(p).and_then(|()| write!(w, ", {ip}")),
         None => write!(w, "{ip}"),
     }
     .is_ok();
-    let written = if fits { 256 - w.len() } else { 0 };
+    let written = CAP - w.len();
     if fits {
         if let Ok(v) = http::HeaderValue::from_bytes(&buf[..written]) {
             return v;
@@ -1033,11 +1034,7 @@ impl ProxyHttp for GatewayProxy {
                 path,
                 protocol,
                 status: code,
-                flags: &if ctx.flags.is_empty() {
-                    "-".to_string()
-                } else {
-                    ctx.flags_header()
-                },
+                flags: &flags_label(&ctx.flags),
                 bytes_received: session.body_bytes_read(),
                 bytes_sent: session.body_bytes_sent(),
                 duration_ms: elapsed.as_millis(),

@@ -335,22 +335,28 @@ def route_hosts(n: int) -> tuple[list[str], str]:
     return hosts, hosts[n // 2]
 
 
-def nginx_upstream_conf(tmp: Path, port: int, workers: int) -> str:
-    return f"""# the upstream: a fixed small body, and a 64 KiB static file
-worker_processes {workers};
+def nginx_head(tmp: Path, workers: int, name: str, tag: str) -> str:
+    """What every nginx here shares, up to and inside `http {`: its files under `tmp` named after
+    `name` (pid, error log) and `tag` (temp paths), no access log, long-lived keep-alive."""
+    return f"""worker_processes {workers};
 daemon off;
 master_process on;
-pid {tmp}/upstream.pid;
-error_log {tmp}/upstream.error.log warn;
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}.error.log warn;
 worker_rlimit_nofile 65536;
 events {{ worker_connections 16384; }}
 http {{
   access_log off;
-  client_body_temp_path {tmp}/up_body; proxy_temp_path {tmp}/up_proxy;
-  fastcgi_temp_path {tmp}/up_fcgi; uwsgi_temp_path {tmp}/up_uwsgi; scgi_temp_path {tmp}/up_scgi;
+  client_body_temp_path {tmp}/{tag}_body; proxy_temp_path {tmp}/{tag}_proxy;
+  fastcgi_temp_path {tmp}/{tag}_fcgi; uwsgi_temp_path {tmp}/{tag}_uwsgi; scgi_temp_path {tmp}/{tag}_scgi;
   keepalive_requests 10000000;
   keepalive_timeout 300s;
-  open_file_cache max=16 inactive=600s;
+"""
+
+
+def nginx_upstream_conf(tmp: Path, port: int, workers: int) -> str:
+    return "# the upstream: a fixed small body, and a 64 KiB static file\n" + nginx_head(
+        tmp, workers, "upstream", "up") + f"""  open_file_cache max=16 inactive=600s;
   sendfile on;
   tcp_nopush on;
   server {{
@@ -373,21 +379,9 @@ def nginx_proxy_conf(tmp: Path, job: Job, port: int, up: int, threads: int, cert
         servers.append(
             f"  server {{ listen 127.0.0.1:{port}{ssl_listen}; server_name {h};\n"
             f"    location {PREFIX} {{ proxy_pass http://bench_upstream; }} }}\n")
+    head = nginx_head(tmp, threads, "nginx", "ng")
     return f"""# nginx as the proxy: {len(job.hosts)} server block(s), prefix {PREFIX} -> the upstream
-worker_processes {threads};
-daemon off;
-master_process on;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx.error.log warn;
-worker_rlimit_nofile 65536;
-events {{ worker_connections 16384; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/ng_body; proxy_temp_path {tmp}/ng_proxy;
-  fastcgi_temp_path {tmp}/ng_fcgi; uwsgi_temp_path {tmp}/ng_uwsgi; scgi_temp_path {tmp}/ng_scgi;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-  server_names_hash_max_size 65536;
+{head}  server_names_hash_max_size 65536;
   server_names_hash_bucket_size 128;
   proxy_http_version 1.1;
   proxy_set_header Connection "";

@@ -214,6 +214,15 @@ fn encode(r: &Resource) -> Result<Vec<u8>, StoreError> {
         .map_err(|e| StoreError::Io(format!("encode {}: {e}", r.key())))
 }
 
+/// The etcd compare a precondition on key `k` stands for (none for `Any`).
+fn compare(k: &str, expected: &Precondition) -> Result<Option<Compare>, StoreError> {
+    Ok(match expected {
+        Precondition::Any => None,
+        Precondition::Absent => Some(Compare::version(k, CompareOp::Equal, 0)),
+        Precondition::Version(v) => Some(Compare::mod_revision(k, CompareOp::Equal, as_i64(*v)?)),
+    })
+}
+
 fn as_i64(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Io(format!("revision {v} out of range")))
 }
@@ -319,35 +328,15 @@ impl Store for EtcdStore {
             let k = self.key(&key);
             match op {
                 Op::Put { resource, expected } => {
-                    match expected {
-                        Precondition::Any => {}
-                        Precondition::Absent => {
-                            when.push(Compare::version(k.as_str(), CompareOp::Equal, 0));
-                        }
-                        Precondition::Version(v) => when.push(Compare::mod_revision(
-                            k.as_str(),
-                            CompareOp::Equal,
-                            as_i64(*v)?,
-                        )),
-                    }
+                    when.extend(compare(&k, expected)?);
                     then.push(TxnOp::put(k.as_str(), encode(resource)?, None));
                 }
                 Op::Delete { expected, .. } => {
                     // A delete needs the object, whatever else it expects.
                     when.push(Compare::version(k.as_str(), CompareOp::Greater, 0));
-                    match expected {
-                        Precondition::Any => {}
-                        // Deleting what must not exist cannot succeed; the else branch
-                        // reports it as the local stores do.
-                        Precondition::Absent => {
-                            when.push(Compare::version(k.as_str(), CompareOp::Equal, 0));
-                        }
-                        Precondition::Version(v) => when.push(Compare::mod_revision(
-                            k.as_str(),
-                            CompareOp::Equal,
-                            as_i64(*v)?,
-                        )),
-                    }
+                    // Deleting what must not exist cannot succeed (`Absent` contradicts the
+                    // compare above); the else branch reports it as the local stores do.
+                    when.extend(compare(&k, expected)?);
                     then.push(TxnOp::delete(
                         k.as_str(),
                         Some(DeleteOptions::new().with_prev_key()),
