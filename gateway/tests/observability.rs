@@ -335,10 +335,10 @@ fn urlencode(s: &str) -> String {
 fn prometheus_config(admin: SocketAddr, token_file: &Path) -> String {
     let shipped = std::fs::read_to_string(root().join("deploy/prometheus/prometheus.yml"))
         .expect("deploy/prometheus/prometheus.yml");
-    let mut cfg: serde_yaml::Value = serde_yaml::from_str(&shipped).expect("prometheus.yml");
+    let mut cfg: serde_json::Value = serde_saphyr::from_str(&shipped).expect("prometheus.yml");
     cfg["global"]["scrape_interval"] = "1s".into();
     let jobs = cfg["scrape_configs"]
-        .as_sequence_mut()
+        .as_array_mut()
         .expect("scrape_configs");
     jobs.retain(|j| j["job_name"] == "gateway");
     assert_eq!(jobs.len(), 1, "prometheus.yml has one `gateway` job");
@@ -350,8 +350,8 @@ fn prometheus_config(admin: SocketAddr, token_file: &Path) -> String {
     job["authorization"]["credentials_file"] = token_file.display().to_string().into();
     job["scrape_interval"] = "1s".into();
     let targets = &mut job["static_configs"][0]["targets"];
-    *targets = serde_yaml::Value::Sequence(vec![admin.to_string().into()]);
-    serde_yaml::to_string(&cfg).expect("yaml")
+    *targets = serde_json::Value::Array(vec![admin.to_string().into()]);
+    serde_saphyr::to_string(&cfg).expect("yaml")
 }
 
 /// Grafana's built-in and dashboard variables, as the test evaluates them: every instance and
@@ -855,12 +855,12 @@ fn dashboards_use_a_datasource_variable_and_chart_every_contract_metric() {
     // Grafana provisioning: a Prometheus datasource and a file provider reading the folder that
     // compose mounts the dashboards at.
     let prov = root().join("deploy/grafana/provisioning");
-    let ds: serde_yaml::Value = serde_yaml::from_str(
+    let ds: serde_json::Value = serde_saphyr::from_str(
         &std::fs::read_to_string(prov.join("datasources/prometheus.yaml")).expect("datasource"),
     )
     .expect("datasource yaml");
     assert_eq!(ds["datasources"][0]["type"], "prometheus");
-    let dp: serde_yaml::Value = serde_yaml::from_str(
+    let dp: serde_json::Value = serde_saphyr::from_str(
         &std::fs::read_to_string(prov.join("dashboards/gateway.yaml")).expect("provider"),
     )
     .expect("provider yaml");
@@ -898,7 +898,7 @@ fn copy_tree(src: &Path, dst: &Path) {
 fn compose_file_is_valid_and_wires_the_stack() {
     let root = root();
     let text = std::fs::read_to_string(root.join("compose.yaml")).expect("compose.yaml");
-    let compose: serde_yaml::Value = serde_yaml::from_str(&text).expect("compose.yaml is YAML");
+    let compose: serde_json::Value = serde_saphyr::from_str(&text).expect("compose.yaml is YAML");
     assert!(compose.get("name").is_none(), "no top-level `name:`");
     assert!(compose.get("version").is_none(), "no top-level `version:`");
 
@@ -909,8 +909,8 @@ fn compose_file_is_valid_and_wires_the_stack() {
         "the gateway builds from the Dockerfile"
     );
     assert!(root.join("Dockerfile").is_file());
-    let strings = |v: &serde_yaml::Value| -> Vec<String> {
-        v.as_sequence()
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
             .into_iter()
             .flatten()
             .filter_map(|s| s.as_str().map(str::to_string))
@@ -924,7 +924,7 @@ fn compose_file_is_valid_and_wires_the_stack() {
         );
     }
     // Nothing but traffic is published beyond loopback.
-    for (name, svc) in services.as_mapping().expect("services") {
+    for (name, svc) in services.as_object().expect("services") {
         for p in strings(&svc["ports"]) {
             assert!(
                 p == "80:8080" || p == "443:8443" || p.starts_with("127.0.0.1:"),

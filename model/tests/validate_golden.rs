@@ -160,7 +160,7 @@ fn corpus() -> Vec<Value> {
         .iter()
         .map(|p| {
             let text = fs::read_to_string(p).expect("read case");
-            serde_yaml::from_str::<Value>(&text).expect("case parses")
+            model::resource::parse_document(text.as_bytes(), Format::Yaml).expect("case parses")
         })
         .collect()
 }

@@ -316,36 +316,27 @@ pub fn parse_document(bytes: &[u8], format: Format) -> Result<Value, DecodeError
             column: e.column(),
             message: strip_position(&e.to_string()),
         }),
-        Format::Yaml => {
-            let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Syntax {
-                line: 1,
-                column: e.valid_up_to() + 1,
-                message: "body is not UTF-8".to_string(),
-            })?;
-            serde_yaml::from_str::<Value>(text).map_err(yaml_error)
-        }
+        Format::Yaml => super::yaml::document(utf8(bytes)?).map_err(yaml_error),
     }
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|e| DecodeError::Syntax {
+        line: 1 + bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count(),
+        column: 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .rev()
+            .take_while(|b| **b != b'\n')
+            .count(),
+        message: "body is not UTF-8".to_string(),
+    })
 }
 
 /// Parses a batch for `/apply`: a `List` (`items`), a JSON array, or multi-document YAML.
 pub fn parse_documents(bytes: &[u8], format: Format) -> Result<Vec<Value>, DecodeError> {
     let docs = match format {
         Format::Json => vec![parse_document(bytes, format)?],
-        Format::Yaml => {
-            let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Syntax {
-                line: 1,
-                column: e.valid_up_to() + 1,
-                message: "body is not UTF-8".to_string(),
-            })?;
-            let mut out = Vec::new();
-            for de in serde_yaml::Deserializer::from_str(text) {
-                let v = <Value as serde::Deserialize>::deserialize(de).map_err(yaml_error)?;
-                if !v.is_null() {
-                    out.push(v);
-                }
-            }
-            out
-        }
+        Format::Yaml => super::yaml::documents(utf8(bytes)?).map_err(yaml_error)?,
     };
     let mut out = Vec::new();
     for d in docs {
@@ -367,15 +358,11 @@ pub fn parse_documents(bytes: &[u8], format: Format) -> Result<Vec<Value>, Decod
     Ok(out)
 }
 
-fn yaml_error(e: serde_yaml::Error) -> DecodeError {
-    let (line, column) = e
-        .location()
-        .map(|l| (l.line(), l.column()))
-        .unwrap_or((1, 1));
+fn yaml_error(e: super::yaml::YamlError) -> DecodeError {
     DecodeError::Syntax {
-        line,
-        column,
-        message: strip_position(&e.to_string()),
+        line: e.line,
+        column: e.column,
+        message: e.message,
     }
 }
 

@@ -8,6 +8,7 @@ mod gateway;
 mod secret;
 mod service_entry;
 mod virtual_service;
+pub mod yaml;
 
 pub use common::*;
 pub use decode::*;
