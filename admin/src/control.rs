@@ -9,17 +9,17 @@
 //! a real conflict (a stale `resourceVersion` sent by the client) is a 409. [`ControlPlane::follow`]
 //! reloads on every change another replica commits, and on the store's "relist" signal.
 
-use crate::error::{cause_message, decode_cause, join_field, violation_causes, AdminError, Cause};
+use crate::admission::{admit, check, guarded, Mode, Origin, Upsert};
+use crate::error::AdminError;
 use crate::metrics::ConfigMetrics;
 use crate::store::{resource_version, Change, Listing, Op, Precondition, Store};
 use arc_swap::ArcSwap;
 use model::ir::Snapshot;
 use model::translate::{referenced_files, translate_with_files, Condition, Files, Translation};
-use model::validate::validate;
 use model::{Format, Kind, Resource, ResourceKey, ResourceSet};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
@@ -61,26 +61,6 @@ const STALE_VIEW_RETRIES: usize = 5;
 /// Backoff of [`ControlPlane::follow`] while reloading fails (the store is unreachable).
 const RELOAD_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RELOAD_BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// How an upsert treats an object that already exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// POST: 409 AlreadyExists if it does.
-    Create,
-    /// PUT and apply: replace it.
-    Upsert,
-}
-
-/// A decoded, valid object on its way in.
-#[derive(Debug, Clone)]
-struct Upsert {
-    resource: Resource,
-    mode: Mode,
-    /// `metadata.resourceVersion` as sent: the write must replace exactly that version.
-    expected: Option<u64>,
-    /// Validation warnings.
-    warnings: Vec<String>,
-}
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -343,75 +323,33 @@ impl ControlPlane {
         r
     }
 
-    /// Applies every JSON/YAML manifest in a file or folder (create or replace, unconditional).
-    /// Err Display lists every problem with its file and field path.
+    /// Applies every JSON/YAML manifest in a file or folder (create or replace, unconditional),
+    /// admitted as `gateway validate` admits them. Err Display lists every problem with its file,
+    /// document and field path; then nothing is applied.
     pub async fn bootstrap(&self, path: &Path) -> Result<usize, AdminError> {
-        let files = manifest_files(path)
-            .map_err(|e| AdminError::startup(format!("bootstrap {}: {e}", path.display())))?;
-        let mut problems = Vec::new();
-        let mut steps = Vec::new();
-        let mut seen: BTreeMap<ResourceKey, String> = BTreeMap::new();
-        for file in &files {
-            let shown = file.display().to_string();
-            let bytes = match std::fs::read(file) {
-                Ok(b) => b,
-                Err(e) => {
-                    problems.push(format!("{shown}: {e}"));
-                    continue;
-                }
-            };
-            let format = match file.extension().and_then(|e| e.to_str()) {
-                Some("json") => Format::Json,
-                _ => Format::Yaml,
-            };
-            let docs = match model::parse_documents(&bytes, format) {
-                Ok(d) => d,
-                Err(e) => {
-                    problems.push(format!("{shown}: {e}"));
-                    continue;
-                }
-            };
-            for (i, doc) in docs.into_iter().enumerate() {
-                let r = match model::resource_from_value(doc, None) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let c = decode_cause(&e, "");
-                        problems.push(format!(
-                            "{shown}: document {}: {}",
-                            i + 1,
-                            cause_message(&c)
-                        ));
-                        continue;
-                    }
-                };
-                let label = format!(
-                    "{shown}: {} {}/{}",
-                    r.kind(),
-                    r.meta().namespace(),
-                    r.meta().name
-                );
-                let (mut u, causes) = check(r, "", Mode::Upsert)?;
-                for c in &causes {
-                    problems.push(format!("{label}: {}", cause_message(c)));
-                }
-                // Bootstrap is unconditional: the files do not know the store's versions.
-                u.expected = None;
-                let key = u.resource.key();
-                if let Some(first) = seen.insert(key.clone(), shown.clone()) {
-                    problems.push(format!("{label}: defined twice (also in {first})"));
-                }
-                steps.push(Step::Upsert(u));
-            }
-        }
-        if !problems.is_empty() {
+        let (verdict, upserts) = crate::manifests::admit_paths(&[path.to_path_buf()])?;
+        if !verdict.problems.is_empty() {
             self.metrics.failure();
             return Err(AdminError::startup(format!(
                 "bootstrap {}: {} problem(s), nothing applied:\n  {}",
                 path.display(),
-                problems.len(),
-                problems.join("\n  ")
+                verdict.problems.len(),
+                verdict.problems.join("\n  ")
             )));
         }
+        for w in &verdict.warnings {
+            tracing::warn!("bootstrap: {w}");
+        }
+        let steps: Vec<Step> = upserts
+            .into_iter()
+            .map(|mut u| {
+                // Bootstrap is unconditional: the files do not know the store's versions.
+                u.expected = None;
+                // Validation warnings were logged above with their file and document.
+                u.warnings.clear();
+                Step::Upsert(u)
+            })
+            .collect();
         let n = steps.len();
         let r = self.execute(steps, false).await;
         self.count(&r, false);
@@ -502,46 +440,39 @@ impl ControlPlane {
         format: Format,
         dry_run: bool,
     ) -> Result<Applied, AdminError> {
-        let docs =
-            model::parse_documents(body, format).map_err(|e| AdminError::decode(&e, format, ""))?;
-        let mut decode_causes = Vec::new();
-        let mut causes = Vec::new();
-        let mut steps = Vec::new();
-        let mut seen: BTreeMap<ResourceKey, usize> = BTreeMap::new();
-        for (i, doc) in docs.into_iter().enumerate() {
-            let prefix = format!("items[{i}]");
-            let r = match model::resource_from_value(doc, None) {
-                Ok(r) => r,
-                Err(e) => {
-                    decode_causes.push(decode_cause(&e, &prefix));
-                    continue;
-                }
-            };
-            let (u, c) = check(r, &prefix, Mode::Upsert)?;
-            causes.extend(c);
-            let key = u.resource.key();
-            if let Some(first) = seen.insert(key.clone(), i) {
-                causes.push(Cause::new(
-                    join_field(&prefix, "metadata.name"),
-                    "FieldValueDuplicate",
-                    format!(
-                        "Duplicate value: {:?}: items[{first}] is the same {} in namespace {:?}",
-                        key.name, key.kind, key.namespace
-                    ),
-                ));
-            }
-            steps.push(Step::Upsert(u));
+        let mut batch = model::load::Batch::new();
+        batch.add("", body, format);
+        if let Some((_, e)) = batch.source_errors().next() {
+            return Err(AdminError::decode(e, format, ""));
         }
-        if !decode_causes.is_empty() {
-            decode_causes.extend(causes);
-            return Err(AdminError::bad_request_batch(decode_causes));
+        let admitted = admit(&batch, Origin::Body)?;
+        if admitted.problems.iter().any(|p| p.decode) {
+            // Shape problems first, as Kubernetes decodes before it validates.
+            let (mut causes, rest): (Vec<_>, Vec<_>) =
+                admitted.problems.into_iter().partition(|p| p.decode);
+            causes.extend(rest);
+            return Err(AdminError::bad_request_batch(
+                causes.into_iter().map(|p| p.cause).collect(),
+            ));
         }
-        if !causes.is_empty() {
-            return Err(AdminError::invalid_batch(causes));
+        if !admitted.problems.is_empty() {
+            return Err(AdminError::invalid_batch(
+                admitted.problems.into_iter().map(|p| p.cause).collect(),
+            ));
         }
+        let skipped: Vec<String> = admitted
+            .skipped
+            .iter()
+            .map(|(i, w)| format!("items[{i}]: {w}"))
+            .collect();
+        let steps: Vec<Step> = admitted
+            .upserts
+            .into_iter()
+            .map(|(_, u)| Step::Upsert(u))
+            .collect();
         let ex = self.execute(steps, dry_run).await?;
         let mut items = Vec::new();
-        let mut warnings = Vec::new();
+        let mut warnings = skipped;
         for d in &ex.done {
             let (resource, ws) = match d {
                 Done::Written {
@@ -790,72 +721,6 @@ async fn reload(weak: &Weak<ControlPlane>) -> bool {
     }
 }
 
-/// Validation plus the server's own metadata rules; then the stored form (normalized, served
-/// `apiVersion`, server-managed fields cleared for the pipeline to set).
-fn check(mut r: Resource, prefix: &str, mode: Mode) -> Result<(Upsert, Vec<Cause>), AdminError> {
-    let report = guarded("validation", || validate(&r))?;
-    let mut causes = violation_causes(prefix, &report.errors);
-    if report.errors.is_empty() {
-        causes.extend(expired_secret(&r, prefix));
-    }
-    let reported = |f: &str| report.errors.iter().any(|v| v.field == f);
-    let meta = r.meta();
-    if !reported("metadata.name") {
-        if meta.name.is_empty() {
-            causes.push(Cause::new(
-                join_field(prefix, "metadata.name"),
-                "FieldValueRequired",
-                "Required value: name is required",
-            ));
-        } else if let Some(msg) = dns_subdomain_problem(&meta.name) {
-            causes.push(Cause::new(
-                join_field(prefix, "metadata.name"),
-                "FieldValueInvalid",
-                format!("Invalid value: {:?}: {msg}", meta.name),
-            ));
-        }
-    }
-    if !reported("metadata.namespace") {
-        if let Some(msg) = dns_label_problem(meta.namespace()) {
-            causes.push(Cause::new(
-                join_field(prefix, "metadata.namespace"),
-                "FieldValueInvalid",
-                format!("Invalid value: {:?}: {msg}", meta.namespace()),
-            ));
-        }
-    }
-    let expected = match meta.resource_version.as_deref() {
-        None | Some("") => None,
-        Some(s) => match s.parse::<u64>() {
-            Ok(v) => Some(v),
-            Err(_) => {
-                causes.push(Cause::new(
-                    join_field(prefix, "metadata.resourceVersion"),
-                    "FieldValueInvalid",
-                    format!("Invalid value: {s:?}: must be the resourceVersion of a read, a decimal number"),
-                ));
-                None
-            }
-        },
-    };
-    r.normalize();
-    set_api_version(&mut r);
-    let m = r.meta_mut();
-    m.uid = None;
-    m.creation_timestamp = None;
-    m.generation = None;
-    m.resource_version = None;
-    Ok((
-        Upsert {
-            resource: r,
-            mode,
-            expected,
-            warnings: report.warnings,
-        },
-        causes,
-    ))
-}
-
 /// Translates with the certificate and key files the set names read first (translation does no
 /// I/O): they are read again at every change, so a rewritten file is picked up by the next apply.
 fn translate_read(set: &ResourceSet) -> Result<Translation, AdminError> {
@@ -865,81 +730,6 @@ fn translate_read(set: &ResourceSet) -> Result<Translation, AdminError> {
         files.insert(path, read);
     }
     guarded("translation", || translate_with_files(set, &files))
-}
-
-/// A TLS Secret whose certificate has expired is refused (validation is pure, the clock is here):
-/// the cause names the key that holds the certificate.
-fn expired_secret(r: &Resource, prefix: &str) -> Option<Cause> {
-    let Resource::Secret(s) = r else {
-        return None;
-    };
-    let key = model::TLS_CRT;
-    let root = if s.string_data.contains_key(key) {
-        "stringData"
-    } else {
-        "data"
-    };
-    let not_after = model::ir::leaf_not_after(&s.value(key)?)?;
-    let now = SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    if not_after > now {
-        return None;
-    }
-    let at = std::time::UNIX_EPOCH
-        + std::time::Duration::from_secs(u64::try_from(not_after).unwrap_or(0));
-    Some(Cause::new(
-        join_field(prefix, &format!("{root}[{key}]")),
-        "FieldValueInvalid",
-        format!(
-            "Invalid value: \"<redacted>\": the certificate expired at {}",
-            crate::time::rfc3339(at)
-        ),
-    ))
-}
-
-/// Runs a pure model function, turning a panic (a bug) into a 500 for this request instead of a
-/// dropped connection; the writer lock is released on the way out either way.
-fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, AdminError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .map_err(|_| AdminError::internal(format!("{what} panicked")))
-}
-
-fn dns_subdomain_problem(s: &str) -> Option<&'static str> {
-    if s.len() > 253 {
-        return Some("must be no more than 253 characters");
-    }
-    let ok = s
-        .split('.')
-        .all(|l| !l.is_empty() && dns_label_problem(l).is_none());
-    (!ok).then_some("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")
-}
-
-fn dns_label_problem(s: &str) -> Option<&'static str> {
-    let b = s.as_bytes();
-    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let ok = !b.is_empty()
-        && b.len() <= 63
-        && b.iter().all(|c| alnum(c) || *c == b'-')
-        && b.first().is_some_and(alnum)
-        && b.last().is_some_and(alnum);
-    (!ok).then_some("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', start and end with an alphanumeric character, and be at most 63 characters")
-}
-
-fn set_api_version(r: &mut Resource) {
-    let v = r.kind().api_version();
-    if r.api_version() == v {
-        return;
-    }
-    let v = v.to_string();
-    match r {
-        Resource::Gateway(o) => Arc::make_mut(o).api_version = v,
-        Resource::VirtualService(o) => Arc::make_mut(o).api_version = v,
-        Resource::DestinationRule(o) => Arc::make_mut(o).api_version = v,
-        Resource::ServiceEntry(o) => Arc::make_mut(o).api_version = v,
-        Resource::WorkloadEntry(o) => Arc::make_mut(o).api_version = v,
-        Resource::Secret(o) => Arc::make_mut(o).api_version = v,
-    }
 }
 
 /// An object as the API returns it: served `apiVersion`, `status.conditions` from the latest
@@ -974,44 +764,6 @@ fn redact(s: &model::Secret) -> model::Secret {
     out
 }
 
-/// The manifests of a bootstrap path: the file itself, or every `.json`, `.yaml` and `.yml`
-/// under the folder (recursively), in name order.
-fn manifest_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    manifests_under(path, 0)
-}
-
-/// Folders deeper than this are a symlink loop, not a layout.
-const MAX_MANIFEST_DEPTH: usize = 16;
-
-fn manifests_under(path: &Path, depth: usize) -> std::io::Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    if depth > MAX_MANIFEST_DEPTH {
-        return Err(std::io::Error::other(format!(
-            "{}: folders nested deeper than {MAX_MANIFEST_DEPTH} (a symlink loop?)",
-            path.display()
-        )));
-    }
-    let mut out = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            out.extend(manifests_under(&p, depth + 1)?);
-        } else if matches!(
-            p.extension().and_then(|e| e.to_str()),
-            Some("json" | "yaml" | "yml")
-        ) {
-            out.push(p);
-        }
-    }
-    Ok(out)
-}
-
 /// Drops a replaced snapshot off the request path: a large snapshot takes a noticeable time to
 /// free, and whoever holds the last reference pays it. A request still using it must not be that
 /// one, so a background thread waits until it holds the only reference and drops it there.
@@ -1033,18 +785,6 @@ fn retire(old: Arc<Snapshot>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_follow_rfc_1123() {
-        assert!(dns_subdomain_problem("reviews").is_none());
-        assert!(dns_subdomain_problem("a.b-c.d9").is_none());
-        assert!(dns_subdomain_problem("Reviews").is_some());
-        assert!(dns_subdomain_problem("a/b").is_some());
-        assert!(dns_subdomain_problem("-a").is_some());
-        assert!(dns_subdomain_problem("a..b").is_some());
-        assert!(dns_label_problem("default").is_none());
-        assert!(dns_label_problem("a.b").is_some());
-    }
 
     #[test]
     fn redaction_drops_every_private_key() {

@@ -2,11 +2,13 @@
 //! ([`ControlPlane`]), readiness ([`Health`]) and durable storage ([`Store`], [`FileStore`]).
 //! Nothing here touches traffic: the data plane only sees the `Snapshot` the pipeline swaps in.
 
+mod admission;
 mod api;
 mod body;
 mod control;
 mod error;
 mod health;
+pub mod manifests;
 mod metrics;
 pub mod store;
 mod time;

@@ -415,7 +415,7 @@ async fn decode_errors_are_400_with_position_or_path() {
 #[tokio::test]
 async fn yaml_bodies() {
     let a = api().await;
-    let y = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: y\nspec:\n  hosts: [y.example.com]\n  http:\n  - route:\n    - destination: {host: backend}\n";
+    let y = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: yv\nspec:\n  hosts: [y.example.com]\n  http:\n  - route:\n    - destination: {host: backend}\n";
     let r = a
         .call(
             Method::POST,
@@ -425,6 +425,17 @@ async fn yaml_bodies() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    // YAML 1.1 scalars, as kubectl (Go's yaml.v2) reads them: `y` is a boolean, not a name.
+    let r = a
+        .call(
+            Method::POST,
+            VS,
+            &[("content-type", "application/yaml")],
+            Body::from(y.replace("name: yv", "name: y")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(r.json()["details"]["causes"][0]["field"], "metadata.name");
     let r = a
         .call(
             Method::POST,

@@ -215,7 +215,7 @@ fn each_match_kind_with_istio_semantics() {
 }
 
 #[test]
-fn first_match_wins_and_virtual_services_merge_with_catch_alls_last() {
+fn first_match_wins_the_first_catch_all_ends_a_virtual_service_and_merges_last() {
     let gw = Gateway::start(Opts::default());
     let vs = |name: &str, rules: &str| {
         format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [merge.test]\n  http:\n{rules}---\n")
@@ -229,10 +229,12 @@ fn first_match_wins_and_virtual_services_merge_with_catch_alls_last() {
         &vs(
             "first",
             &format!(
-                "{}{}{}",
+                "{}{}{}{}",
                 dr("first-a", "{uri: {prefix: /a}}"),
                 dr("first-a-again", "{uri: {prefix: /a}}"),
-                dr("first-catch-all", "{uri: {prefix: /}}")
+                dr("first-catch-all", "{uri: {prefix: /}}"),
+                // Istio stops a VirtualService at its first catch-all: never reached.
+                dr("first-after-catch-all", "{uri: {prefix: /d}}")
             ),
         ),
     );
@@ -248,6 +250,11 @@ fn first_match_wins_and_virtual_services_merge_with_catch_alls_last() {
         "catch-all moved last"
     );
     assert_eq!(get(&gw, "merge.test", "/c").text(), "first-catch-all");
+    assert_eq!(
+        get(&gw, "merge.test", "/d").text(),
+        "first-catch-all",
+        "a rule after the first catch-all of its VirtualService is never reached"
+    );
 }
 
 #[test]

@@ -80,7 +80,7 @@ fn two_hundred_changes_under_load_lose_no_request() {
                             .and_then(|v| v.parse().ok())
                             .unwrap_or(usize::MAX);
                         let up = r.header("x-upstream").unwrap_or("").to_string();
-                        let want = if v % 2 == 0 { "a" } else { "b" };
+                        let want = if v.is_multiple_of(2) { "a" } else { "b" };
                         if r.status != 200 || v == usize::MAX || up != want || v < last {
                             failures.lock().expect("lock").push(format!(
                                 "status {} version {v} (last {last}) upstream {up}",

@@ -2,6 +2,7 @@
 //! resource set into one immutable compiled snapshot. No I/O, no async, no panics on user input.
 
 pub mod ir;
+pub mod load;
 pub mod resource;
 pub mod translate;
 pub mod validate;

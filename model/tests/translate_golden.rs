@@ -3,7 +3,8 @@
 //! `UPDATE_GOLDEN=1 cargo test -p model --test translate_golden` rewrites the expected files; a
 //! missing expected file fails so that a new case is always reviewed once by eye.
 
-use model::resource::{parse_documents, resource_from_value, Format, ResourceSet};
+use model::load::{format_of, Batch, Outcome};
+use model::resource::ResourceSet;
 use model::translate::{translate, Translation};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -15,12 +16,20 @@ fn dir() -> PathBuf {
 
 fn load(path: &Path) -> ResourceSet {
     let bytes = std::fs::read(path).expect("read input");
-    let docs = parse_documents(&bytes, Format::Yaml).expect("input parses");
+    let name = path.display().to_string();
+    let mut batch = Batch::new();
+    batch.add(&name, &bytes, format_of(&name));
+    if let Some((_, e)) = batch.source_errors().next() {
+        panic!("{name}: {e}");
+    }
     let mut set = ResourceSet::new();
-    for (i, d) in docs.into_iter().enumerate() {
-        let r = resource_from_value(d, None)
-            .unwrap_or_else(|e| panic!("{}: document {i}: {e}", path.display()));
-        set.insert(r);
+    for d in batch.documents {
+        match d.outcome {
+            Outcome::Resource(r) => {
+                set.insert(r);
+            }
+            other => panic!("{name}: document {}: {other:?}", d.index + 1),
+        }
     }
     set
 }

@@ -6,7 +6,8 @@
 //! or a warning of its own (the "accepted but not enforced yet" warnings do not count); a `valid-*`
 //! case must produce no error. Also: validation never panics on mutated cases (proptest).
 
-use model::resource::{decode_resource, resource_from_value, Format};
+use model::load::{Batch, Outcome};
+use model::resource::{resource_from_value, Format};
 use model::validate::{validate, Report};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -89,10 +90,22 @@ fn golden_cases() {
             .to_string();
         let name = case_name(case);
         let bytes = fs::read(case).expect("read case");
-        let resource = match decode_resource(&bytes, Format::Yaml, None) {
-            Ok(r) => r,
-            Err(e) => {
-                failures.push(format!("{shown}: does not decode: {e}"));
+        let mut batch = Batch::new();
+        batch.add(&shown, &bytes, Format::Yaml);
+        let resource = match (batch.source_errors().next(), batch.documents.as_slice()) {
+            (None, [doc]) => match &doc.outcome {
+                Outcome::Resource(r) => r.clone(),
+                other => {
+                    failures.push(format!("{shown}: does not decode: {other:?}"));
+                    continue;
+                }
+            },
+            (Some((_, e)), _) => {
+                failures.push(format!("{shown}: does not parse: {e}"));
+                continue;
+            }
+            (None, docs) => {
+                failures.push(format!("{shown}: {} documents, not one", docs.len()));
                 continue;
             }
         };

@@ -322,7 +322,10 @@ pub fn parse_document(bytes: &[u8], format: Format) -> Result<Value, DecodeError
 
 fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
     std::str::from_utf8(bytes).map_err(|e| DecodeError::Syntax {
-        line: 1 + bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count(),
+        line: 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count(),
         column: 1 + bytes[..e.valid_up_to()]
             .iter()
             .rev()

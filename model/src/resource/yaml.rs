@@ -186,7 +186,8 @@ fn is_block_indicator(before: &str, after: &str) -> bool {
     let starts_value = b.is_empty() || b.ends_with(':') || b.ends_with('-');
     let a = after.trim_start_matches(['+', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
     let a = a.trim_start_matches([' ', '\t']);
-    starts_value && (a.is_empty() || a.starts_with('\n') || a.starts_with('\r') || a.starts_with('#'))
+    starts_value
+        && (a.is_empty() || a.starts_with('\n') || a.starts_with('\r') || a.starts_with('#'))
 }
 
 /// Quotes `written[start..]` (trailing blanks stay outside) when it is a plain scalar ending in `:`.
@@ -240,7 +241,10 @@ mod tests {
     #[test]
     fn yaml_1_1_scalars_as_in_go_yaml_v2() {
         let v = document("a: yes\nb: off\nc: 0777\nd: \"yes\"\ne: 80\n").expect("parses");
-        assert_eq!(v, json!({"a": true, "b": false, "c": 511, "d": "yes", "e": 80}));
+        assert_eq!(
+            v,
+            json!({"a": true, "b": false, "c": 511, "d": "yes", "e": 80})
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! VirtualServices onto listeners: gateway binding (VS-level and per-match), host admission by
 //! server `ns/host` and intersection, then per listener and domain the merged route list (creation
-//! order, catch-alls last) behind a [`HostIndex`]. Routes are shared (`Arc`) by every domain and
-//! listener they serve.
+//! order, each VirtualService up to its first catch-all, catch-alls last) behind a
+//! [`HostIndex`]. Routes are shared (`Arc`) by every domain and listener they serve.
 
 use super::clusters::Registry;
 use super::diag::{Diag, Problem};
@@ -139,6 +139,10 @@ impl<'g> Builder<'g, '_, '_> {
             vb.https_redirect |= redirect;
             for t in &templates {
                 let (in_place, catch_all) = split_entries(t, g, &bound, self.gws.implicit);
+                // Istio stops a VirtualService at its first catch-all: later rules are never
+                // reached (validation warns about them), even when merging would move the
+                // catch-all behind other VirtualServices' routes.
+                let stops = catch_all.is_some();
                 for (is_catch_all, entries) in [(false, in_place), (true, catch_all)] {
                     let Some(entries) = entries else {
                         continue;
@@ -159,6 +163,9 @@ impl<'g> Builder<'g, '_, '_> {
                         entries,
                         route,
                     });
+                }
+                if stops {
+                    break;
                 }
             }
         }
@@ -303,6 +310,7 @@ fn binding<'g>(
 /// The match entries of a rule that apply at gateway `g`, split into the part that stays in place
 /// and the catch-all part that moves to the end (as Envoy routes are one per match entry). `None`
 /// means that part is not served; `Some(vec![])` on a rule without `match` means "everything".
+/// Entries after the first catch-all are never reached, and are dropped (as Istio drops them).
 fn split_entries(
     t: &RuleTemplate,
     g: &str,
@@ -325,9 +333,9 @@ fn split_entries(
         }
         if e.catch_all {
             catch_all.push(k);
-        } else {
-            in_place.push(k);
+            break;
         }
+        in_place.push(k);
     }
     (
         (!in_place.is_empty()).then_some(in_place),
