@@ -101,17 +101,13 @@ pub(crate) fn check(
 }
 
 /// A TLS Secret whose certificate has expired is refused (validation is pure, the clock is here):
-/// the cause names the key that holds the certificate.
+/// the cause names the key that holds the served certificate (`cert` or `tls.crt`).
 fn expired_secret(r: &Resource, prefix: &str) -> Option<Cause> {
     let Resource::Secret(s) = r else {
         return None;
     };
-    let key = model::TLS_CRT;
-    let root = if s.string_data.contains_key(key) {
-        "stringData"
-    } else {
-        "data"
-    };
+    let key = s.key_pair()?.cert();
+    let root = s.source(key);
     let not_after = model::ir::leaf_not_after(&s.value(key)?)?;
     let now = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -45,6 +45,9 @@ pub struct ControlPlane {
     writer: tokio::sync::Mutex<()>,
     metrics: ConfigMetrics,
     registry: prometheus::Registry,
+    /// The gateway's own namespace (`--namespace`), where `credentialName`s are looked up after
+    /// the referencing resource's namespace.
+    gateway_namespace: String,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -117,11 +120,12 @@ pub struct Applied {
 
 impl ControlPlane {
     /// Loads every stored resource, validates nothing (already valid), translates and stores the
-    /// snapshot.
+    /// snapshot. `gateway_namespace` is the gateway's own namespace (`--namespace`).
     pub async fn open(
         store: Arc<dyn Store>,
         registry: prometheus::Registry,
         snapshot: Arc<ArcSwap<Snapshot>>,
+        gateway_namespace: String,
     ) -> Result<Arc<ControlPlane>, AdminError> {
         // Read first: a caller may retry `open` while the store is unreachable, and the metrics
         // can be registered only once.
@@ -135,6 +139,7 @@ impl ControlPlane {
             writer: tokio::sync::Mutex::new(()),
             metrics,
             registry,
+            gateway_namespace,
         });
         {
             let _writer = cp.writer.lock().await;
@@ -167,7 +172,7 @@ impl ControlPlane {
         }
         let Translation {
             snapshot, statuses, ..
-        } = translate_read(&set)?;
+        } = translate_read(&set, &self.gateway_namespace)?;
         self.view.store(Arc::new(View {
             revision: listing.revision,
             set,
@@ -617,7 +622,7 @@ impl ControlPlane {
             snapshot,
             statuses,
             warnings,
-        } = translate_read(&set)?;
+        } = translate_read(&set, &self.gateway_namespace)?;
         let statuses = Arc::new(statuses);
         if dry_run || ops.is_empty() {
             return Ok(Executed {
@@ -723,13 +728,15 @@ async fn reload(weak: &Weak<ControlPlane>) -> bool {
 
 /// Translates with the certificate and key files the set names read first (translation does no
 /// I/O): they are read again at every change, so a rewritten file is picked up by the next apply.
-fn translate_read(set: &ResourceSet) -> Result<Translation, AdminError> {
+fn translate_read(set: &ResourceSet, gateway_namespace: &str) -> Result<Translation, AdminError> {
     let mut files = Files::default();
     for path in referenced_files(set) {
         let read = std::fs::read(&path).map_err(|e| e.to_string());
         files.insert(path, read);
     }
-    guarded("translation", || translate_with_files(set, &files))
+    guarded("translation", || {
+        translate_with_files(set, &files, gateway_namespace)
+    })
 }
 
 /// An object as the API returns it: served `apiVersion`, `status.conditions` from the latest
@@ -792,7 +799,7 @@ mod tests {
         let pem = "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n";
         let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
         let body = format!(
-            r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"s"}},"data":{{"tls.crt":"Y2VydA==","tls.key":"{b64}","other":"{b64}"}},"stringData":{{"more":{pem:?}}}}}"#
+            r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"s"}},"data":{{"tls.crt":"Y2VydA==","tls.key":"{b64}","other":"{b64}","key":"a2V5"}},"stringData":{{"more":{pem:?}}}}}"#
         );
         let r = model::decode_resource(body.as_bytes(), Format::Json, None).expect("decode");
         let Resource::Secret(s) = r else {

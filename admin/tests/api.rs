@@ -23,9 +23,14 @@ struct Api {
 async fn api_with(store: Arc<dyn Store>, token: Option<&str>) -> Api {
     let registry = prometheus::Registry::new();
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    let cp = ControlPlane::open(store, registry.clone(), snapshot.clone())
-        .await
-        .expect("open");
+    let cp = ControlPlane::open(
+        store,
+        registry.clone(),
+        snapshot.clone(),
+        model::translate::DEFAULT_GATEWAY_NAMESPACE.to_string(),
+    )
+    .await
+    .expect("open");
     let health = Health::new();
     health.set_ready(true);
     Api {
@@ -738,9 +743,14 @@ async fn readiness_follows_health() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let registry = prometheus::Registry::new();
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    let cp = ControlPlane::open(store, registry, snapshot)
-        .await
-        .expect("open");
+    let cp = ControlPlane::open(
+        store,
+        registry,
+        snapshot,
+        model::translate::DEFAULT_GATEWAY_NAMESPACE.to_string(),
+    )
+    .await
+    .expect("open");
     let health = Health::new();
     let app = router(cp, health.clone(), None);
     let status = |app: Router| async move {

@@ -23,6 +23,10 @@ pub struct Cli {
     /// One more listener, PORT=ADDR, serving Gateway servers whose port.number is PORT (repeatable).
     #[arg(long = "listen", env = "GATEWAY_LISTEN", value_delimiter = ',', value_parser = parse_listen)]
     pub listen: Vec<(u16, SocketAddr)>,
+    /// The gateway's own namespace, as an Istio ingress gateway pod has one: a credentialName is
+    /// looked up in its resource's namespace, then here.
+    #[arg(long, env = "GATEWAY_NAMESPACE", default_value = model::translate::DEFAULT_GATEWAY_NAMESPACE, value_parser = parse_namespace)]
+    pub namespace: String,
     /// Admin REST API, /metrics, /healthz, /readyz.
     #[arg(long, env = "GATEWAY_ADMIN", default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
@@ -76,6 +80,22 @@ fn parse_listen(s: &str) -> Result<(u16, SocketAddr), String> {
         .parse()
         .map_err(|_| format!("invalid address {addr:?} in {s:?}"))?;
     Ok((port, addr))
+}
+
+/// A namespace name: an RFC 1123 label, as Kubernetes requires.
+fn parse_namespace(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| alnum(c) || *c == b'-')
+        && b.first().is_some_and(alnum)
+        && b.last().is_some_and(alnum);
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a namespace name (lower case letters, digits and '-', at most 63, starting and ending with a letter or digit)"))
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -88,12 +88,17 @@ fn run(cli: Cli) -> Result<(), String> {
                 let store = FileStore::open(&cli.data_dir).map_err(|e| {
                     format!("cannot open the store in {}: {e}", cli.data_dir.display())
                 })?;
-                ControlPlane::open(Arc::new(store), registry.clone(), snapshot.clone())
-                    .await
-                    .map_err(|e| format!("cannot load the stored configuration: {e}"))?
+                ControlPlane::open(
+                    Arc::new(store),
+                    registry.clone(),
+                    snapshot.clone(),
+                    cli.namespace.clone(),
+                )
+                .await
+                .map_err(|e| format!("cannot load the stored configuration: {e}"))?
             }
             StoreUrl::Etcd(config) => {
-                let cp = open_etcd(config, &registry, &snapshot).await?;
+                let cp = open_etcd(config, &registry, &snapshot, &cli.namespace).await?;
                 cp.follow();
                 cp
             }
@@ -257,7 +262,7 @@ fn run(cli: Cli) -> Result<(), String> {
     server.add_service(proxy_service);
     server.add_service(tls_service);
     server.add_service(admin_service);
-    tracing::info!(http = %cli.http, https = %cli.https, admin = %cli.admin, threads, "gateway starting");
+    tracing::info!(http = %cli.http, https = %cli.https, admin = %cli.admin, namespace = %cli.namespace, threads, "gateway starting");
     server.run(RunArgs {
         shutdown_signal: Box::new(shutdown::Drain {
             health,
@@ -342,13 +347,20 @@ async fn open_etcd(
     config: &EtcdConfig,
     registry: &prometheus::Registry,
     snapshot: &Arc<ArcSwap<Snapshot>>,
+    gateway_namespace: &str,
 ) -> Result<Arc<ControlPlane>, String> {
     let endpoints = config.endpoints.join(",");
     let mut backoff = Duration::from_millis(100);
     loop {
         let attempt = async {
             let store = EtcdStore::connect(config).await?;
-            ControlPlane::open(Arc::new(store), registry.clone(), snapshot.clone()).await
+            ControlPlane::open(
+                Arc::new(store),
+                registry.clone(),
+                snapshot.clone(),
+                gateway_namespace.to_string(),
+            )
+            .await
         };
         match attempt.await {
             Ok(cp) => {

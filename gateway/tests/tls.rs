@@ -2,7 +2,10 @@
 //! ports: certificate selection by SNI (exact, wildcard, `*` for clients without SNI), rotation of
 //! a Secret under a handshake loop, mutual TLS, protocol versions and cipher suites, ALPN h2, TLS
 //! to upstreams (SIMPLE and MUTUAL against a real TLS server), Secret validation (422) and the TLS
-//! metrics. Certificates are made at test time with rcgen; no key is committed.
+//! metrics; Secrets as Istio reads them (`Opaque` with `cert`/`key`, the client CA from
+//! `<credentialName>-cacert`) and found where an Istio ingress pod finds them (the Gateway's
+//! namespace, then `--namespace`). Certificates are made at test time with rcgen; no key is
+//! committed.
 
 mod common;
 mod upstream;
@@ -1002,6 +1005,14 @@ fn invalid_secrets_get_422_naming_the_key_and_dangling_credentials_warn() {
             "expired",
         ),
         (
+            "expired-generic",
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "expired-generic"},
+                "type": "Opaque",
+                "stringData": {"tls.crt": good.pem, "tls.key": good.key_pem, "cert": expired.pem, "key": expired.key_pem}}),
+            "stringData[cert]",
+            "expired",
+        ),
+        (
             "mismatch",
             serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mismatch"},
                 "type": "kubernetes.io/tls",
@@ -1091,4 +1102,342 @@ fn invalid_secrets_get_422_naming_the_key_and_dangling_credentials_warn() {
         .expect("clock")
         .as_secs_f64();
     assert!(not_after > now, "{not_after} vs {now}");
+}
+
+// ----- Secrets as Istio reads them, found where an Istio ingress pod finds them -----
+
+/// A Secret of any layout: `entries` go to `stringData` as they are.
+fn secret_in(ns: &str, name: &str, type_: &str, entries: &[(&str, &str)]) -> String {
+    let mut y = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ntype: {type_}\nstringData:\n"
+    );
+    for (k, v) in entries {
+        y.push_str(&format!("  {k}: {v:?}\n"));
+    }
+    y.push_str("---\n");
+    y
+}
+
+/// The `kubernetes.io/tls` keys of a certificate.
+fn tls_pair(l: &Leaf) -> [(&'static str, &str); 2] {
+    [("tls.crt", &l.pem), ("tls.key", &l.key_pem)]
+}
+
+/// Whether the handshake for `sni` serves exactly `want`.
+async fn serves(addr: SocketAddr, sni: &str, want: &Leaf) -> Result<(), String> {
+    let s = handshake(addr, &Client::sni(sni)).await?;
+    if s.leaf == want.der.as_ref() {
+        Ok(())
+    } else {
+        Err(format!("{sni}: another certificate was served"))
+    }
+}
+
+#[test]
+fn opaque_secrets_with_cert_and_key_serve_by_sni_and_never_show_the_key() {
+    use base64::Engine as _;
+    let ca = Ca::new("edge ca");
+    let (a, b) = (ca.server(&["a.example.com"]), ca.server(&["b.example.com"]));
+    let gw = Gateway::start(Opts::default());
+    // What `kubectl create secret generic --from-file=cert --from-file=key` sends: base64 data.
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let r = gw.post(
+        "/api/v1/namespaces/default/secrets",
+        &serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a"}, "type": "Opaque",
+            "data": {"cert": b64(&a.pem), "key": b64(&a.key_pem)},
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    apply(
+        &gw,
+        &(secret_in(
+            "default",
+            "b",
+            "Opaque",
+            &[("cert", &b.pem), ("key", &b.key_pem)],
+        ) + &gateway_yaml(
+            &(https_server("a", "[a.example.com]", "{mode: SIMPLE, credentialName: a}")
+                + &https_server("b", "[b.example.com]", "{mode: SIMPLE, credentialName: b}")),
+        ) + &direct("ab", "*.example.com", "generic")),
+    );
+    let rt = rt();
+    rt.block_on(async {
+        serves(gw.https, "a.example.com", &a).await.expect("a");
+        serves(gw.https, "b.example.com", &b).await.expect("b");
+        let r = get(
+            gw.https,
+            &Client::sni("b.example.com"),
+            "b.example.com",
+            "/",
+        )
+        .await
+        .expect("request");
+        assert_eq!((r.status, r.text().as_str()), (200, "generic"));
+    });
+    // Reads show the certificate, never the key.
+    for path in [
+        "/api/v1/namespaces/default/secrets/a",
+        "/api/v1/namespaces/default/secrets",
+    ] {
+        let r = gw.get(path);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = r.text();
+        assert!(text.contains("\"cert\""), "{path}: {text}");
+        assert!(!text.contains("\"key\""), "{path}: {text}");
+        assert!(!text.contains(&b64(&a.key_pem)), "{path}");
+        assert!(!text.contains(&b64(&b.key_pem)), "{path}");
+    }
+}
+
+#[test]
+fn a_secret_in_istio_system_serves_a_gateway_in_default_unless_default_has_one() {
+    let ca = Ca::new("edge ca");
+    let (shared, local, fallback) = (
+        ca.server(&["shared.example.com"]),
+        ca.server(&["local.example.com"]),
+        ca.server(&["local.example.com"]),
+    );
+    let gw = Gateway::start(Opts::default());
+    let y = secret_in(
+        "istio-system",
+        "shared",
+        "kubernetes.io/tls",
+        &tls_pair(&shared),
+    ) + &secret_in(
+        "istio-system",
+        "local",
+        "kubernetes.io/tls",
+        &tls_pair(&fallback),
+    ) + &secret_in("default", "local", "kubernetes.io/tls", &tls_pair(&local))
+        + &secret_in(
+            "other",
+            "elsewhere",
+            "kubernetes.io/tls",
+            &tls_pair(&shared),
+        );
+    let r = gw.admin_call(
+        "POST",
+        "/apply",
+        "application/yaml",
+        (y + &gateway_yaml(
+            &(https_server(
+                "shared",
+                "[shared.example.com]",
+                "{mode: SIMPLE, credentialName: shared}",
+            ) + &https_server(
+                "local",
+                "[local.example.com]",
+                "{mode: SIMPLE, credentialName: local}",
+            ) + &https_server(
+                "elsewhere",
+                "[elsewhere.example.com]",
+                "{mode: SIMPLE, credentialName: elsewhere}",
+            )),
+        ) + &direct("all", "*.example.com", "found"))
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.headers_named("warning").iter().any(|w| w.contains(
+            "Secret \\\"elsewhere\\\" not found in namespace \\\"default\\\" or \\\"istio-system\\\""
+        )),
+        "{:?}",
+        r.headers
+    );
+    let rt = rt();
+    rt.block_on(async {
+        serves(gw.https, "shared.example.com", &shared)
+            .await
+            .expect("from istio-system");
+        serves(gw.https, "local.example.com", &local)
+            .await
+            .expect("the Gateway's namespace first");
+        assert!(
+            handshake(gw.https, &Client::sni("elsewhere.example.com"))
+                .await
+                .is_err(),
+            "a Secret in a third namespace is not looked at"
+        );
+    });
+    // Without the Gateway's own, the gateway's namespace serves.
+    assert_eq!(
+        gw.delete("/api/v1/namespaces/default/secrets/local").status,
+        200
+    );
+    rt.block_on(async {
+        serves(gw.https, "local.example.com", &fallback)
+            .await
+            .expect("istio-system after default");
+    });
+}
+
+#[test]
+fn mutual_tls_takes_the_client_ca_from_the_cacert_secret() {
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let other_ca = Ca::new("other ca");
+    let srv = server_ca.server(&["m.example.com"]);
+    let good = client_ca.client("good", &["spiffe://example.com/good"]);
+    let wrong = other_ca.client("good", &["spiffe://example.com/good"]);
+    let gw = Gateway::start(Opts::default());
+    // The credential has no CA; `m-cacert`, in the gateway's namespace, has the client CA.
+    apply(
+        &gw,
+        &(secret_in(
+            "default",
+            "m",
+            "Opaque",
+            &[("cert", &srv.pem), ("key", &srv.key_pem)],
+        ) + &secret_in(
+            "istio-system",
+            "m-cacert",
+            "Opaque",
+            &[("cacert", &client_ca.pem())],
+        ) + &gateway_yaml(&https_server(
+            "m",
+            "[m.example.com]",
+            "{mode: MUTUAL, credentialName: m}",
+        )) + &direct("m", "m.example.com", "in")),
+    );
+    let with = |cert: Option<&Leaf>, version: &'static rustls::SupportedProtocolVersion| Client {
+        sni: Some("m.example.com".to_string()),
+        cert: cert.cloned(),
+        versions: vec![version],
+        ..Client::default()
+    };
+    let rt = rt();
+    rt.block_on(async {
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            let r = get(gw.https, &with(Some(&good), version), "m.example.com", "/")
+                .await
+                .unwrap_or_else(|e| panic!("signed by the -cacert CA ({version:?}): {e}"));
+            assert_eq!((r.status, r.text().as_str()), (200, "in"));
+            for (what, c) in [
+                ("a certificate of another CA", Some(&wrong)),
+                ("none", None),
+            ] {
+                assert!(
+                    get(gw.https, &with(c, version), "m.example.com", "/")
+                        .await
+                        .is_err(),
+                    "MUTUAL must refuse {what} ({version:?})"
+                );
+            }
+        }
+    });
+    // The -cacert Secret wins over the credential's own CA (Istio's order): with the other CA
+    // in the credential, the client CA still comes from m-cacert.
+    apply(
+        &gw,
+        &secret_in(
+            "default",
+            "m",
+            "Opaque",
+            &[
+                ("cert", &srv.pem),
+                ("key", &srv.key_pem),
+                ("cacert", &other_ca.pem()),
+            ],
+        ),
+    );
+    rt.block_on(async {
+        let r = get(
+            gw.https,
+            &with(Some(&good), &rustls::version::TLS13),
+            "m.example.com",
+            "/",
+        )
+        .await
+        .expect("still the -cacert CA");
+        assert_eq!(r.status, 200);
+        assert!(get(
+            gw.https,
+            &with(Some(&wrong), &rustls::version::TLS13),
+            "m.example.com",
+            "/"
+        )
+        .await
+        .is_err());
+    });
+    // Without m-cacert, the credential's own CA is the client CA.
+    assert_eq!(
+        gw.delete("/api/v1/namespaces/istio-system/secrets/m-cacert")
+            .status,
+        200
+    );
+    rt.block_on(async {
+        let r = get(
+            gw.https,
+            &with(Some(&wrong), &rustls::version::TLS13),
+            "m.example.com",
+            "/",
+        )
+        .await
+        .expect("the credential's cacert now");
+        assert_eq!(r.status, 200);
+        assert!(get(
+            gw.https,
+            &with(Some(&good), &rustls::version::TLS13),
+            "m.example.com",
+            "/"
+        )
+        .await
+        .is_err());
+    });
+}
+
+#[test]
+fn namespace_flag_moves_the_fallback_namespace() {
+    let ca = Ca::new("edge ca");
+    let (moved, stale) = (
+        ca.server(&["moved.example.com"]),
+        ca.server(&["stale.example.com"]),
+    );
+    let gw = Gateway::start(Opts::default().arg("--namespace").arg("other"));
+    let r = gw.admin_call(
+        "POST",
+        "/apply",
+        "application/yaml",
+        (secret_in("other", "moved", "kubernetes.io/tls", &tls_pair(&moved))
+            + &secret_in(
+                "istio-system",
+                "stale",
+                "kubernetes.io/tls",
+                &tls_pair(&stale),
+            )
+            + &gateway_yaml(
+                &(https_server(
+                    "moved",
+                    "[moved.example.com]",
+                    "{mode: SIMPLE, credentialName: moved}",
+                ) + &https_server(
+                    "stale",
+                    "[stale.example.com]",
+                    "{mode: SIMPLE, credentialName: stale}",
+                )),
+            )
+            + &direct("all", "*.example.com", "ok"))
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.headers_named("warning").iter().any(|w| w.contains(
+            "Secret \\\"stale\\\" not found in namespace \\\"default\\\" or \\\"other\\\""
+        )),
+        "{:?}",
+        r.headers
+    );
+    let rt = rt();
+    rt.block_on(async {
+        serves(gw.https, "moved.example.com", &moved)
+            .await
+            .expect("from --namespace other");
+        assert!(
+            handshake(gw.https, &Client::sni("stale.example.com"))
+                .await
+                .is_err(),
+            "istio-system is not the fallback under --namespace other"
+        );
+    });
 }

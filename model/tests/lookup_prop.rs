@@ -836,7 +836,8 @@ fn entry_is_catch_all(e: &Entry) -> bool {
 }
 
 /// Linear scan: the best domain by hand, then every rule of every VS with that host in creation
-/// order (then name), specific entries in place and catch-all entries after all of them.
+/// order (then name), each VS up to its first catch-all entry (Istio stops there), specific
+/// entries in place and catch-all entries after all of them.
 fn oracle_lookup(table: &[Vs], r: &Req) -> Option<(String, Option<String>)> {
     let all: Vec<String> = table.iter().flat_map(|v| v.hosts.clone()).collect();
     let domain = oracle_domain(&all, &r.authority)?.to_string();
@@ -851,15 +852,19 @@ fn oracle_lookup(table: &[Vs], r: &Req) -> Option<(String, Option<String>)> {
             let id = format!("vs/default/vs{i}/http/{j}");
             if rule.entries.is_empty() {
                 tail.push((id, Vec::new(), true));
-                continue;
+                break;
             }
-            let (c, n): (Vec<&Entry>, Vec<&Entry>) =
-                rule.entries.iter().partition(|e| entry_is_catch_all(e));
+            let first_catch_all = rule.entries.iter().position(entry_is_catch_all);
+            let reached = first_catch_all.map_or(rule.entries.len(), |k| k + 1);
+            let (c, n): (Vec<&Entry>, Vec<&Entry>) = rule.entries[..reached]
+                .iter()
+                .partition(|e| entry_is_catch_all(e));
             if !n.is_empty() {
                 head.push((id.clone(), n, false));
             }
             if !c.is_empty() {
                 tail.push((id, c, false));
+                break;
             }
         }
     }

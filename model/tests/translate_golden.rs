@@ -2,10 +2,13 @@
 //! resources) must translate to exactly `<case>.out.json` (snapshot, statuses, warnings).
 //! `UPDATE_GOLDEN=1 cargo test -p model --test translate_golden` rewrites the expected files; a
 //! missing expected file fails so that a new case is always reviewed once by eye.
+//!
+//! A case whose first line is `# gateway namespace: NS` is translated for a gateway whose own
+//! namespace (`--namespace`) is NS; the others for the default, `istio-system`.
 
 use model::load::{format_of, Batch, Outcome};
 use model::resource::ResourceSet;
-use model::translate::{translate, Translation};
+use model::translate::{translate_with_files, Files, Translation, DEFAULT_GATEWAY_NAMESPACE};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +35,16 @@ fn load(path: &Path) -> ResourceSet {
         }
     }
     set
+}
+
+/// The gateway namespace a case asks for on its first line.
+fn gateway_namespace(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).expect("read input");
+    text.lines()
+        .next()
+        .and_then(|l| l.strip_prefix("# gateway namespace:"))
+        .map_or(DEFAULT_GATEWAY_NAMESPACE, str::trim)
+        .to_string()
 }
 
 /// The golden shape: resource keys as `Kind ns/name` strings (JSON keys must be strings).
@@ -62,6 +75,8 @@ fn golden() {
         let name = input.to_string_lossy().replace(".in.yaml", "");
         let out_path = PathBuf::from(format!("{name}.out.json"));
         let set = load(input);
+        let ns = gateway_namespace(input);
+        let translate = |set| translate_with_files(set, &Files::default(), &ns);
         let first = render(&translate(&set));
         // Same input, fresh HashMaps: any dependence on hash order shows up here.
         let again = render(&translate(&set));

@@ -5,9 +5,8 @@
 use super::clusters::port_u16;
 use super::diag::{Diag, Problem};
 use super::hosts::{normalize_host, parse_server_host, NsFilter};
-use crate::resource::{
-    Gateway, Kind, Resource, ResourceKey, ResourceSet, ServerTlsMode, TLS_CRT, TLS_KEY,
-};
+use super::tls::{find_secret, no_pair, secret_not_found};
+use crate::resource::{Gateway, Kind, ResourceKey, ResourceSet, ServerTlsMode};
 use std::collections::BTreeMap;
 
 /// The gateway label of the implicit gateway (CONTRACT §2).
@@ -34,11 +33,11 @@ pub(crate) struct Gateways {
 }
 
 impl Gateways {
-    pub(crate) fn collect(set: &ResourceSet, diag: &mut Diag) -> Gateways {
+    pub(crate) fn collect(set: &ResourceSet, gateway_namespace: &str, diag: &mut Diag) -> Gateways {
         let mut out = Gateways::default();
         for gw in set.gateways() {
             let label = format!("{}/{}", gw.metadata.namespace(), gw.metadata.name);
-            let servers = servers(gw, set, diag);
+            let servers = servers(gw, set, gateway_namespace, diag);
             out.by_label.insert(label, servers);
         }
         if out.by_label.is_empty() {
@@ -64,13 +63,18 @@ impl Gateways {
     }
 }
 
-fn servers(gw: &Gateway, set: &ResourceSet, diag: &mut Diag) -> Vec<ServerInfo> {
+fn servers(
+    gw: &Gateway,
+    set: &ResourceSet,
+    gateway_namespace: &str,
+    diag: &mut Diag,
+) -> Vec<ServerInfo> {
     let ns = gw.metadata.namespace();
     let key = ResourceKey::new(Kind::Gateway, ns, gw.metadata.name.clone());
     let mut out = Vec::new();
     for (i, s) in gw.spec.servers.iter().enumerate() {
         let path = format!("spec.servers[{i}]");
-        check_credentials(s, ns, &path, &key, set, diag);
+        check_credentials(s, (ns, gateway_namespace), &path, &key, set, diag);
         let Some(port) = &s.port else {
             diag.push(
                 &key,
@@ -124,10 +128,11 @@ fn servers(gw: &Gateway, set: &ResourceSet, diag: &mut Diag) -> Vec<ServerInfo> 
     out
 }
 
-/// A `credentialName` names a TLS Secret in the Gateway's namespace.
+/// A `credentialName` names a Secret with a certificate and key, in the Gateway's namespace `ns`
+/// or the gateway's own (see `tls::lookup_order`).
 fn check_credentials(
     s: &crate::resource::Server,
-    ns: &str,
+    (ns, gateway_namespace): (&str, &str),
     path: &str,
     key: &ResourceKey,
     set: &ResourceSet,
@@ -150,30 +155,19 @@ fn check_credentials(
         if name.is_empty() {
             continue;
         }
-        let skey = ResourceKey::new(Kind::Secret, ns, name.clone());
-        match set.get(&skey) {
+        match find_secret(set, ns, gateway_namespace, name) {
             None => diag.push(
                 key,
                 Problem::Ref("SecretNotFound"),
                 &field,
-                &format!("Secret \"{ns}/{name}\" not found"),
+                &secret_not_found(ns, gateway_namespace, name),
             ),
-            Some(Resource::Secret(sec)) => {
+            Some(sec) => {
                 let needs_key = !matches!(tls.mode, Some(ServerTlsMode::Passthrough));
-                let missing: Vec<&str> = [TLS_CRT, TLS_KEY]
-                    .into_iter()
-                    .filter(|k| needs_key && sec.value(k).is_none())
-                    .collect();
-                if !missing.is_empty() {
-                    diag.push(
-                        key,
-                        Problem::Ref("InvalidSecret"),
-                        &field,
-                        &format!("Secret \"{ns}/{name}\" has no {}", missing.join(" or ")),
-                    );
+                if needs_key && sec.key_pair().is_none() {
+                    diag.push(key, Problem::Ref("InvalidSecret"), &field, &no_pair(sec));
                 }
             }
-            Some(_) => {}
         }
     }
 }

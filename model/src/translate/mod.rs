@@ -53,18 +53,27 @@ impl Translation {
     }
 }
 
-/// Translates the resource set, with no file read: certificates named by path do not load (see
-/// [`translate_with_files`]).
+/// The gateway's own namespace unless told otherwise (`--namespace`): where Istio's ingress
+/// gateway runs, and so where it reads the Secrets that `credentialName`s name.
+pub const DEFAULT_GATEWAY_NAMESPACE: &str = "istio-system";
+
+/// Translates the resource set for a gateway in [`DEFAULT_GATEWAY_NAMESPACE`], with no file read:
+/// certificates named by path do not load (see [`translate_with_files`]).
 pub fn translate(set: &ResourceSet) -> Translation {
-    translate_with_files(set, &Files::default())
+    translate_with_files(set, &Files::default(), DEFAULT_GATEWAY_NAMESPACE)
 }
 
 /// Translates the resource set; `files` holds the bytes of the paths [`referenced_files`] lists,
-/// read by the caller (translation does no I/O).
-pub fn translate_with_files(set: &ResourceSet, files: &Files) -> Translation {
+/// read by the caller (translation does no I/O). `gateway_namespace` is the gateway's own
+/// namespace: a `credentialName` is looked up in its resource's namespace, then there.
+pub fn translate_with_files(
+    set: &ResourceSet,
+    files: &Files,
+    gateway_namespace: &str,
+) -> Translation {
     let mut diag = diag::Diag::default();
-    let gws = gateways::Gateways::collect(set, &mut diag);
-    let mut secrets = tls::Secrets::new(set);
+    let gws = gateways::Gateways::collect(set, gateway_namespace, &mut diag);
+    let mut secrets = tls::Secrets::new(set, gateway_namespace);
     let tls_listeners = tls::listeners(set, &mut secrets, files, &mut diag);
     let mut reg = clusters::Registry::new(set);
     reg.upstream_tls = tls::upstream(set, &mut secrets, files, &mut diag);

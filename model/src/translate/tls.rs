@@ -2,23 +2,25 @@
 //! hosts, and per server a complete `rustls::ServerConfig`), DestinationRule `tls` into
 //! [`UpstreamTls`], and the expiry of every TLS Secret.
 //!
-//! Certificates come from Secrets (`credentialName`, in the Gateway's or DestinationRule's
-//! namespace) or from files (`serverCertificate`, `caCertificates`, …) whose bytes the caller read
-//! into [`Files`]: translation itself does no I/O. PEM is parsed here, once per translation, so a
-//! handshake only looks things up. Whatever cannot be used becomes a warning, and the server's
-//! handshakes (or the cluster's connections) fail rather than fall back to something weaker.
+//! Certificates come from Secrets or from files (`serverCertificate`, `caCertificates`, …) whose
+//! bytes the caller read into [`Files`]: translation itself does no I/O. A `credentialName` is
+//! looked up in the Gateway's or DestinationRule's namespace, then in the gateway's own; the
+//! client CA that goes with it comes from the Secret `<credentialName>-cacert` when there is one,
+//! as Istio's SDS serves it. PEM is parsed here, once per translation, so a handshake only looks
+//! things up. Whatever cannot be used becomes a warning, and the server's handshakes (or the
+//! cluster's connections) fail rather than fall back to something weaker.
 
 use super::clusters::port_u16;
 use super::diag::{Diag, Problem};
 use super::hosts::{normalize_host, parse_server_host};
 use crate::ir::{
     cert_info, parse_certificates, served_certificate, CertInfo, ClientAuth, ClientCertificate,
-    PemError, SecretCertificate, ServedCertificate, TlsListener, TlsServer, TlsVersion,
-    UpstreamTls,
+    SecretCertificate, ServedCertificate, TlsListener, TlsServer, TlsVersion, UpstreamTls,
 };
 use crate::resource::{
-    ClientTlsMode, ClientTlsSettings, Gateway, Kind, Resource, ResourceKey, ResourceSet, Secret,
-    Server, ServerTlsMode, ServerTlsSettings, TlsProtocol, CA_CRT, TLS_CRT, TLS_KEY,
+    ClientTlsMode, ClientTlsSettings, Gateway, KeyPair, Kind, Resource, ResourceKey, ResourceSet,
+    Secret, Server, ServerTlsMode, ServerTlsSettings, TlsProtocol, CA_CRT, CA_SECRET_SUFFIX,
+    GENERIC_CACERT, GENERIC_CERT, GENERIC_KEY, TLS_CRT, TLS_KEY,
 };
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -99,24 +101,66 @@ fn client_tls_settings(dr: &crate::resource::DestinationRule) -> Vec<&ClientTlsS
     out
 }
 
-/// What a TLS Secret holds, parsed once.
-struct SecretMaterial {
-    served: Result<ServedCertificate, (bool, PemError)>,
-    ca: Option<Result<Vec<CertificateDer<'static>>, PemError>>,
+/// Why a Secret's certificate is not served.
+#[derive(Debug, Clone)]
+enum Unserved {
+    /// The Secret has no whole pair (a Gateway check reports it).
+    NoPair(String),
+    /// The pair does not parse, or the key does not fit.
+    Invalid(String),
+}
+
+/// What a TLS Secret holds, parsed once. Messages name the Secret and the key they are about.
+pub(crate) struct SecretMaterial {
+    /// `ns/name` of the Secret, for messages.
+    label: String,
+    /// The served certificate, or why there is none (`NoPair`: not a whole pair at all).
+    served: Result<ServedCertificate, Unserved>,
+    /// The CA (`cacert`, else `ca.crt`), when the Secret has one.
+    ca: Option<Result<Vec<CertificateDer<'static>>, String>>,
     /// The raw key, for upstream client certificates.
     chain_and_key: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 }
 
-/// TLS Secrets by `(namespace, name)`, parsed lazily (most Secrets are used by one server).
+/// Why a Secret without a pair cannot serve, naming the half it lacks when it has one half.
+pub(crate) fn no_pair(s: &Secret) -> String {
+    let label = format!("{}/{}", s.metadata.namespace(), s.metadata.name);
+    let half = KeyPair::PREFERENCE.into_iter().find_map(|p| {
+        match (s.has_value(p.cert()), s.has_value(p.key())) {
+            (true, false) => Some((p.cert(), p.key())),
+            (false, true) => Some((p.key(), p.cert())),
+            _ => None,
+        }
+    });
+    match half {
+        Some((have, missing)) => format!("Secret \"{label}\" has {have} but no {missing}"),
+        None => format!("Secret \"{label}\" has no certificate and key ({TLS_CRT} and {TLS_KEY}, or {GENERIC_CERT} and {GENERIC_KEY})"),
+    }
+}
+
+impl SecretMaterial {
+    fn no_ca(&self) -> String {
+        format!(
+            "Secret \"{}\" has no CA ({CA_CRT} or {GENERIC_CACERT})",
+            self.label
+        )
+    }
+}
+
+/// TLS Secrets by `(namespace, name)`, parsed lazily (most Secrets are used by one server), and
+/// found where an Istio ingress gateway pod finds a `credentialName`.
 pub(crate) struct Secrets<'a> {
     set: &'a ResourceSet,
+    /// The gateway's own namespace (`--namespace`).
+    gateway_namespace: &'a str,
     parsed: HashMap<(String, String), Option<Arc<SecretMaterial>>>,
 }
 
 impl<'a> Secrets<'a> {
-    pub(crate) fn new(set: &'a ResourceSet) -> Secrets<'a> {
+    pub(crate) fn new(set: &'a ResourceSet, gateway_namespace: &'a str) -> Secrets<'a> {
         Secrets {
             set,
+            gateway_namespace,
             parsed: HashMap::new(),
         }
     }
@@ -134,13 +178,30 @@ impl<'a> Secrets<'a> {
             .clone()
     }
 
-    /// `notAfter` of every Secret whose `tls.crt` parses.
+    /// The Secret a `credentialName` of a resource in `ns` names (see [`find_secret`]).
+    fn find(&mut self, ns: &str, name: &str) -> Option<Arc<SecretMaterial>> {
+        let gateway_namespace = self.gateway_namespace;
+        lookup_order(ns, gateway_namespace).find_map(|n| self.get(n, name))
+    }
+
+    /// The Secret that holds the client CA of credential `name` of a resource in `ns`, as Istio's
+    /// `GetCaCert` finds it for the SDS resource `<name>-cacert`: the Secret `<name>-cacert` when
+    /// there is one (even if it holds no CA: Istio does not fall back then), else the credential's
+    /// own Secret; with whether it is the `-cacert` one. `None`: neither Secret exists.
+    fn find_ca(&mut self, ns: &str, name: &str) -> Option<(Arc<SecretMaterial>, bool)> {
+        if let Some(m) = self.find(ns, &format!("{name}{CA_SECRET_SUFFIX}")) {
+            return Some((m, true));
+        }
+        self.find(ns, name).map(|m| (m, false))
+    }
+
+    /// `notAfter` of every Secret whose served certificate parses.
     pub(crate) fn expiries(&self) -> Vec<SecretCertificate> {
         let mut out: Vec<SecretCertificate> = self
             .set
             .secrets()
             .filter_map(|s| {
-                let pem = s.value(TLS_CRT)?;
+                let pem = s.value(s.key_pair()?.cert())?;
                 let chain = parse_certificates(&pem).ok()?;
                 let info = cert_info(chain.first()?).ok()?;
                 Some(SecretCertificate {
@@ -155,25 +216,68 @@ impl<'a> Secrets<'a> {
     }
 }
 
-fn material(s: &Secret) -> SecretMaterial {
-    let crt = s.value(TLS_CRT).unwrap_or_default();
-    let key = s.value(TLS_KEY).unwrap_or_default();
-    let served = served_certificate(&crt, &key);
-    let chain_and_key = served.as_ref().ok().and_then(|_| {
-        let chain = parse_certificates(&crt).ok()?;
-        let key = crate::ir::parse_private_key(&key).ok()?;
-        Some((chain, key))
-    });
-    SecretMaterial {
-        served,
-        ca: s.value(CA_CRT).map(|pem| parse_certificates(&pem)),
-        chain_and_key,
+/// Where a `credentialName` of a resource in `ns` is looked up, in order: that namespace, then
+/// the gateway's own. Istio reads credentials from the gateway pod's namespace only; the
+/// resource's namespace comes first here so that a Secret next to its Gateway keeps working.
+pub(crate) fn lookup_order<'n>(
+    ns: &'n str,
+    gateway_namespace: &'n str,
+) -> impl Iterator<Item = &'n str> {
+    std::iter::once(ns).chain((gateway_namespace != ns).then_some(gateway_namespace))
+}
+
+/// The Secret a `credentialName` of a resource in `ns` names, in [`lookup_order`].
+pub(crate) fn find_secret<'s>(
+    set: &'s ResourceSet,
+    ns: &str,
+    gateway_namespace: &str,
+    name: &str,
+) -> Option<&'s Secret> {
+    lookup_order(ns, gateway_namespace).find_map(|n| {
+        match set.get(&ResourceKey::new(Kind::Secret, n, name.to_string())) {
+            Some(Resource::Secret(s)) => Some(&**s),
+            _ => None,
+        }
+    })
+}
+
+/// `Secret "ns/name" not found`, naming every namespace that was looked in.
+pub(crate) fn secret_not_found(ns: &str, gateway_namespace: &str, name: &str) -> String {
+    if ns == gateway_namespace {
+        format!("Secret \"{ns}/{name}\" not found")
+    } else {
+        format!("Secret \"{name}\" not found in namespace \"{ns}\" or \"{gateway_namespace}\"")
     }
 }
 
-fn secret_problem(ns: &str, name: &str, (is_key, e): &(bool, PemError)) -> String {
-    let key = if *is_key { TLS_KEY } else { TLS_CRT };
-    format!("Secret \"{ns}/{name}\" {key}: {e}")
+fn material(s: &Secret) -> SecretMaterial {
+    let label = format!("{}/{}", s.metadata.namespace(), s.metadata.name);
+    let (served, chain_and_key) = match (s.key_pair(), s.certificate_and_key()) {
+        (Some(pair), Some((crt, key))) => match served_certificate(&crt, &key) {
+            Ok(c) => {
+                let parsed = parse_certificates(&crt)
+                    .ok()
+                    .zip(crate::ir::parse_private_key(&key).ok());
+                (Ok(c), parsed)
+            }
+            Err((is_key, e)) => {
+                let k = if is_key { pair.key() } else { pair.cert() };
+                let msg = format!("Secret \"{label}\" {k}: {e}");
+                (Err(Unserved::Invalid(msg)), None)
+            }
+        },
+        _ => (Err(Unserved::NoPair(no_pair(s))), None),
+    };
+    let ca = s.ca_key().and_then(|k| {
+        let pem = s.value(k)?;
+        Some(parse_certificates(&pem).map_err(|e| format!("Secret \"{label}\" {k}: {e}")))
+    });
+    SecretMaterial {
+        label,
+        served,
+        ca,
+        chain_and_key,
+    }
 }
 
 /// Builds the TLS listeners of every port that has HTTPS servers terminating TLS.
@@ -321,9 +425,8 @@ fn server(
     };
     let mut problems: Vec<String> = Vec::new();
 
-    // Certificates, and the CA a credential carries with it.
+    // Certificates.
     let mut certs: Vec<ServedCertificate> = Vec::new();
-    let mut secret_ca: Option<Vec<CertificateDer<'static>>> = None;
     let credentials: Vec<(String, &String)> = tls
         .credential_name
         .iter()
@@ -337,35 +440,18 @@ fn server(
         )
         .collect();
     for (field, name) in &credentials {
-        match secrets.get(ns, name) {
+        match secrets.find(ns, name) {
             // Already reported by the Gateway checks (SecretNotFound).
-            None => problems.push(format!("Secret \"{ns}/{name}\" not found")),
-            Some(m) => {
-                match &m.served {
-                    Ok(c) => certs.push(c.clone()),
-                    Err(e) => {
-                        let msg = secret_problem(ns, name, e);
-                        // A missing key was already reported by the Gateway checks.
-                        if !matches!(e.1, PemError::NoCertificate | PemError::NoKey) {
-                            diag.push(key, Problem::Ref("InvalidSecret"), field, &msg);
-                        }
-                        problems.push(msg);
-                    }
+            None => problems.push(secret_not_found(ns, secrets.gateway_namespace, name)),
+            Some(m) => match &m.served {
+                Ok(c) => certs.push(c.clone()),
+                // Already reported by the Gateway checks (InvalidSecret).
+                Err(Unserved::NoPair(msg)) => problems.push(msg.clone()),
+                Err(Unserved::Invalid(msg)) => {
+                    diag.push(key, Problem::Ref("InvalidSecret"), field, msg);
+                    problems.push(msg.clone());
                 }
-                if let Some(ca) = &m.ca {
-                    match ca {
-                        Ok(ca) => secret_ca
-                            .get_or_insert_with(Vec::new)
-                            .extend(ca.iter().cloned()),
-                        Err(e) if client_auth != ClientAuth::None => {
-                            let msg = format!("Secret \"{ns}/{name}\" {CA_CRT}: {e}");
-                            diag.push(key, Problem::Ref("InvalidSecret"), field, &msg);
-                            problems.push(msg);
-                        }
-                        Err(_) => {}
-                    }
-                }
-            }
+            },
         }
     }
     let mut file_pairs: Vec<(String, &Option<String>, &Option<String>)> = Vec::new();
@@ -406,9 +492,33 @@ fn server(
         problems.push("no certificate".to_string());
     }
 
-    // Client CA: caCertificates (a file) wins over the credential's ca.crt.
+    // Client CA. Istio takes it from the SDS resource `<credentialName>-cacert` (of the first of
+    // credentialNames) and then ignores caCertificates; here the files are the fallback for a
+    // credential without a CA.
     let mut client_ca: Option<Vec<CertificateDer<'static>>> = None;
     if client_auth != ClientAuth::None {
+        let mut ca_from: Option<String> = None;
+        if let Some((field, name)) = credentials.first() {
+            if let Some((m, split)) = secrets.find_ca(ns, name) {
+                match &m.ca {
+                    Some(Ok(ca)) => {
+                        client_ca = Some(ca.clone());
+                        ca_from = Some(m.label.clone());
+                    }
+                    Some(Err(msg)) => {
+                        diag.push(key, Problem::Ref("InvalidSecret"), field, msg);
+                        problems.push(msg.clone());
+                    }
+                    // A `-cacert` Secret without a CA is not passed over (Istio's GetCaCert).
+                    None if split => {
+                        let msg = m.no_ca();
+                        diag.push(key, Problem::Ref("InvalidSecret"), field, &msg);
+                        problems.push(msg);
+                    }
+                    None => {}
+                }
+            }
+        }
         let ca_paths: Vec<(String, &str)> = tls
             .ca_certificates
             .as_deref()
@@ -428,6 +538,15 @@ fn server(
             )
             .collect();
         for (field, p) in ca_paths {
+            if let Some(from) = &ca_from {
+                diag.push(
+                    key,
+                    Problem::Part,
+                    &field,
+                    &format!("ignored: the client CA comes from Secret \"{from}\" (as in Istio)"),
+                );
+                continue;
+            }
             match files
                 .get(p)
                 .and_then(|b| parse_certificates(b).map_err(|e| format!("{p:?}: {e}")))
@@ -439,11 +558,11 @@ fn server(
                 }
             }
         }
-        if client_ca.is_none() {
-            client_ca = secret_ca;
-        }
         if client_ca.is_none() && problems.is_empty() {
-            let msg = "no CA to verify client certificates: set caCertificates or add ca.crt to the credential's Secret".to_string();
+            let msg = match credentials.first() {
+                Some((_, name)) => format!("no CA to verify client certificates: add {CA_CRT} (or {GENERIC_CACERT}) to the credential's Secret, create a Secret \"{name}{CA_SECRET_SUFFIX}\" holding one, or set caCertificates"),
+                None => "no CA to verify client certificates: set caCertificates".to_string(),
+            };
             diag.push(key, Problem::Part, &format!("{tp}.caCertificates"), &msg);
             problems.push(msg);
         }
@@ -836,51 +955,71 @@ fn upstream_block(
         diag.push(key, problem, &format!("{path}.{field}"), &msg);
         problems.push(msg);
     };
+    // Istio reads the client certificate from the Secret (MUTUAL only) and the CA from the SDS
+    // resource `<credentialName>-cacert`: the Secret of that name, else the credential's own CA.
     if let Some(name) = t.credential_name.as_deref().filter(|n| !n.is_empty()) {
-        match secrets.get(ns, name) {
+        let main = secrets.find(ns, name);
+        match secrets.find_ca(ns, name) {
             None => push(
                 Problem::Ref("SecretNotFound"),
                 "credentialName",
-                format!("Secret \"{ns}/{name}\" not found"),
+                secret_not_found(ns, secrets.gateway_namespace, name),
                 &mut problems,
             ),
-            Some(m) => {
-                if let Some(c) = &m.ca {
-                    match c {
-                        Ok(c) => ca = Some(c.clone()),
-                        Err(e) => push(
-                            Problem::Ref("InvalidSecret"),
-                            "credentialName",
-                            format!("Secret \"{ns}/{name}\" {CA_CRT}: {e}"),
-                            &mut problems,
-                        ),
-                    }
-                }
-                if mutual {
-                    match (&m.served, &m.chain_and_key) {
-                        (Ok(_), Some((chain, k))) => {
-                            client = Some(ClientCertificate {
-                                chain: chain.clone(),
-                                key: k.clone_key(),
-                            })
-                        }
-                        (Err(e), _) => push(
-                            Problem::Ref("InvalidSecret"),
-                            "credentialName",
-                            secret_problem(ns, name, e),
-                            &mut problems,
-                        ),
-                        (Ok(_), None) => push(
-                            Problem::Ref("InvalidSecret"),
-                            "credentialName",
-                            format!(
-                                "Secret \"{ns}/{name}\" cannot be used as a client certificate"
-                            ),
-                            &mut problems,
-                        ),
-                    }
+            Some((m, split)) => match &m.ca {
+                Some(Ok(c)) => ca = Some(c.clone()),
+                Some(Err(msg)) => push(
+                    Problem::Ref("InvalidSecret"),
+                    "credentialName",
+                    msg.clone(),
+                    &mut problems,
+                ),
+                None if split => push(
+                    Problem::Ref("InvalidSecret"),
+                    "credentialName",
+                    m.no_ca(),
+                    &mut problems,
+                ),
+                None => {}
+            },
+        }
+        match (mutual, main) {
+            (false, _) => {}
+            (true, None) => {
+                let msg = secret_not_found(ns, secrets.gateway_namespace, name);
+                // Said once when neither Secret exists.
+                if !problems.contains(&msg) {
+                    push(
+                        Problem::Ref("SecretNotFound"),
+                        "credentialName",
+                        msg,
+                        &mut problems,
+                    );
                 }
             }
+            (true, Some(m)) => match (&m.served, &m.chain_and_key) {
+                (Ok(_), Some((chain, k))) => {
+                    client = Some(ClientCertificate {
+                        chain: chain.clone(),
+                        key: k.clone_key(),
+                    })
+                }
+                (Err(Unserved::NoPair(msg) | Unserved::Invalid(msg)), _) => push(
+                    Problem::Ref("InvalidSecret"),
+                    "credentialName",
+                    msg.clone(),
+                    &mut problems,
+                ),
+                (Ok(_), None) => push(
+                    Problem::Ref("InvalidSecret"),
+                    "credentialName",
+                    format!(
+                        "Secret \"{}\" cannot be used as a client certificate",
+                        m.label
+                    ),
+                    &mut problems,
+                ),
+            },
         }
     }
     if let Some(p) = t.ca_certificates.as_deref().filter(|p| !p.is_empty()) {
@@ -1113,12 +1252,110 @@ mod tests {
         assert!(l.server_for(Some("b.example.com")).is_none());
     }
 
+    /// A Secret in Istio's generic layout in namespace `ns`.
+    fn generic_in(ns: &str, name: &str, crt: &str, key: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ntype: Opaque\nstringData:\n  cert: {crt:?}\n  key: {key:?}\n---\n"
+        )
+    }
+
+    /// The first SAN of the certificate served for `sni` on port 443, if it can be served.
+    fn served_subject(t: &super::super::Translation, sni: &str) -> Option<String> {
+        let s = t.snapshot.tls.get(&443)?.server_for(Some(sni))?;
+        s.config.as_ref()?;
+        s.certificates.first().and_then(|c| c.sans.first().cloned())
+    }
+
+    #[test]
+    fn credentials_are_looked_up_in_the_gateways_namespace_then_the_gateways_own() {
+        let (here, here_key) = cert(&["here.test"]);
+        let (own, own_key) = cert(&["own.test"]);
+        let (third, third_key) = cert(&["third.test"]);
+        let y = generic_in("istio-system", "c", &own, &own_key)
+            + &generic_in("other", "c", &third, &third_key)
+            + &gateway(&https("a", "[a.test]", "{mode: SIMPLE, credentialName: c}"));
+        for (gateway_ns, want) in [
+            ("istio-system", Some("own.test")),
+            ("other", Some("third.test")),
+            ("elsewhere", None),
+            // The Gateway's own namespace: the one lookup.
+            ("default", None),
+        ] {
+            let t = super::super::translate_with_files(&set(&y), &Files::default(), gateway_ns);
+            assert_eq!(
+                served_subject(&t, "a.test").as_deref(),
+                want,
+                "--namespace {gateway_ns}"
+            );
+        }
+        let y = y + &generic_in("default", "c", &here, &here_key);
+        for gateway_ns in ["istio-system", "other"] {
+            let t = super::super::translate_with_files(&set(&y), &Files::default(), gateway_ns);
+            assert_eq!(
+                served_subject(&t, "a.test").as_deref(),
+                Some("here.test"),
+                "the Gateway's namespace comes first (--namespace {gateway_ns})"
+            );
+        }
+        assert_eq!(
+            lookup_order("default", "default").collect::<Vec<_>>(),
+            ["default"]
+        );
+    }
+
+    #[test]
+    fn the_cacert_secret_gives_the_client_ca_and_wins_over_the_credentials_own() {
+        let (c, k) = cert(&["m.test"]);
+        let (ca1, _) = cert(&["first-ca.test"]);
+        let (ca2, _) = cert(&["second-ca.test"]);
+        let ca_secret = |ns: &str, name: &str, ca: &str| {
+            format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\nstringData:\n  cacert: {ca:?}\n---\n")
+        };
+        let gw = gateway(&https("m", "[m.test]", "{mode: MUTUAL, credentialName: m}"));
+        let client_ca = |y: &str| {
+            let t = super::super::translate(&set(y));
+            let s = t
+                .snapshot
+                .tls
+                .get(&443)
+                .and_then(|l| l.server_for(Some("m.test")))
+                .cloned()
+                .expect("server");
+            (
+                s.client_ca
+                    .iter()
+                    .flat_map(|c| c.sans.clone())
+                    .collect::<Vec<_>>(),
+                s.problem.clone(),
+            )
+        };
+        // No CA anywhere: handshakes fail, and the warning says where a CA may come from.
+        let (ca, problem) = client_ca(&(secret("m", &c, &k) + &gw));
+        assert!(ca.is_empty());
+        assert!(problem.is_some_and(|p| p.contains("\"m-cacert\"")));
+        // The -cacert Secret, in the gateway's namespace.
+        let y = secret("m", &c, &k) + &ca_secret("istio-system", "m-cacert", &ca1) + &gw;
+        assert_eq!(client_ca(&y), (vec!["first-ca.test".to_string()], None));
+        // It wins over the credential's own CA.
+        let own = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: m}}\nstringData:\n  tls.crt: {c:?}\n  tls.key: {k:?}\n  ca.crt: {ca2:?}\n---\n"
+        );
+        assert_eq!(
+            client_ca(&(own.clone() + &ca_secret("default", "m-cacert", &ca1) + &gw)),
+            (vec!["first-ca.test".to_string()], None)
+        );
+        assert_eq!(
+            client_ca(&(own + &gw)),
+            (vec!["second-ca.test".to_string()], None)
+        );
+    }
+
     #[test]
     fn mismatched_key_is_reported_on_the_key() {
         let (c, _) = cert(&["a.test"]);
         let (_, k) = cert(&["a.test"]);
         let e = served_certificate(c.as_bytes(), k.as_bytes()).expect_err("mismatch");
-        assert_eq!(e, (true, PemError::KeyMismatch));
+        assert_eq!(e, (true, crate::ir::PemError::KeyMismatch));
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.servers[?port.protocol=HTTPS].tls.caCrl", "no revocation check"),
     ("spec.servers[?port.protocol=HTTPS].tls.verifyCertificateSpki", "client certificates are not pinned"),
     ("spec.servers[?port.protocol=HTTPS].tls.verifyCertificateHash", "client certificates are not pinned"),
-    ("spec.servers[?port.protocol=HTTPS].tls.caCertCredentialName", "the CA comes from caCertificates or the credential's ca.crt"),
+    ("spec.servers[?port.protocol=HTTPS].tls.caCertCredentialName", "the CA comes from the Secret <credentialName>-cacert, the credential's own CA, or caCertificates"),
     ("spec.servers[?port.protocol=HTTPS].tls.insecureSkipVerify", "client certificates are verified"),
     ("spec.servers[*].bind", "the listener flags decide the address"),
 ];
