@@ -117,11 +117,11 @@ fn header(text: &str) -> Result<Case, String> {
 
 /// The gateway's verdict, and what it said, for the failure message.
 fn verdict(bytes: &[u8]) -> (Verdict, String) {
-    let resource = match parse_document(bytes, Format::Yaml).and_then(|v| resource_from_value(v, None))
-    {
-        Ok(r) => r,
-        Err(e) => return (Verdict::Reject, format!("decode: {e}")),
-    };
+    let resource =
+        match parse_document(bytes, Format::Yaml).and_then(|v| resource_from_value(v, None)) {
+            Ok(r) => r,
+            Err(e) => return (Verdict::Reject, format!("decode: {e}")),
+        };
     let report = validate(&resource);
     if !report.errors.is_empty() {
         let said: Vec<String> = report

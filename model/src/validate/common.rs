@@ -709,11 +709,9 @@ pub(crate) fn check_string_match(
     if rule == MatchRule::CorsOrigin {
         match set.first() {
             None => f.required(path, "one of exact, prefix or regex"),
-            Some((name, "")) => f.invalid(
-                &path.field(name),
-                "",
-                "an allowed origin must not be empty",
-            ),
+            Some((name, "")) => {
+                f.invalid(&path.field(name), "", "an allowed origin must not be empty")
+            }
             Some(_) => {}
         }
     }

@@ -12,10 +12,10 @@
 
 use super::common::{
     check_duration, check_export_to, check_header_value, check_header_value_format,
-    check_i32_count, check_ip_or_cidr, check_istio_fqdn, check_labels, check_metadata,
-    check_port, check_regex, check_string_match, check_wildcard_domain, decode_proto_bytes,
-    dns1123_label, dns1123_subdomain, envoy_header_formatter, is_ip, is_istio_label, is_token, join_and, HostIndex,
-    MatchRule, NameRule, HOST_MAX,
+    check_i32_count, check_ip_or_cidr, check_istio_fqdn, check_labels, check_metadata, check_port,
+    check_regex, check_string_match, check_wildcard_domain, decode_proto_bytes, dns1123_label,
+    dns1123_subdomain, envoy_header_formatter, is_ip, is_istio_label, is_token, join_and,
+    HostIndex, MatchRule, NameRule, HOST_MAX,
 };
 use super::findings::Findings;
 use super::path::FieldPath;
@@ -569,7 +569,11 @@ fn check_fault_percentage(f: &mut Findings, p: &FieldPath, pc: &Percent) {
 fn check_http_match(f: &mut Findings, p: &FieldPath, m: &HttpMatchRequest) {
     for (field, rule, map) in [
         ("headers", MatchRule::Value, &m.headers),
-        ("withoutHeaders", MatchRule::WithoutHeader, &m.without_headers),
+        (
+            "withoutHeaders",
+            MatchRule::WithoutHeader,
+            &m.without_headers,
+        ),
     ] {
         for (name, sm) in map {
             let kp = p.field(field).key(name);
@@ -653,7 +657,10 @@ fn check_match_header_name(f: &mut Findings, p: &FieldPath, name: &str) {
     ) {
         f.warn(
             p,
-            format!("ignored: a header named {name:?} is not matched; use match.{} instead", name.to_ascii_lowercase()),
+            format!(
+                "ignored: a header named {name:?} is not matched; use match.{} instead",
+                name.to_ascii_lowercase()
+            ),
         );
     }
 }
@@ -770,35 +777,37 @@ fn check_header_op_name(f: &mut Findings, p: &FieldPath, name: &str, authority_o
 }
 
 /// Istio's `validateAuthorityRewrite`: the authority is set once, by `rewrite.authority` or a rule
-/// level request `set`/`add` of `host` or `:authority`.
+/// level request `set`/`add` of `host` or `:authority` (an empty value sets nothing, but a later
+/// one may replace it).
 fn check_authority_once(
     f: &mut Findings,
     route: &FieldPath,
     rewrite: Option<&HttpRewrite>,
     headers: Option<&Headers>,
 ) {
-    let mut sources: Vec<FieldPath> = Vec::new();
-    if rewrite.is_some_and(|rw| non_empty(&rw.authority)) {
-        sources.push(route.field("rewrite").field("authority"));
-    }
-    if let Some(req) = headers.and_then(|h| h.request.as_ref()) {
-        let hp = route.field("headers").field("request");
-        for (op, map) in [("set", &req.set), ("add", &req.add)] {
-            for (name, value) in map {
-                let authority =
-                    name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case(":authority");
-                if authority && !value.is_empty() {
-                    sources.push(hp.field(op).key(name));
+    let mut current: Option<(FieldPath, &str)> = rewrite
+        .and_then(|rw| rw.authority.as_deref())
+        .map(|a| (route.field("rewrite").field("authority"), a));
+    let Some(req) = headers.and_then(|h| h.request.as_ref()) else {
+        return;
+    };
+    let hp = route.field("headers").field("request");
+    for (op, map) in [("set", &req.set), ("add", &req.add)] {
+        for (name, value) in map {
+            if !name.eq_ignore_ascii_case("host") && !name.eq_ignore_ascii_case(":authority") {
+                continue;
+            }
+            let here = hp.field(op).key(name);
+            if let Some((first, v)) = &current {
+                if !v.is_empty() {
+                    f.forbidden(
+                        &here,
+                        format!("the authority may be set only once; it is already set by {first}"),
+                    );
+                    continue;
                 }
             }
-        }
-    }
-    if let Some((first, rest)) = sources.split_first() {
-        for later in rest {
-            f.forbidden(
-                later,
-                format!("the authority may be set only once; it is already set by {first}"),
-            );
+            current = Some((here, value.as_str()));
         }
     }
 }
@@ -1309,7 +1318,12 @@ fn exact_or_prefix(m: Option<&StringMatch>) -> String {
 }
 
 fn prefix_entry(path: FieldPath, m: &HttpMatchRequest) -> Option<PrefixEntry> {
-    let prefix = m.uri.as_ref()?.prefix.as_deref().filter(|p| !p.is_empty())?;
+    let prefix = m
+        .uri
+        .as_ref()?
+        .prefix
+        .as_deref()
+        .filter(|p| !p.is_empty())?;
     let map = |mm: &BTreeMap<String, StringMatch>| {
         mm.iter()
             .map(|(k, v)| (k.clone(), exact_or_prefix(Some(v))))
@@ -1337,10 +1351,7 @@ fn prefix_entry(path: FieldPath, m: &HttpMatchRequest) -> Option<PrefixEntry> {
 fn covers(a: &PrefixEntry, b: &PrefixEntry) -> bool {
     let cond = |x: &str, y: &str| x == y || x.starts_with(y);
     let maps = |x: &BTreeMap<String, String>, y: &BTreeMap<String, String>| {
-        x.len() == y.len()
-            && x
-                .iter()
-                .all(|(k, v)| y.get(k).is_some_and(|w| cond(v, w)))
+        x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| cond(v, w)))
     };
     b.prefix.starts_with(&a.prefix)
         && a.port == b.port
