@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 const UNENFORCED_SUFFIX: &str = ": accepted but not enforced yet";
 
 /// The corpus may only grow: a smaller one means cases were lost.
-const MIN_CASES: usize = 1;
+const MIN_CASES: usize = 318;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Verdict {

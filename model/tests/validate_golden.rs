@@ -444,7 +444,8 @@ fn large_resources_validate_in_linear_time() {
         })
         .collect();
     let http: Vec<Value> = (0..20_000)
-        .map(|i| json!({"match": [{"uri": {"prefix": format!("/p{}", i % 10_000)}}], "route": [{"destination": {"host": "svc"}}]}))
+        // "/pN/": no prefix covers another (as "/p1" would cover "/p10"), only repeats count.
+        .map(|i| json!({"match": [{"uri": {"prefix": format!("/p{}/", i % 10_000)}}], "route": [{"destination": {"host": "svc"}}]}))
         .collect();
     let doc = json!({
         "apiVersion": "networking.istio.io/v1",
@@ -458,8 +459,8 @@ fn large_resources_validate_in_linear_time() {
     assert_eq!(report.errors.len(), 10_000, "every a.hN host overlaps *.hN");
     assert_eq!(
         report.warnings.len(),
-        10_000,
-        "every second half match repeats"
+        20_000,
+        "every second half match repeats, so its rule is never used either"
     );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(20),

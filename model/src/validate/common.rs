@@ -77,6 +77,41 @@ fn is_host_label(s: &str) -> bool {
     s.len() <= LABEL_MAX && label_chars_ok(s, |b| b.is_ascii_alphanumeric())
 }
 
+/// Istio's `labels.IsDNS1123Label`: unlike Kubernetes, letters of either case (gateway names and
+/// namespaces in references, subset names, `sourceNamespace`).
+pub(crate) fn is_istio_label(s: &str) -> bool {
+    is_host_label(s)
+}
+
+/// Istio's `agent.ValidateFQDN`: at most 255 characters, labels of letters, digits and '-', a
+/// top-level domain that is not a number, an optional trailing dot.
+pub(crate) fn check_istio_fqdn(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if s.len() > HOST_MAX {
+        return Err(format!("must be no more than {HOST_MAX} characters"));
+    }
+    let parts: Vec<&str> = s.split('.').collect();
+    if let Some(tld) = parts.last() {
+        // Go's strconv.Atoi, as Istio checks it: an optional sign, then digits.
+        if tld.parse::<i64>().is_ok() {
+            return Err(format!(
+                "the top-level domain {tld:?} may not be all-numeric"
+            ));
+        }
+    }
+    for (i, label) in parts.iter().enumerate() {
+        if i + 1 == parts.len() && label.is_empty() {
+            break;
+        }
+        if !is_host_label(label) {
+            return Err(host_label_error(label));
+        }
+    }
+    Ok(())
+}
+
 /// Istio's wildcard label: `*`, `*foo`, `*-foo`, or a plain label.
 fn is_wildcard_label(s: &str) -> bool {
     if s.len() > LABEL_MAX {
@@ -444,13 +479,6 @@ pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_tchar)
 }
 
-/// Istio's strict header names for header operations: `[-_A-Za-z0-9]+`.
-pub(crate) fn is_strict_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// A header value (also anything that ends up in one: redirect targets, authorities): no control
 /// characters but TAB.
 pub(crate) fn check_header_value(f: &mut Findings, path: &FieldPath, v: &str) {
@@ -461,6 +489,122 @@ pub(crate) fn check_header_value(f: &mut Findings, path: &FieldPath, v: &str) {
             "may not contain control characters (other than TAB)",
         );
     }
+}
+
+/// Istio's `ValidateHTTPHeaderValue`: no control characters but TAB, and a well-formed Envoy
+/// header formatter (`%VAR%`, `%VAR(args)%`, `%%` for a literal `%`).
+pub(crate) fn check_header_value_format(f: &mut Findings, path: &FieldPath, v: &str) {
+    if v.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        f.invalid(
+            path,
+            v,
+            "may not contain control characters (other than TAB)",
+        );
+    } else if let Err(e) = envoy_header_formatter(v) {
+        f.invalid(
+            path,
+            v,
+            format!("not a valid Envoy header value: {e} (write a literal % as %%)"),
+        );
+    }
+}
+
+/// Istio's port (`validateHeaderValue`) of Envoy's header formatter parser: where a value is not a
+/// literal, a `%VARIABLE%` or a `%VARIABLE(arguments)%`, with `%%` standing for `%`.
+pub(crate) fn envoy_header_formatter(v: &str) -> Result<(), &'static str> {
+    #[derive(PartialEq)]
+    enum State {
+        Literal,
+        VariableName,
+        ExpectArray,
+        ExpectString,
+        String,
+        ExpectArrayDelimiterOrEnd,
+        ExpectArgsEnd,
+        ExpectVariableEnd,
+    }
+    let b = v.as_bytes();
+    let mut state = State::Literal;
+    let mut pos = 0;
+    while pos < b.len() {
+        let ch = b[pos];
+        let has_next = pos + 1 < b.len();
+        match state {
+            State::Literal => {
+                if ch == b'%' {
+                    if !has_next {
+                        return Err("unescaped % at the end");
+                    }
+                    if b[pos + 1] == b'%' {
+                        pos += 1;
+                    } else {
+                        state = State::VariableName;
+                    }
+                }
+            }
+            State::VariableName => {
+                if ch == b'%' {
+                    state = State::Literal;
+                } else if ch == b'(' {
+                    state = State::ExpectArray;
+                }
+            }
+            State::ExpectArray => {
+                if ch == b'[' {
+                    state = State::ExpectString;
+                } else if ch != b' ' {
+                    state = State::String;
+                }
+            }
+            State::ExpectArrayDelimiterOrEnd => {
+                if ch == b',' {
+                    state = State::ExpectString;
+                } else if ch == b']' {
+                    state = State::ExpectArgsEnd;
+                } else if ch != b' ' {
+                    return Err("expecting ',', ']' or a space in the arguments");
+                }
+            }
+            State::ExpectString => {
+                if ch == b'"' {
+                    state = State::String;
+                } else if ch != b' ' {
+                    return Err("expecting '\"' in the arguments");
+                }
+            }
+            State::String => {
+                if ch == b'\\' {
+                    if !has_next {
+                        return Err("unterminated backslash in the arguments");
+                    }
+                    pos += 1;
+                } else if ch == b')' {
+                    state = State::ExpectVariableEnd;
+                } else if ch == b'"' {
+                    state = State::ExpectArrayDelimiterOrEnd;
+                }
+            }
+            State::ExpectArgsEnd => {
+                if ch == b')' {
+                    state = State::ExpectVariableEnd;
+                } else if ch != b' ' {
+                    return Err("expecting ')' or a space after the arguments");
+                }
+            }
+            State::ExpectVariableEnd => {
+                if ch == b'%' {
+                    state = State::Literal;
+                } else if ch != b' ' {
+                    return Err("expecting '%' or a space after the arguments");
+                }
+            }
+        }
+        pos += 1;
+    }
+    if state != State::Literal {
+        return Err("unterminated %VARIABLE% expression");
+    }
+    Ok(())
 }
 
 /// The text of a regex error, on one line.
@@ -520,55 +664,66 @@ pub(crate) fn join_and(items: &[&str]) -> String {
     }
 }
 
-/// How a `StringMatch` may be used.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MatchUse {
-    /// `{}` means "present" (header and query parameter matches).
-    pub empty_is_presence: bool,
-    /// `regex: "*"` means "present" (header matches).
-    pub star_regex_is_presence: bool,
+/// Where a `StringMatch` is used, which decides what Istio checks in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MatchRule {
+    /// `match.uri`: an empty prefix is allowed (it matches every path, as in Envoy); only a regex
+    /// is checked.
+    Uri,
+    /// `scheme`, `method`, `authority`, `headers` and `queryParams`: no empty prefix, a valid
+    /// regex; `{}` (no member) is allowed (for headers and query parameters it means "present").
+    Value,
+    /// `withoutHeaders`: like [`MatchRule::Value`], but `regex: "*"` means "present".
+    WithoutHeader,
+    /// `corsPolicy.allowOrigins`: exactly one member, not empty.
+    CorsOrigin,
 }
 
-/// For `uri`, `scheme`, `method`, `authority`, CORS origins: exactly one of exact/prefix/regex.
-pub(crate) const STRICT_MATCH: MatchUse = MatchUse {
-    empty_is_presence: false,
-    star_regex_is_presence: false,
-};
-
-/// A `StringMatch`: one of `exact`, `prefix`, `regex`; no empty prefix; a valid regex.
+/// A `StringMatch` as Istio's `validateStringMatch`, `validateStringMatchRegexp` and
+/// `validateAllowOrigins` check it; two members at once are refused, as Istio's decoder refuses
+/// two members of a oneof.
 pub(crate) fn check_string_match(
     f: &mut Findings,
     path: &FieldPath,
     m: &StringMatch,
-    how: MatchUse,
+    rule: MatchRule,
 ) {
-    let set: Vec<&str> = [
-        ("exact", m.exact.is_some()),
-        ("prefix", m.prefix.is_some()),
-        ("regex", m.regex.is_some()),
+    let set: Vec<(&str, &str)> = [
+        ("exact", m.exact.as_deref()),
+        ("prefix", m.prefix.as_deref()),
+        ("regex", m.regex.as_deref()),
     ]
     .into_iter()
-    .filter_map(|(name, on)| on.then_some(name))
+    .filter_map(|(name, v)| v.map(|v| (name, v)))
     .collect();
-    if set.is_empty() && !how.empty_is_presence {
-        f.required(path, "one of exact, prefix or regex");
-    }
     if set.len() > 1 {
+        let names: Vec<&str> = set.iter().map(|(n, _)| *n).collect();
         f.forbidden(
             path,
             format!(
                 "{} are mutually exclusive: set only one of exact, prefix or regex",
-                join_and(&set)
+                join_and(&names)
             ),
         );
     }
+    if rule == MatchRule::CorsOrigin {
+        match set.first() {
+            None => f.required(path, "one of exact, prefix or regex"),
+            Some((name, "")) => {
+                f.invalid(&path.field(name), "", "an allowed origin must not be empty")
+            }
+            Some(_) => {}
+        }
+    }
     if let Some(p) = &m.prefix {
-        if p.is_empty() {
+        if p.is_empty() && matches!(rule, MatchRule::Value | MatchRule::WithoutHeader) {
             f.invalid(&path.field("prefix"), p.as_str(), "must not be empty");
         }
     }
     if let Some(r) = &m.regex {
-        if !(how.star_regex_is_presence && r == "*") {
+        let presence = rule == MatchRule::WithoutHeader && r == "*";
+        let empty_origin = rule == MatchRule::CorsOrigin && r.is_empty();
+        if !presence && !empty_origin {
             check_regex(f, &path.field("regex"), r);
         }
     }
