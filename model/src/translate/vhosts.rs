@@ -165,6 +165,17 @@ impl<'g> Builder<'g, '_, '_> {
                     });
                 }
                 if stops {
+                    for later in templates.iter().filter(|l| l.index > t.index) {
+                        self.diag.push(
+                            &key,
+                            Problem::Part,
+                            &format!("spec.http[{}]", later.index),
+                            &format!(
+                                "never reached: spec.http[{}] before it matches every request (Istio stops a VirtualService at its first catch-all)",
+                                t.index
+                            ),
+                        );
+                    }
                     break;
                 }
             }

@@ -1385,7 +1385,7 @@ fn check_http_reachability(f: &mut Findings, p: &FieldPath, rules: &[HttpRoute])
         if let Some(e) = no_match {
             f.warn(
                 &rp,
-                format!("Istio reports this rule as never used, as {} before it has no match (a gateway tries a rule without match last, so here it is still used)", p.index(e)),
+                format!("rule is never used: {} before it has no match and takes every request", p.index(e)),
             );
             continue;
         }
