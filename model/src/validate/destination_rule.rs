@@ -1,6 +1,7 @@
-//! DestinationRule: host, subsets, `exportTo`, `workloadSelector`, and the traffic policy (load
-//! balancer, connection pool, outlier detection, upstream TLS, port-level settings, tunnel, proxy
-//! protocol, retry budget) at host, port and subset level.
+//! DestinationRule, as Istio's webhook and CRD schema validate it: host, subsets, `exportTo`,
+//! `workloadSelector`, and the traffic policy (load balancer, connection pool, outlier detection,
+//! upstream TLS, port-level settings, tunnel, proxy protocol, retry budget) at host, port and
+//! subset level. Locality settings are in `locality.rs`.
 
 use super::common::{
     check_duration, check_export_to, check_fqdn, check_i32_count, check_int_percent, check_labels,
@@ -321,7 +322,7 @@ fn check_backend_utilization(f: &mut Findings, p: &FieldPath, bu: &BackendUtiliz
 }
 
 fn check_consistent_hash(f: &mut Findings, p: &FieldPath, ch: &ConsistentHashLb) {
-    // No hash key is allowed (Envoy then hashes nothing, so every request picks the same host).
+    // No hash key is allowed, as in Istio: nothing is hashed, so requests are not pinned to a host.
     let keys: Vec<&str> = [
         ("httpHeaderName", ch.http_header_name.is_some()),
         ("httpCookie", ch.http_cookie.is_some()),
