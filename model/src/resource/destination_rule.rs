@@ -91,6 +91,13 @@ pub struct LoadBalancerSettings {
     pub consistent_hash: Option<ConsistentHashLb>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_lb_setting: Option<LocalityLbSetting>,
+    /// Envoy's zone-aware balancing; cannot be combined with `localityLbSetting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_aware_lb_setting: Option<ZoneAwareLbSetting>,
+    /// Weights from backend-reported (ORCA) load; cannot be combined with `simple` or
+    /// `consistentHash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_utilization: Option<BackendUtilization>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_duration_secs: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,6 +189,35 @@ pub struct LocalityFailover {
     pub from: String,
     #[serde(default)]
     pub to: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZoneAwareLbSetting {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Cross-region order only: zones and subzones are handled by Envoy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<LocalityFailover>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover_priority: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_cluster_size: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendUtilization {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_update_period: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_expiration_period: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_stabilization_period: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_utilization_penalty_percent: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metric_names_for_computing_utilization: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -371,8 +407,11 @@ pub struct ProxyProtocol {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudget {
+    /// A plain number (`google.protobuf.DoubleValue`), not a `Percent` object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub percent: Option<super::Percent>,
+    pub percent: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_retry_concurrency: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_interval: Option<Duration>,
 }

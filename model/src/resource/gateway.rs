@@ -107,6 +107,9 @@ pub struct ServerTlsSettings {
     pub max_protocol_version: Option<TlsProtocol>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cipher_suites: Vec<String>,
+    /// Key-exchange groups (`X25519`, `P-256`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ecdh_curves: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert_credential_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,23 +1,29 @@
-//! DestinationRule: host, subsets, `exportTo`, `workloadSelector`, and the traffic policy (load
-//! balancer, connection pool, outlier detection, upstream TLS, port-level settings, tunnel, proxy
-//! protocol, retry budget) at host, port and subset level.
+//! DestinationRule, as Istio's webhook and CRD schema validate it: host, subsets, `exportTo`,
+//! `workloadSelector`, and the traffic policy (load balancer, connection pool, outlier detection,
+//! upstream TLS, port-level settings, tunnel, proxy protocol, retry budget) at host, port and
+//! subset level. Locality settings are in `locality.rs`.
 
 use super::common::{
     check_duration, check_export_to, check_fqdn, check_i32_count, check_int_percent, check_labels,
-    check_metadata, check_percent, check_port, check_u32_count, check_unique,
-    check_wildcard_domain, dns1123_label, is_ip, is_token, join_and, NameRule,
+    check_metadata, check_port, check_u32_count, check_wildcard_domain, is_ip, is_token, join_and,
+    NameRule,
 };
 use super::findings::Findings;
+use super::istio::is_label;
+use super::locality::{check_locality, check_zone_aware};
 use super::path::FieldPath;
 use crate::resource::{
-    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, DestinationRule,
-    H2UpgradePolicy, LoadBalancerSettings, LocalityLbSetting, OutlierDetection, SimpleLb,
+    BackendUtilization, ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb,
+    DestinationRule, Duration, H2UpgradePolicy, LoadBalancerSettings, OutlierDetection,
     TrafficPolicy,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Maglev table sizes must be below this.
 const MAGLEV_TABLE_MAX: i64 = 5_000_011;
+
+/// The prefix of a `credentialName` that names a ConfigMap (`configmap://namespace/name`).
+const CONFIGMAP_PREFIX: &str = "configmap://";
 
 fn non_empty(o: &Option<String>) -> bool {
     o.as_deref().is_some_and(|s| !s.is_empty())
@@ -26,6 +32,7 @@ fn non_empty(o: &Option<String>) -> bool {
 pub(crate) fn validate_destination_rule(dr: &DestinationRule, f: &mut Findings) {
     check_metadata(f, &dr.metadata, NameRule::Subdomain);
     let spec = &dr.spec;
+    let own_ns = dr.metadata.namespace();
     let p = FieldPath::root("spec");
     let hp = p.field("host");
     if spec.host.is_empty() {
@@ -33,39 +40,45 @@ pub(crate) fn validate_destination_rule(dr: &DestinationRule, f: &mut Findings) 
             &hp,
             "the host this rule applies to (a ServiceEntry host or a DNS name)",
         );
-    } else if !is_ip(&spec.host) {
-        if let Err(e) = check_wildcard_domain(&spec.host) {
-            f.invalid(&hp, spec.host.as_str(), e);
-        }
+    } else if let Err(e) = check_wildcard_domain(&spec.host) {
+        let e = if is_ip(&spec.host) {
+            "must be a host name, not an IP address".to_string()
+        } else {
+            e
+        };
+        f.invalid(&hp, spec.host.as_str(), e);
     }
     if let Some(tp) = &spec.traffic_policy {
-        check_traffic_policy(f, &p.field("trafficPolicy"), tp);
+        check_traffic_policy(f, &p.field("trafficPolicy"), tp, own_ns);
     }
     let sp = p.field("subsets");
+    // Subset names compare case-sensitively, as Istio's do.
+    let mut names: HashMap<&str, FieldPath> = HashMap::new();
     for (i, s) in spec.subsets.iter().enumerate() {
         let ip = sp.index(i);
+        let np = ip.field("name");
         if s.name.is_empty() {
-            f.required(
-                &ip.field("name"),
-                "a subset name (an RFC 1123 label, e.g. \"v1\")",
+            f.required(&np, "a subset name (a DNS label, e.g. \"v1\")");
+        } else if !is_label(&s.name) {
+            f.invalid(
+                &np,
+                s.name.as_str(),
+                "a subset name must be a DNS label: letters, digits and '-', starting and ending with a letter or digit, at most 63 characters",
             );
-        } else if let Err(e) = dns1123_label(&s.name) {
-            f.invalid(&ip.field("name"), s.name.as_str(), e);
+        } else if let Some(first) = names.get(s.name.as_str()) {
+            f.duplicate(
+                &np,
+                s.name.as_str(),
+                format!("subset names must be unique; already used by {first}"),
+            );
+        } else {
+            names.insert(&s.name, np);
         }
         check_labels(f, &ip.field("labels"), &s.labels);
         if let Some(tp) = &s.traffic_policy {
-            check_traffic_policy(f, &ip.field("trafficPolicy"), tp);
+            check_traffic_policy(f, &ip.field("trafficPolicy"), tp, own_ns);
         }
     }
-    check_unique(
-        f,
-        spec.subsets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (sp.index(i).field("name"), s.name.as_str())),
-        "subset names",
-    );
-    let own_ns = dr.metadata.namespace();
     let ep = p.field("exportTo");
     check_export_to(f, &ep, &spec.export_to, own_ns, false);
     if let Some(ws) = &spec.workload_selector {
@@ -83,7 +96,7 @@ pub(crate) fn validate_destination_rule(dr: &DestinationRule, f: &mut Findings) 
     }
 }
 
-fn check_traffic_policy(f: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
+fn check_traffic_policy(f: &mut Findings, p: &FieldPath, tp: &TrafficPolicy, ns: &str) {
     let TrafficPolicy {
         load_balancer,
         connection_pool,
@@ -115,6 +128,7 @@ fn check_traffic_policy(f: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
         connection_pool.as_ref(),
         outlier_detection.as_ref(),
         tls.as_ref(),
+        ns,
     );
 
     let pp = p.field("portLevelSettings");
@@ -155,6 +169,7 @@ fn check_traffic_policy(f: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
             pl.connection_pool.as_ref(),
             pl.outlier_detection.as_ref(),
             pl.tls.as_ref(),
+            ns,
         );
     }
 
@@ -182,11 +197,20 @@ fn check_traffic_policy(f: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
     }
     if let Some(rb) = retry_budget {
         let rp = p.field("retryBudget");
-        if let Some(pc) = &rb.percent {
-            check_percent(f, &rp.field("percent"), pc);
+        if let Some(pc) = rb.percent {
+            if !(0.0..=100.0).contains(&pc) {
+                f.invalid(
+                    &rp.field("percent"),
+                    &pc,
+                    "must be between 0 and 100, inclusive",
+                );
+            }
         }
         if let Some(n) = rb.min_retry_concurrency {
             check_u32_count(f, &rp.field("minRetryConcurrency"), n);
+        }
+        if let Some(d) = &rb.budget_interval {
+            check_parses(f, &rp.field("budgetInterval"), d);
         }
     }
 }
@@ -199,21 +223,10 @@ fn check_policy_parts(
     pool: Option<&ConnectionPoolSettings>,
     outlier: Option<&OutlierDetection>,
     tls: Option<&ClientTlsSettings>,
+    ns: &str,
 ) {
     if let Some(lb) = lb {
-        check_load_balancer(f, &p.field("loadBalancer"), lb);
-        let failover = lb
-            .locality_lb_setting
-            .as_ref()
-            .is_some_and(|l| !l.failover.is_empty() || !l.failover_priority.is_empty());
-        if failover && outlier.is_none() {
-            f.warn(
-                &p.field("loadBalancer")
-                    .field("localityLbSetting")
-                    .field("failover"),
-                "locality failover takes effect only with outlierDetection; add outlierDetection",
-            );
-        }
+        check_load_balancer(f, &p.field("loadBalancer"), lb, outlier.is_some());
     }
     if let Some(pool) = pool {
         check_connection_pool(f, &p.field("connectionPool"), pool);
@@ -222,36 +235,48 @@ fn check_policy_parts(
         check_outlier(f, &p.field("outlierDetection"), o);
     }
     if let Some(t) = tls {
-        check_client_tls(f, &p.field("tls"), t);
+        check_client_tls(f, &p.field("tls"), t, ns);
     }
 }
 
-fn check_load_balancer(f: &mut Findings, p: &FieldPath, lb: &LoadBalancerSettings) {
-    if lb.simple.is_some() && lb.consistent_hash.is_some() {
+fn check_load_balancer(f: &mut Findings, p: &FieldPath, lb: &LoadBalancerSettings, outlier: bool) {
+    let policies: Vec<&str> = [
+        ("simple", lb.simple.is_some()),
+        ("consistentHash", lb.consistent_hash.is_some()),
+        ("backendUtilization", lb.backend_utilization.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(n, on)| on.then_some(n))
+    .collect();
+    if policies.len() > 1 {
         f.forbidden(
-            &p.field("consistentHash"),
-            "consistentHash may not be combined with simple",
-        );
-    }
-    if lb.simple == Some(SimpleLb::LeastConn) {
-        f.warn(
-            &p.field("simple"),
-            "LEAST_CONN is deprecated: use LEAST_REQUEST",
+            p,
+            format!(
+                "{} are mutually exclusive: set only one balancing policy",
+                join_and(&policies)
+            ),
         );
     }
     if let Some(ch) = &lb.consistent_hash {
         check_consistent_hash(f, &p.field("consistentHash"), ch);
     }
+    if let Some(bu) = &lb.backend_utilization {
+        check_backend_utilization(f, &p.field("backendUtilization"), bu);
+    }
+    if lb.locality_lb_setting.is_some() && lb.zone_aware_lb_setting.is_some() {
+        f.forbidden(
+            &p.field("zoneAwareLbSetting"),
+            "zoneAwareLbSetting may not be combined with localityLbSetting",
+        );
+    }
     if let Some(l) = &lb.locality_lb_setting {
-        check_locality(f, &p.field("localityLbSetting"), l);
+        check_locality(f, &p.field("localityLbSetting"), l, outlier);
+    }
+    if let Some(z) = &lb.zone_aware_lb_setting {
+        check_zone_aware(f, &p.field("zoneAwareLbSetting"), z, outlier);
     }
     if let Some(d) = &lb.warmup_duration_secs {
-        let wp = p.field("warmupDurationSecs");
-        f.warn(&wp, "deprecated: use warmup.duration");
-        check_duration(f, &wp, d, false);
-        if lb.warmup.is_some() {
-            f.forbidden(&wp, "warmupDurationSecs may not be combined with warmup");
-        }
+        check_at_least_1ms(f, &p.field("warmupDurationSecs"), d);
     }
     if let Some(w) = &lb.warmup {
         let wp = p.field("warmup");
@@ -279,31 +304,25 @@ fn check_load_balancer(f: &mut Findings, p: &FieldPath, lb: &LoadBalancerSetting
             }
         }
     }
-    let warms = lb.warmup.is_some() || lb.warmup_duration_secs.is_some();
-    let warmable = lb.consistent_hash.is_none()
-        && matches!(
-            lb.simple,
-            None | Some(
-                SimpleLb::Unspecified
-                    | SimpleLb::RoundRobin
-                    | SimpleLb::LeastRequest
-                    | SimpleLb::LeastConn
-            )
-        );
-    if warms && !warmable {
-        let field = if lb.warmup.is_some() {
-            "warmup"
-        } else {
-            "warmupDurationSecs"
-        };
-        f.warn(
-            &p.field(field),
-            "ignored: warmup applies only to ROUND_ROBIN and LEAST_REQUEST",
-        );
+}
+
+fn check_backend_utilization(f: &mut Findings, p: &FieldPath, bu: &BackendUtilization) {
+    for (name, d) in [
+        ("weightUpdatePeriod", &bu.weight_update_period),
+        ("weightExpirationPeriod", &bu.weight_expiration_period),
+        ("weightStabilizationPeriod", &bu.weight_stabilization_period),
+    ] {
+        if let Some(d) = d {
+            check_parses(f, &p.field(name), d);
+        }
+    }
+    if let Some(n) = bu.error_utilization_penalty_percent {
+        check_u32_count(f, &p.field("errorUtilizationPenaltyPercent"), n);
     }
 }
 
 fn check_consistent_hash(f: &mut Findings, p: &FieldPath, ch: &ConsistentHashLb) {
+    // No hash key is allowed, as in Istio: nothing is hashed, so requests are not pinned to a host.
     let keys: Vec<&str> = [
         ("httpHeaderName", ch.http_header_name.is_some()),
         ("httpCookie", ch.http_cookie.is_some()),
@@ -316,12 +335,7 @@ fn check_consistent_hash(f: &mut Findings, p: &FieldPath, ch: &ConsistentHashLb)
     .into_iter()
     .filter_map(|(n, on)| on.then_some(n))
     .collect();
-    if keys.is_empty() {
-        f.required(
-            p,
-            "one hash key: httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName",
-        );
-    } else if keys.len() > 1 {
+    if keys.len() > 1 {
         f.forbidden(
             p,
             format!(
@@ -363,22 +377,19 @@ fn check_consistent_hash(f: &mut Findings, p: &FieldPath, ch: &ConsistentHashLb)
             check_duration(f, &cp.field("ttl"), ttl, true);
         }
         let ap = cp.field("attributes");
+        let mut seen: HashSet<&str> = HashSet::new();
         for (i, a) in c.attributes.iter().enumerate() {
+            let np = ap.index(i).field("name");
             if a.name.is_empty() {
-                f.required(
-                    &ap.index(i).field("name"),
-                    "the attribute name (e.g. \"SameSite\")",
+                f.required(&np, "the attribute name (e.g. \"SameSite\")");
+            } else if !seen.insert(&a.name) {
+                f.duplicate(
+                    &np,
+                    a.name.as_str(),
+                    "cookie attribute names must be unique",
                 );
             }
         }
-        check_unique(
-            f,
-            c.attributes
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (ap.index(i).field("name"), a.name.as_str())),
-            "cookie attribute names",
-        );
     }
     if ch.ring_hash.is_some() && ch.maglev.is_some() {
         f.forbidden(
@@ -398,18 +409,18 @@ fn check_consistent_hash(f: &mut Findings, p: &FieldPath, ch: &ConsistentHashLb)
         }
     }
     if let Some(m) = &ch.maglev {
-        if let Some(t) = m.table_size {
-            let tp = p.field("maglev").field("tableSize");
-            if t < 0 {
-                f.invalid(&tp, &t, "must be >= 0");
-            } else if t >= MAGLEV_TABLE_MAX {
-                f.invalid(&tp, &t, format!("must be less than {MAGLEV_TABLE_MAX}"));
-            } else if t != 0 && !is_prime(t) {
-                f.invalid(&tp, &t, "must be a prime number (e.g. 65537)");
+        let tp = p.field("maglev").field("tableSize");
+        match m.table_size.unwrap_or(0) {
+            0 => f.required(&tp, "the Maglev table size, a prime number (e.g. 65537)"),
+            t if t < 0 => f.invalid(&tp, &t, "must be >= 0"),
+            t if t >= MAGLEV_TABLE_MAX => {
+                f.invalid(&tp, &t, format!("must be less than {MAGLEV_TABLE_MAX}"))
             }
+            t if !is_prime(t) => f.invalid(&tp, &t, "must be a prime number (e.g. 65537)"),
+            _ => {}
         }
     }
-    if let Some(n) = ch.minimum_ring_size {
+    if let Some(n) = ch.minimum_ring_size.filter(|n| *n != 0) {
         let mp = p.field("minimumRingSize");
         f.warn(&mp, "deprecated: use ringHash.minimumRingSize");
         if n < 0 {
@@ -424,112 +435,22 @@ fn check_consistent_hash(f: &mut Findings, p: &FieldPath, ch: &ConsistentHashLb)
     }
 }
 
+/// Envoy's primality test, which Istio copies: 1, 2 and 3 count as prime.
 fn is_prime(n: i64) -> bool {
-    if n < 2 {
+    if n > 0 && n < 4 {
+        return true;
+    }
+    if n % 2 == 0 {
         return false;
     }
-    let mut d = 2;
+    let mut d = 3;
     while d * d <= n {
         if n % d == 0 {
             return false;
         }
-        d += 1;
+        d += 2;
     }
     true
-}
-
-/// `region[/zone[/subzone]]`, where `*` may stand for the last given part.
-fn check_locality_name(s: &str) -> Result<(), String> {
-    let parts: Vec<&str> = s.split('/').collect();
-    let shape =
-        "must be region, region/zone or region/zone/subzone, with \"*\" only as the last part";
-    if s.is_empty() || parts.len() > 3 {
-        return Err(shape.to_string());
-    }
-    for (i, part) in parts.iter().enumerate() {
-        if part.is_empty() || (part.contains('*') && (*part != "*" || i + 1 != parts.len())) {
-            return Err(shape.to_string());
-        }
-    }
-    Ok(())
-}
-
-fn check_locality(f: &mut Findings, p: &FieldPath, l: &LocalityLbSetting) {
-    let used: Vec<&str> = [
-        ("distribute", !l.distribute.is_empty()),
-        ("failover", !l.failover.is_empty()),
-        ("failoverPriority", !l.failover_priority.is_empty()),
-    ]
-    .into_iter()
-    .filter_map(|(n, on)| on.then_some(n))
-    .collect();
-    if used.len() > 1 {
-        f.forbidden(
-            p,
-            format!(
-                "{} are mutually exclusive: set only one of distribute, failover or failoverPriority",
-                join_and(&used)
-            ),
-        );
-    }
-    for (i, d) in l.distribute.iter().enumerate() {
-        let dp = p.field("distribute").index(i);
-        if let Err(e) = check_locality_name(&d.from) {
-            f.invalid(&dp.field("from"), d.from.as_str(), e);
-        }
-        let mut total: i64 = 0;
-        let mut weights_ok = true;
-        for (to, w) in &d.to {
-            let tp = dp.field("to").key(to);
-            if let Err(e) = check_locality_name(to) {
-                f.invalid(&tp, to.as_str(), e);
-            }
-            if !(0..=100).contains(w) {
-                f.invalid(&tp, w, "must be between 0 and 100, inclusive");
-                weights_ok = false;
-            } else {
-                total += w;
-            }
-        }
-        if d.to.is_empty() {
-            f.required(
-                &dp.field("to"),
-                "the localities to send traffic to, with weights adding up to 100",
-            );
-        } else if weights_ok && total != 100 {
-            f.invalid(&dp.field("to"), &total, "the weights must add up to 100");
-        }
-    }
-    for (i, fo) in l.failover.iter().enumerate() {
-        let fp = p.field("failover").index(i);
-        for (name, v) in [("from", &fo.from), ("to", &fo.to)] {
-            if v.is_empty() {
-                f.required(&fp.field(name), "a region");
-            } else if v.contains('/') || v.contains('*') {
-                f.invalid(
-                    &fp.field(name),
-                    v.as_str(),
-                    "locality failover names regions only (no '/' and no '*')",
-                );
-            }
-        }
-        if !fo.from.is_empty() && fo.from == fo.to {
-            f.invalid(
-                &fp.field("to"),
-                fo.to.as_str(),
-                "must be a different region than from",
-            );
-        }
-    }
-    for (i, k) in l.failover_priority.iter().enumerate() {
-        if k.is_empty() {
-            f.invalid(
-                &p.field("failoverPriority").index(i),
-                k.as_str(),
-                "must not be empty",
-            );
-        }
-    }
 }
 
 fn check_connection_pool(f: &mut Findings, p: &FieldPath, pool: &ConnectionPoolSettings) {
@@ -548,7 +469,13 @@ fn check_connection_pool(f: &mut Findings, p: &FieldPath, pool: &ConnectionPoolS
             check_duration(f, &tp.field("maxConnectionDuration"), d, false);
         }
         if let Some(d) = &t.idle_timeout {
-            check_duration(f, &tp.field("idleTimeout"), d, true);
+            // Under a millisecond means "disabled", as Istio reads it.
+            let below_1ms = d
+                .parse()
+                .is_ok_and(|v| v < std::time::Duration::from_millis(1));
+            if !below_1ms {
+                check_duration(f, &tp.field("idleTimeout"), d, true);
+            }
         }
         if let Some(k) = &t.tcp_keepalive {
             let kp = tp.field("tcpKeepalive");
@@ -607,8 +534,15 @@ fn check_connection_pool(f: &mut Findings, p: &FieldPath, pool: &ConnectionPoolS
 fn check_outlier(f: &mut Findings, p: &FieldPath, o: &OutlierDetection) {
     if let Some(n) = o.consecutive_errors {
         let cp = p.field("consecutiveErrors");
-        f.warn(&cp, "deprecated: use consecutive5xxErrors");
-        check_i32_count(f, &cp, n);
+        if n != 0 {
+            f.warn(
+                &cp,
+                "deprecated: use consecutiveGatewayErrors or consecutive5xxErrors",
+            );
+        }
+        if i32::try_from(n).is_err() {
+            f.invalid(&cp, &n, "must be a 32-bit integer");
+        }
     }
     for (name, v) in [
         ("consecutive5xxErrors", o.consecutive_5xx_errors),
@@ -622,7 +556,7 @@ fn check_outlier(f: &mut Findings, p: &FieldPath, o: &OutlierDetection) {
             check_u32_count(f, &p.field(name), n);
         }
     }
-    if o.consecutive_local_origin_failures.is_some()
+    if o.consecutive_local_origin_failures.is_some_and(|n| n > 0)
         && o.split_external_local_origin_errors != Some(true)
     {
         f.forbidden(
@@ -653,23 +587,61 @@ fn check_outlier(f: &mut Findings, p: &FieldPath, o: &OutlierDetection) {
     }
 }
 
-fn check_client_tls(f: &mut Findings, p: &FieldPath, t: &ClientTlsSettings) {
+/// Istio's `ValidateTLS` for upstream TLS.
+fn check_client_tls(f: &mut Findings, p: &FieldPath, t: &ClientTlsSettings, ns: &str) {
     let mode = t.mode.unwrap_or(ClientTlsMode::Disable);
     let credential = non_empty(&t.credential_name);
-    if mode == ClientTlsMode::Mutual && !credential {
-        for (name, v) in [
-            ("clientCertificate", &t.client_certificate),
-            ("privateKey", &t.private_key),
-        ] {
-            if !non_empty(v) {
-                f.required(
+    if let Some(rest) = t
+        .credential_name
+        .as_deref()
+        .and_then(|c| c.strip_prefix(CONFIGMAP_PREFIX))
+    {
+        let cp = p.field("credentialName");
+        let shown = t.credential_name.as_deref().unwrap_or_default();
+        match rest.split_once('/') {
+            Some((cns, name)) if !cns.is_empty() && !name.is_empty() => {
+                if cns != ns {
+                    f.invalid(
+                        &cp,
+                        shown,
+                        format!(
+                            "a configmap:// credential must be in this rule's namespace {ns:?}"
+                        ),
+                    );
+                }
+            }
+            _ => f.invalid(
+                &cp,
+                shown,
+                "a configmap:// credential must be configmap://<namespace>/<name>",
+            ),
+        }
+    }
+    if t.insecure_skip_verify == Some(true) {
+        let verifying: &[(&str, bool)] = match mode {
+            ClientTlsMode::Simple => &[
+                ("caCertificates", non_empty(&t.ca_certificates)),
+                ("credentialName", credential),
+                ("subjectAltNames", !t.subject_alt_names.is_empty()),
+            ],
+            // With MUTUAL a credential may carry the client certificate only.
+            ClientTlsMode::Mutual => &[
+                ("caCertificates", non_empty(&t.ca_certificates)),
+                ("subjectAltNames", !t.subject_alt_names.is_empty()),
+            ],
+            _ => &[],
+        };
+        for (name, set) in verifying {
+            if *set {
+                f.forbidden(
                     &p.field(name),
-                    "mode MUTUAL needs clientCertificate and privateKey (or credentialName)",
+                    format!("{name} may not be combined with insecureSkipVerify"),
                 );
             }
         }
     }
-    if credential {
+    let checked = matches!(mode, ClientTlsMode::Simple | ClientTlsMode::Mutual);
+    if checked && credential {
         for (name, v) in [
             ("clientCertificate", &t.client_certificate),
             ("privateKey", &t.private_key),
@@ -683,21 +655,41 @@ fn check_client_tls(f: &mut Findings, p: &FieldPath, t: &ClientTlsSettings) {
                 );
             }
         }
+        return;
     }
-    if t.insecure_skip_verify == Some(true)
-        && matches!(mode, ClientTlsMode::Simple | ClientTlsMode::Mutual)
-    {
-        if non_empty(&t.ca_certificates) {
-            f.forbidden(
-                &p.field("caCertificates"),
-                "caCertificates may not be combined with insecureSkipVerify",
-            );
+    if mode == ClientTlsMode::Mutual {
+        for (name, v) in [
+            ("clientCertificate", &t.client_certificate),
+            ("privateKey", &t.private_key),
+        ] {
+            if !non_empty(v) {
+                f.required(
+                    &p.field(name),
+                    "mode MUTUAL needs clientCertificate and privateKey (or credentialName)",
+                );
+            }
         }
-        if !t.subject_alt_names.is_empty() {
-            f.forbidden(
-                &p.field("subjectAltNames"),
-                "subjectAltNames may not be combined with insecureSkipVerify",
-            );
+    }
+}
+
+/// A duration field with no bound: it must only parse.
+fn check_parses(f: &mut Findings, p: &FieldPath, d: &Duration) {
+    if d.parse().is_err() {
+        f.invalid(
+            p,
+            d.0.as_str(),
+            "not a duration: use a number with a unit among h, m, s, ms, us, ns (e.g. \"1.5s\", \"100ms\")",
+        );
+    }
+}
+
+/// A duration the CRD schema bounds to at least 1ms (any precision).
+fn check_at_least_1ms(f: &mut Findings, p: &FieldPath, d: &Duration) {
+    match d.parse() {
+        Err(_) => check_parses(f, p, d),
+        Ok(v) if v < std::time::Duration::from_millis(1) => {
+            f.invalid(p, d.0.as_str(), "must be at least 1ms")
         }
+        Ok(_) => {}
     }
 }

@@ -1,12 +1,15 @@
-//! Gateway: servers (port, protocol, unique port names, `[namespace/]host` hosts, bind) and the TLS
-//! settings each protocol allows or needs (certificate sources, modes, CRLs, protocol versions,
-//! cipher suites).
+//! Gateway, as Istio validates it: servers (port, protocol, unique port names, `[namespace/]host`
+//! hosts, bind) and the TLS settings (certificate sources, modes, CRLs, cipher suites), plus the
+//! limits of Istio's CRD schema (at most two `credentialNames` or `tlsCertificates`).
 
 use super::common::{
-    check_labels, check_metadata, check_port, check_unique, check_unix_address,
-    check_wildcard_domain, dns1123_label, is_dns1123_label, is_ip, join_and, NameRule,
+    check_labels, check_metadata, check_port, check_unique, check_wildcard_domain,
+    is_dns1123_label, is_ip, join_and, NameRule,
 };
 use super::findings::Findings;
+use super::istio::{
+    is_cipher_expression, is_label, is_valid_cipher_suite, unix_address, Protocol, PROTOCOL_NAMES,
+};
 use super::path::FieldPath;
 use crate::resource::{Gateway, Server, ServerTlsMode, ServerTlsSettings, TlsProtocol};
 // Cipher suites Envoy (and so Istio) knows; others are ignored with a warning. Shared with
@@ -14,32 +17,11 @@ use crate::resource::{Gateway, Server, ServerTlsMode, ServerTlsSettings, TlsProt
 use crate::ir::ENVOY_CIPHER_SUITES as CIPHER_SUITES;
 use std::collections::HashMap;
 
-/// Server protocols, matched case-insensitively.
-pub(crate) const PROTOCOLS: &[&str] = &[
-    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "REDIS", "MYSQL",
-];
+/// The most `credentialNames` or `tlsCertificates` Istio's CRD schema allows (one RSA and one
+/// ECDSA certificate).
+const MAX_CERTIFICATES: usize = 2;
 
-/// What a protocol means for `tls`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    /// HTTP, HTTP2, GRPC, GRPC-WEB: plain text; `tls` may only carry `httpsRedirect`.
-    PlainHttp,
-    /// HTTPS and TLS: `tls` is required.
-    Secure,
-    /// TCP and the other opaque protocols: no `tls`.
-    Opaque,
-    /// Missing or unknown protocol (already reported).
-    Unknown,
-}
-
-fn family(protocol: &str) -> Family {
-    match protocol.to_ascii_uppercase().as_str() {
-        "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => Family::PlainHttp,
-        "HTTPS" | "TLS" => Family::Secure,
-        "TCP" | "MONGO" | "REDIS" | "MYSQL" => Family::Opaque,
-        _ => Family::Unknown,
-    }
-}
+const UNIX_PREFIX: &str = "unix://";
 
 fn mode_name(m: ServerTlsMode) -> &'static str {
     match m {
@@ -66,15 +48,32 @@ pub(crate) fn validate_gateway(g: &Gateway, f: &mut Findings) {
     for (i, s) in g.spec.servers.iter().enumerate() {
         check_server(f, &sp.index(i), s);
     }
-    check_unique(
-        f,
-        g.spec.servers.iter().enumerate().filter_map(|(i, s)| {
-            s.port
-                .as_ref()
-                .map(|port| (sp.index(i).field("port").field("name"), port.name.as_str()))
-        }),
-        "port names across servers",
-    );
+    // Port names compare case-sensitively, as Istio's do.
+    let mut port_names: HashMap<&str, FieldPath> = HashMap::new();
+    for (i, s) in g.spec.servers.iter().enumerate() {
+        let Some(port) = &s.port else { continue };
+        let http = Protocol::parse(&port.protocol).is_some_and(Protocol::is_http);
+        if !http && s.tls.as_ref().is_some_and(|t| t.https_redirect) {
+            f.warn(
+                &sp.index(i).field("tls").field("httpsRedirect"),
+                "should only be used with HTTP servers: it is ignored here",
+            );
+        }
+        if port.name.is_empty() {
+            continue;
+        }
+        let np = sp.index(i).field("port").field("name");
+        match port_names.get(port.name.as_str()) {
+            Some(first) => f.duplicate(
+                &np,
+                port.name.as_str(),
+                format!("port names across servers must be unique; already used by {first}"),
+            ),
+            None => {
+                port_names.insert(&port.name, np);
+            }
+        }
+    }
     check_unique(
         f,
         g.spec
@@ -88,42 +87,6 @@ pub(crate) fn validate_gateway(g: &Gateway, f: &mut Findings) {
 }
 
 fn check_server(f: &mut Findings, p: &FieldPath, s: &Server) {
-    let unix_bind = s.bind.as_deref().is_some_and(|b| b.starts_with("unix://"));
-    let (family, protocol) = match &s.port {
-        None => {
-            f.required(&p.field("port"), "the port: number, protocol and name");
-            (Family::Unknown, String::new())
-        }
-        Some(port) => {
-            let pp = p.field("port");
-            if !(unix_bind && port.number == 0) {
-                check_port(f, &pp.field("number"), port.number);
-            }
-            let fam = family(&port.protocol);
-            if port.protocol.is_empty() {
-                f.required(
-                    &pp.field("protocol"),
-                    format!("one of {}", PROTOCOLS.join(", ")),
-                );
-            } else if fam == Family::Unknown {
-                f.not_supported(&pp.field("protocol"), port.protocol.as_str(), PROTOCOLS);
-            }
-            if port.name.is_empty() {
-                f.required(
-                    &pp.field("name"),
-                    "a port name, unique among the servers of this Gateway",
-                );
-            }
-            if port.target_port.is_some() {
-                f.forbidden(
-                    &pp.field("targetPort"),
-                    "targetPort is not supported on a Gateway",
-                );
-            }
-            (fam, port.protocol.to_ascii_uppercase())
-        }
-    };
-
     let hp = p.field("hosts");
     if s.hosts.is_empty() {
         f.required(&hp, "at least one host (e.g. \"*\" or \"example.com\")");
@@ -132,90 +95,157 @@ fn check_server(f: &mut Findings, p: &FieldPath, s: &Server) {
         check_server_host(f, &hp.index(i), h);
     }
 
-    if let Some(b) = &s.bind {
-        if !b.is_empty() {
-            let ok = if b.starts_with("unix://") {
-                check_unix_address(b)
-            } else if is_ip(b) {
-                Ok(())
-            } else {
-                Err("must be an IP address or a unix:// socket path".to_string())
-            };
-            if let Err(e) = ok {
-                f.invalid(&p.field("bind"), b.as_str(), e);
+    let bind = s.bind.as_deref().unwrap_or_default();
+    let unix_bind = bind.strip_prefix(UNIX_PREFIX);
+    let mut protocol = None;
+    match &s.port {
+        None => f.required(&p.field("port"), "the port: number, protocol and name"),
+        Some(port) => {
+            let pp = p.field("port");
+            // A unix socket listener has no port number.
+            if port.number > 0 || unix_bind.is_none() {
+                check_port(f, &pp.field("number"), port.number);
+            }
+            protocol = Protocol::parse(&port.protocol);
+            if port.protocol.is_empty() {
+                f.required(
+                    &pp.field("protocol"),
+                    format!("one of {}", PROTOCOL_NAMES.join(", ")),
+                );
+            } else if protocol.is_none() {
+                f.not_supported(
+                    &pp.field("protocol"),
+                    port.protocol.as_str(),
+                    PROTOCOL_NAMES,
+                );
+            }
+            if port.name.is_empty() {
+                f.required(
+                    &pp.field("name"),
+                    "a port name, unique among the servers of this Gateway",
+                );
+            }
+            if port.target_port.is_some_and(|t| t > 0) {
+                f.forbidden(
+                    &pp.field("targetPort"),
+                    "targetPort has no effect on a Gateway",
+                );
             }
         }
     }
 
+    let bp = p.field("bind");
+    match unix_bind {
+        Some(_) => {
+            if let Err(e) = unix_address(bind) {
+                f.invalid(&bp, bind, e);
+            }
+            if let Some(port) = s.port.as_ref().filter(|port| port.number != 0) {
+                f.invalid(
+                    &p.field("port").field("number"),
+                    &port.number,
+                    "must be 0 (or unset) with a unix domain socket bind",
+                );
+            }
+        }
+        None if !bind.is_empty() && !is_ip(bind) => {
+            f.invalid(&bp, bind, "must be an IP address or a unix:// socket path")
+        }
+        None => {}
+    }
+
     let tp = p.field("tls");
-    match (family, &s.tls) {
-        (Family::Secure, None) => f.required(
+    if let Some(t) = &s.tls {
+        check_server_tls(f, &tp, t);
+    }
+    let Some(protocol) = protocol else { return };
+    let name = protocol_name(s);
+    match &s.tls {
+        None if protocol.is_tls() => f.required(
             &tp,
-            format!("{protocol} servers need tls settings (e.g. mode: SIMPLE with credentialName)"),
+            format!("{name} servers need tls settings (e.g. mode: SIMPLE with credentialName)"),
         ),
-        (Family::PlainHttp, Some(t)) => {
-            let extra = set_fields_besides_redirect(t);
-            if !extra.is_empty() {
+        Some(t) if !protocol.is_tls() && protocol.is_http() => {
+            let terminates = !matches!(
+                t.mode,
+                None | Some(ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough)
+            );
+            let files: Vec<&str> = [
+                ("caCertificates", &t.ca_certificates),
+                ("privateKey", &t.private_key),
+                ("serverCertificate", &t.server_certificate),
+            ]
+            .into_iter()
+            .filter_map(|(n, v)| non_empty(v).then_some(n))
+            .collect();
+            if terminates || !files.is_empty() {
+                let what = if terminates {
+                    format!("mode {}", mode_name(t.mode.unwrap_or(ServerTlsMode::Passthrough)))
+                } else {
+                    join_and(&files)
+                };
                 f.forbidden(
                     &tp,
-                    format!(
-                        "a plain-text {protocol} server may only set tls.httpsRedirect, found {}",
-                        join_and(&extra)
-                    ),
+                    format!("a plain-text {name} server cannot terminate TLS (found {what}); only tls.httpsRedirect belongs here"),
                 );
             }
         }
-        (Family::Opaque, Some(_)) => f.forbidden(
+        Some(_) if !protocol.is_tls() => f.forbidden(
             &tp,
-            format!("a {protocol} server may not have tls settings; use protocol TLS to terminate or pass through TLS"),
+            format!("a {name} server may not have tls settings; use protocol TLS to terminate or pass through TLS"),
         ),
-        (Family::Secure, Some(t)) => {
-            if t.https_redirect {
-                f.warn(
-                    &tp.field("httpsRedirect"),
-                    "ignored: only plain HTTP servers redirect to HTTPS",
-                );
-            }
-            check_server_tls(f, &tp, t);
-        }
         _ => {}
     }
 }
 
-/// `[namespace/]host`: namespace `*`, `.` or a label; host `*`, an IP, an FQDN or `*.suffix`; no
-/// short names, no partial wildcards.
+fn protocol_name(s: &Server) -> String {
+    s.port
+        .as_ref()
+        .map(|p| p.protocol.to_ascii_uppercase())
+        .unwrap_or_default()
+}
+
+/// Istio's `ValidateNamespaceSlashWildcardHostname` for Gateways: `[namespace/]host`, the namespace
+/// `*`, `.` or a label; the host `*`, an IP address, an FQDN or `*.suffix`; no short names, no
+/// partial wildcards.
 fn check_server_host(f: &mut Findings, p: &FieldPath, h: &str) {
-    let (ns, host) = match h.split_once('/') {
-        Some((ns, host)) => (Some(ns), host),
-        None => (None, h),
-    };
-    if let Some(ns) = ns {
-        if ns != "*" && ns != "." && !is_dns1123_label(ns) {
-            let detail = match dns1123_label(ns) {
-                Err(e) => e,
-                Ok(()) => String::new(),
-            };
-            f.invalid(
-                p,
-                h,
-                format!(
-                    "the namespace part {ns:?} must be \"*\", \".\" or a namespace name: {detail}"
-                ),
-            );
+    let host = match h.split_once('/') {
+        None => h,
+        Some((ns, host)) => {
+            if ns.is_empty() || host.is_empty() {
+                f.invalid(
+                    p,
+                    h,
+                    "the namespace and the host in namespace/host must not be empty",
+                );
+            } else if ns != "*" && ns != "." && !is_label(ns) {
+                f.invalid(
+                    p,
+                    h,
+                    format!("the namespace part {ns:?} must be \"*\", \".\" or a namespace name"),
+                );
+            } else if ns != "*" && ns != "." && !is_dns1123_label(ns) {
+                // Istio accepts any case here, but a namespace name is lowercase.
+                f.warn(
+                    p,
+                    format!("matches no namespace: namespace names are lowercase, not {ns:?}"),
+                );
+            }
+            host
         }
-    }
-    if host == "*" || is_ip(host) {
-        return;
-    }
+    };
     if host.is_empty() {
-        f.invalid(p, h, "the host part must not be empty");
         return;
     }
-    if host.contains('/') {
-        f.invalid(p, h, "must be host or namespace/host, with at most one '/'");
+    if host != "*" && !host.contains('.') {
+        f.invalid(
+            p,
+            h,
+            "short names are not allowed: use a fully qualified name (e.g. \"app.example.com\") or \"*\"",
+        );
         return;
     }
-    if host.starts_with('*') && !host.starts_with("*.") {
+    if host.contains('*') && host != "*" && !host.starts_with("*.") {
         f.invalid(
             p,
             h,
@@ -224,169 +254,24 @@ fn check_server_host(f: &mut Findings, p: &FieldPath, h: &str) {
         return;
     }
     if let Err(e) = check_wildcard_domain(host) {
-        f.invalid(p, h, e);
-        return;
-    }
-    if !host.trim_end_matches('.').contains('.') {
-        f.invalid(
-            p,
-            h,
-            "short names are not allowed: use a fully qualified name (e.g. \"app.example.com\") or \"*\"",
-        );
+        if !is_ip(host) {
+            f.invalid(p, h, e);
+        }
     }
 }
 
-/// The fields of `tls` other than `httpsRedirect` that are set.
-fn set_fields_besides_redirect(t: &ServerTlsSettings) -> Vec<&'static str> {
-    [
-        ("mode", t.mode.is_some()),
-        ("serverCertificate", t.server_certificate.is_some()),
-        ("privateKey", t.private_key.is_some()),
-        ("caCertificates", t.ca_certificates.is_some()),
-        ("caCrl", t.ca_crl.is_some()),
-        ("credentialName", t.credential_name.is_some()),
-        ("credentialNames", !t.credential_names.is_empty()),
-        ("tlsCertificates", !t.tls_certificates.is_empty()),
-        ("subjectAltNames", !t.subject_alt_names.is_empty()),
-        (
-            "verifyCertificateSpki",
-            !t.verify_certificate_spki.is_empty(),
-        ),
-        (
-            "verifyCertificateHash",
-            !t.verify_certificate_hash.is_empty(),
-        ),
-        ("minProtocolVersion", t.min_protocol_version.is_some()),
-        ("maxProtocolVersion", t.max_protocol_version.is_some()),
-        ("cipherSuites", !t.cipher_suites.is_empty()),
-        ("caCertCredentialName", t.ca_cert_credential_name.is_some()),
-        ("insecureSkipVerify", t.insecure_skip_verify.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(n, on)| on.then_some(n))
-    .collect()
-}
-
+/// Istio's `validateTLSOptions`, which every server's `tls` goes through whatever its protocol.
 fn check_server_tls(f: &mut Findings, p: &FieldPath, t: &ServerTlsSettings) {
-    let mode = t.mode.unwrap_or(ServerTlsMode::Passthrough);
-    let name = mode_name(mode);
-    let files = non_empty(&t.server_certificate) || non_empty(&t.private_key);
-    let credential = non_empty(&t.credential_name);
-    let sources: Vec<&str> = [
-        ("serverCertificate/privateKey", files),
-        ("credentialName", credential),
-        ("credentialNames", !t.credential_names.is_empty()),
-        ("tlsCertificates", !t.tls_certificates.is_empty()),
-    ]
-    .into_iter()
-    .filter_map(|(n, on)| on.then_some(n))
-    .collect();
-
-    match mode {
-        ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
-            if !sources.is_empty() || non_empty(&t.ca_certificates) {
-                let unset = if t.mode.is_none() {
-                    " (the mode when unset)"
-                } else {
-                    ""
-                };
-                f.warn(
-                    p,
-                    format!("certificates are ignored with mode {name}{unset}: TLS is passed through, not terminated; set mode: SIMPLE to terminate"),
-                );
-            }
-            if mode == ServerTlsMode::AutoPassthrough {
-                f.warn(
-                    &p.field("mode"),
-                    "AUTO_PASSTHROUGH routes by mesh cluster names in the SNI, which a standalone gateway does not have",
-                );
-            }
-        }
-        ServerTlsMode::IstioMutual => {
-            for (field, set) in [
-                ("serverCertificate", non_empty(&t.server_certificate)),
-                ("privateKey", non_empty(&t.private_key)),
-                ("caCertificates", non_empty(&t.ca_certificates)),
-                ("credentialName", credential),
-                ("credentialNames", !t.credential_names.is_empty()),
-                ("tlsCertificates", !t.tls_certificates.is_empty()),
-            ] {
-                if set {
-                    f.forbidden(
-                        &p.field(field),
-                        format!("{field} may not be set with mode ISTIO_MUTUAL, which uses the mesh's certificates"),
-                    );
-                }
-            }
-        }
-        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
-            if sources.len() > 1 {
-                f.forbidden(
-                    p,
-                    format!(
-                        "{} are mutually exclusive: set exactly one certificate source",
-                        join_and(&sources)
-                    ),
-                );
-            }
-            if sources.is_empty() {
-                f.required(
-                    p,
-                    format!("mode {name} needs a certificate: credentialName (a Secret), credentialNames, tlsCertificates, or serverCertificate with privateKey"),
-                );
-            } else if files {
-                for (field, v) in [
-                    ("serverCertificate", &t.server_certificate),
-                    ("privateKey", &t.private_key),
-                ] {
-                    if !non_empty(v) {
-                        f.required(
-                            &p.field(field),
-                            format!("mode {name} needs serverCertificate and privateKey together"),
-                        );
-                    }
-                }
-            }
-            let mutual = matches!(mode, ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual);
-            let ca_source = non_empty(&t.ca_certificates)
-                || credential
-                || !t.credential_names.is_empty()
-                || non_empty(&t.ca_cert_credential_name)
-                || t.tls_certificates
-                    .iter()
-                    .any(|c| non_empty(&c.ca_certificates));
-            if mutual && !ca_source {
-                f.required(
-                    &p.field("caCertificates"),
-                    format!("mode {name} needs caCertificates to verify client certificates (or a credentialName whose Secret has ca.crt)"),
-                );
-            }
-            if non_empty(&t.ca_crl) {
-                if mode == ServerTlsMode::Simple {
-                    f.forbidden(
-                        &p.field("caCrl"),
-                        "caCrl may not be set with mode SIMPLE, which does not verify client certificates",
-                    );
-                }
-                if credential {
-                    f.forbidden(
-                        &p.field("caCrl"),
-                        "caCrl may not be combined with credentialName",
-                    );
-                }
-            }
-        }
-    }
-
+    check_cipher_suites(f, p, t);
     for (field, len) in [
         ("credentialNames", t.credential_names.len()),
         ("tlsCertificates", t.tls_certificates.len()),
     ] {
-        if len > 2 {
+        if len > MAX_CERTIFICATES {
             f.too_long(
                 &p.field(field),
                 format!(
-                    "must have at most 2 items (one RSA and one ECDSA certificate); it has {len}"
+                    "must have at most {MAX_CERTIFICATES} items (one RSA and one ECDSA certificate); it has {len}"
                 ),
             );
         }
@@ -400,21 +285,6 @@ fn check_server_tls(f: &mut Findings, p: &FieldPath, t: &ServerTlsSettings) {
             );
         }
     }
-    for (i, c) in t.tls_certificates.iter().enumerate() {
-        let cp = p.field("tlsCertificates").index(i);
-        for (field, v) in [
-            ("serverCertificate", &c.server_certificate),
-            ("privateKey", &c.private_key),
-        ] {
-            if !non_empty(v) {
-                f.required(
-                    &cp.field(field),
-                    "each tlsCertificates entry needs serverCertificate and privateKey",
-                );
-            }
-        }
-    }
-
     if let (Some(min), Some(max)) = (t.min_protocol_version, t.max_protocol_version) {
         if min != TlsProtocol::TlsAuto && max != TlsProtocol::TlsAuto && max < min {
             f.invalid(
@@ -428,22 +298,179 @@ fn check_server_tls(f: &mut Findings, p: &FieldPath, t: &ServerTlsSettings) {
         }
     }
 
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, c) in t.cipher_suites.iter().enumerate() {
-        let cp = p.field("cipherSuites").index(i);
-        if let Some(first) = seen.get(c.as_str()) {
+    let mode = t.mode.unwrap_or(ServerTlsMode::Passthrough);
+    let name = mode_name(mode);
+    let credential = non_empty(&t.credential_name);
+    let credentials = !t.credential_names.is_empty();
+    let certificates = !t.tls_certificates.is_empty();
+    if mode == ServerTlsMode::IstioMutual {
+        for (field, set) in [
+            ("serverCertificate", non_empty(&t.server_certificate)),
+            ("privateKey", non_empty(&t.private_key)),
+            ("caCertificates", non_empty(&t.ca_certificates)),
+            ("tlsCertificates", certificates),
+            ("credentialName", credential),
+            ("credentialNames", credentials),
+        ] {
+            if set {
+                f.forbidden(
+                    &p.field(field),
+                    format!("{field} may not be set with mode ISTIO_MUTUAL, which uses the mesh's certificates"),
+                );
+            }
+        }
+        return;
+    }
+    if matches!(
+        mode,
+        ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
+    ) {
+        let used = non_empty(&t.ca_crl)
+            || non_empty(&t.server_certificate)
+            || non_empty(&t.private_key)
+            || non_empty(&t.ca_certificates)
+            || certificates
+            || credential
+            || credentials;
+        if used {
+            let unset = if t.mode.is_none() {
+                " (the mode when unset)"
+            } else {
+                ""
+            };
             f.warn(
-                &cp,
+                p,
+                format!("certificates are ignored with mode {name}{unset}: TLS is passed through, not terminated; set mode: SIMPLE to terminate"),
+            );
+        }
+        if mode == ServerTlsMode::AutoPassthrough {
+            f.warn(
+                &p.field("mode"),
+                "AUTO_PASSTHROUGH routes by mesh cluster names in the SNI, which a standalone gateway does not have",
+            );
+        }
+    }
+
+    let sources: Vec<&str> = [
+        (
+            "serverCertificate/privateKey",
+            non_empty(&t.server_certificate) && non_empty(&t.private_key),
+        ),
+        ("credentialName", credential),
+        ("credentialNames", credentials),
+        ("tlsCertificates", certificates),
+    ]
+    .into_iter()
+    .filter_map(|(n, on)| on.then_some(n))
+    .collect();
+    if sources.len() > 1 {
+        f.forbidden(
+            p,
+            format!(
+                "{} are mutually exclusive: set only one certificate source",
+                join_and(&sources)
+            ),
+        );
+    }
+
+    let terminating = matches!(
+        mode,
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    );
+    // A credential brings the certificate, the key and the client CA: the file fields are not
+    // needed (and are ignored).
+    if terminating && (credential || credentials) {
+        return;
+    }
+    if terminating {
+        let mutual = mode != ServerTlsMode::Simple;
+        if mutual && !non_empty(&t.ca_certificates) {
+            f.required(
+                &p.field("caCertificates"),
+                format!("mode {name} needs caCertificates (or a credentialName whose Secret has ca.crt) to verify client certificates"),
+            );
+        }
+        let need = format!("mode {name} needs a certificate: credentialName (a Secret), credentialNames, tlsCertificates, or serverCertificate with privateKey");
+        if certificates {
+            for (i, c) in t.tls_certificates.iter().enumerate() {
+                let cp = p.field("tlsCertificates").index(i);
+                for (field, v) in [
+                    ("serverCertificate", &c.server_certificate),
+                    ("privateKey", &c.private_key),
+                ] {
+                    if !non_empty(v) {
+                        f.required(
+                            &cp.field(field),
+                            "each tlsCertificates entry needs serverCertificate and privateKey",
+                        );
+                    }
+                }
+            }
+        } else {
+            let missing: Vec<&str> = [
+                ("serverCertificate", &t.server_certificate),
+                ("privateKey", &t.private_key),
+            ]
+            .into_iter()
+            .filter_map(|(field, v)| (!non_empty(v)).then_some(field))
+            .collect();
+            match missing.as_slice() {
+                [] => {}
+                [field] => f.required(
+                    &p.field(field),
+                    format!("mode {name} needs serverCertificate and privateKey together"),
+                ),
+                _ => f.required(p, need),
+            }
+        }
+    }
+    if non_empty(&t.ca_crl) {
+        if credential {
+            f.forbidden(
+                &p.field("caCrl"),
+                "caCrl may not be combined with credentialName: put the CRL in the credential's Secret",
+            );
+        }
+        if mode == ServerTlsMode::Simple {
+            f.forbidden(
+                &p.field("caCrl"),
+                "caCrl may not be set with mode SIMPLE, which does not verify client certificates",
+            );
+        }
+    }
+}
+
+/// Unknown and repeated names are ignored with a warning, as Istio does; TLS 1.0 and 1.1 need
+/// suites set explicitly. Operator expressions (`-NAME`) pass Istio's check but are not applied.
+fn check_cipher_suites(f: &mut Findings, p: &FieldPath, t: &ServerTlsSettings) {
+    let old = matches!(
+        t.min_protocol_version,
+        Some(TlsProtocol::TlsV1_0 | TlsProtocol::TlsV1_1)
+    );
+    if old && t.cipher_suites.is_empty() {
+        f.warn(
+            &p.field("minProtocolVersion"),
+            "TLS versions below TLSV1_2 need cipherSuites set: the default suites no longer include ones they can use",
+        );
+    }
+    let cp = p.field("cipherSuites");
+    let mut valid: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in t.cipher_suites.iter().enumerate() {
+        if !is_valid_cipher_suite(c, CIPHER_SUITES) {
+            f.warn(
+                &cp.index(i),
+                format!("unsupported cipher suite {c:?}; ignored"),
+            );
+        } else if let Some(first) = valid.get(c.as_str()) {
+            f.warn(
+                &cp.index(i),
                 format!(
                     "duplicate cipher suite {c:?} (also {}); ignored",
-                    p.field("cipherSuites").index(*first)
+                    cp.index(*first)
                 ),
             );
-            continue;
-        }
-        seen.insert(c, i);
-        if !CIPHER_SUITES.contains(&c.as_str()) {
-            f.warn(&cp, format!("unsupported cipher suite {c:?}; ignored"));
+        } else if valid.insert(c, i).is_none() && is_cipher_expression(c) {
+            f.warn(&cp.index(i), "accepted but not enforced yet");
         }
     }
 }

@@ -13,11 +13,14 @@ mod common;
 mod destination_rule;
 mod findings;
 mod gateway;
+mod istio;
+mod locality;
 mod path;
 mod secret;
 mod service_entry;
 mod unenforced;
 mod virtual_service;
+mod workload_entry;
 
 pub use common::decode_proto_bytes;
 pub use path::FieldPath;
@@ -64,7 +67,7 @@ pub fn validate(resource: &Resource) -> Report {
         Resource::VirtualService(o) => virtual_service::validate_virtual_service(o, &mut f),
         Resource::DestinationRule(o) => destination_rule::validate_destination_rule(o, &mut f),
         Resource::ServiceEntry(o) => service_entry::validate_service_entry(o, &mut f),
-        Resource::WorkloadEntry(o) => service_entry::validate_workload_entry(o, &mut f),
+        Resource::WorkloadEntry(o) => workload_entry::validate_workload_entry(o, &mut f),
         Resource::Secret(o) => secret::validate_secret(o, &mut f),
     }
     let mut report = f.into_report();

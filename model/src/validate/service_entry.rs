@@ -1,23 +1,29 @@
-//! ServiceEntry (hosts, addresses, ports, resolution and the endpoints each resolution allows) and
-//! WorkloadEntry (standalone, and as a ServiceEntry endpoint).
+//! ServiceEntry, as Istio validates it: hosts, addresses, ports, the endpoints each resolution
+//! allows, workloadSelector and exportTo, plus the limits of Istio's CRD schema.
 
 use super::common::{
     check_export_to, check_fqdn, check_ip_or_cidr, check_labels, check_metadata, check_port,
-    check_u32_count, check_unique, check_unix_address, check_wildcard_domain, dns1123_label, is_ip,
-    is_wildcard, quoted_list, NameRule,
+    check_unique, check_wildcard_domain, is_ip, is_wildcard, NameRule,
 };
 use super::findings::Findings;
+use super::istio::{is_label, Protocol, PROTOCOL_NAMES};
 use super::path::FieldPath;
-use crate::resource::{Resolution, ServiceEntry, WorkloadEntry, WorkloadEntrySpec};
+use super::workload_entry::{check_workload_entry, Ports};
+use crate::resource::{Location, Resolution, ServiceEntry};
 use std::collections::HashMap;
 
-/// Port protocols, matched case-insensitively.
-const PROTOCOLS: &[&str] = &[
-    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "REDIS", "MYSQL",
-];
 const MAX_HOSTS: usize = 256;
 const MAX_ADDRESSES: usize = 256;
+const MAX_PORTS: usize = 256;
 const MAX_ENDPOINTS: usize = 4096;
+/// The longest address the CRD schema allows.
+const ADDRESS_MAX: usize = 64;
+
+/// `networking.istio.io/enable-autoallocate-ip: "false"` opts a ServiceEntry out of Istio's
+/// address allocation.
+const AUTOALLOCATE_LABEL: &str = "networking.istio.io/enable-autoallocate-ip";
+/// `istio.io/use-waypoint`: traffic to the service goes through a waypoint proxy (ambient mode).
+const WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
 
 fn resolution_name(r: Resolution) -> &'static str {
     match r {
@@ -29,14 +35,6 @@ fn resolution_name(r: Resolution) -> &'static str {
     }
 }
 
-/// Whether a port protocol is HTTP-like or TLS (the hosts can be told apart by Host or SNI).
-fn tells_hosts_apart(protocol: Option<&str>) -> bool {
-    matches!(
-        protocol.map(str::to_ascii_uppercase).as_deref(),
-        Some("HTTP" | "HTTPS" | "GRPC" | "GRPC-WEB" | "HTTP2" | "TLS")
-    )
-}
-
 pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
     check_metadata(f, &se.metadata, NameRule::Subdomain);
     let spec = &se.spec;
@@ -44,73 +42,27 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
     let resolution = spec.resolution();
     let rname = resolution_name(resolution);
 
-    let hp = p.field("hosts");
-    if spec.hosts.is_empty() {
-        f.required(&hp, "at least one host");
-    }
-    if spec.hosts.len() > MAX_HOSTS {
-        f.too_long(
-            &hp,
-            format!(
-                "must have at most {MAX_HOSTS} items; it has {}",
-                spec.hosts.len()
-            ),
-        );
-    }
-    for (i, h) in spec.hosts.iter().enumerate() {
-        let ip = hp.index(i);
-        if h == "*" {
-            f.invalid(
-                &ip,
-                h.as_str(),
-                "\"*\" is not allowed: name the hosts of the service",
-            );
-            continue;
-        }
-        if is_ip(h) {
-            f.invalid(
-                &ip,
-                h.as_str(),
-                "must be a host name, not an IP address (list IPs in addresses)",
-            );
-            continue;
-        }
-        if let Err(e) = check_wildcard_domain(h) {
-            f.invalid(&ip, h.as_str(), e);
-            continue;
-        }
-        if h.starts_with('*') && !h.starts_with("*.") {
+    let wp = p.field("workloadSelector");
+    if let Some(ws) = &spec.workload_selector {
+        check_labels(f, &wp.field("labels"), &ws.labels);
+        if ws.labels.is_empty() {
             f.warn(
-                &ip,
-                "partial wildcard: prefer a whole-label wildcard such as \"*.example.com\"",
+                &wp,
+                "has no labels: it selects every workload in the namespace",
             );
         }
-        if resolution == Resolution::DynamicDns && !is_wildcard(h) {
-            f.invalid(
-                &ip,
-                h.as_str(),
-                "resolution DYNAMIC_DNS needs wildcard hosts (e.g. \"*.example.com\")",
-            );
+        if !spec.endpoints.is_empty() {
+            f.forbidden(&wp, "workloadSelector may not be combined with endpoints");
         }
-        if matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin)
-            && spec.endpoints.is_empty()
-            && is_wildcard(h)
-        {
-            f.invalid(
-                &ip,
-                h.as_str(),
-                format!("with resolution {rname} and no endpoints the hosts themselves are resolved, so they may not be wildcards"),
+        if resolution == Resolution::None {
+            f.warn(
+                &wp,
+                "should not be set with resolution NONE, which uses no endpoints",
             );
         }
     }
-    check_unique(
-        f,
-        spec.hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (hp.index(i), h.as_str())),
-        "hosts",
-    );
+
+    check_hosts(f, &p.field("hosts"), se);
 
     let ap = p.field("addresses");
     if spec.addresses.len() > MAX_ADDRESSES {
@@ -123,7 +75,12 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
         );
     }
     for (i, a) in spec.addresses.iter().enumerate() {
-        if let Err(e) = check_ip_or_cidr(a) {
+        if a.len() > ADDRESS_MAX {
+            f.too_long(
+                &ap.index(i),
+                format!("may not be more than {ADDRESS_MAX} bytes"),
+            );
+        } else if let Err(e) = check_ip_or_cidr(a) {
             f.invalid(&ap.index(i), a.as_str(), e);
         } else if a.contains('/') && !matches!(resolution, Resolution::None | Resolution::Static) {
             f.forbidden(
@@ -135,78 +92,15 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
         }
     }
     if resolution == Resolution::DynamicDns && !spec.addresses.is_empty() {
-        f.forbidden(&ap, "resolution DYNAMIC_DNS takes no addresses");
-    }
-
-    let pp = p.field("ports");
-    for (i, port) in spec.ports.iter().enumerate() {
-        let ip = pp.index(i);
-        check_port(f, &ip.field("number"), port.number);
-        if let Some(proto) = &port.protocol {
-            if !proto.is_empty() && !PROTOCOLS.iter().any(|k| k.eq_ignore_ascii_case(proto)) {
-                f.not_supported(&ip.field("protocol"), proto.as_str(), PROTOCOLS);
-            }
-        }
-        if port.name.is_empty() {
-            f.required(
-                &ip.field("name"),
-                "a port name (an RFC 1123 label, e.g. \"http\")",
-            );
-        } else if let Err(e) = dns1123_label(&port.name) {
-            f.invalid(&ip.field("name"), port.name.as_str(), e);
-        }
-        if let Some(t) = port.target_port {
-            check_port(f, &ip.field("targetPort"), t);
-        }
-    }
-    check_unique(
-        f,
-        spec.ports
-            .iter()
-            .enumerate()
-            .map(|(i, port)| (pp.index(i).field("name"), port.name.as_str())),
-        "port names",
-    );
-    let mut numbers: HashMap<i64, FieldPath> = HashMap::new();
-    for (i, port) in spec.ports.iter().enumerate() {
-        let np = pp.index(i).field("number");
-        match numbers.get(&port.number) {
-            Some(first) => f.duplicate(
-                &np,
-                &port.number,
-                format!("port numbers must be unique; already used by {first}"),
-            ),
-            None => {
-                numbers.insert(port.number, np);
-            }
-        }
-    }
-    if spec.hosts.len() > 1 && resolution != Resolution::None {
-        if let Some((i, port)) = spec
-            .ports
-            .iter()
-            .enumerate()
-            .find(|(_, port)| !tells_hosts_apart(port.protocol.as_deref()))
-        {
-            let proto = port
-                .protocol
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("unset, so TCP");
-            f.forbidden(
-                &pp.index(i).field("protocol"),
-                format!("multiple hosts with a non-HTTP, non-TLS port (protocol {proto}) need resolution NONE: such a port cannot tell the hosts apart; use one ServiceEntry per host"),
-            );
-        }
-    }
-
-    let ep = p.field("endpoints");
-    if !spec.endpoints.is_empty() && spec.workload_selector.is_some() {
         f.forbidden(
-            &p.field("workloadSelector"),
-            "workloadSelector may not be combined with endpoints",
+            &ap,
+            "resolution DYNAMIC_DNS takes no addresses: routes come from the hosts",
         );
     }
+
+    let port_names = check_ports(f, &p.field("ports"), se);
+
+    let ep = p.field("endpoints");
     if spec.endpoints.len() > MAX_ENDPOINTS {
         f.too_long(
             &ep,
@@ -221,51 +115,28 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
             &ep,
             "resolution NONE takes no endpoints: set resolution STATIC or DNS",
         ),
-        Resolution::DynamicDns if !spec.endpoints.is_empty() => {
-            f.forbidden(&ep, "resolution DYNAMIC_DNS takes no endpoints")
-        }
+        Resolution::DynamicDns if !spec.endpoints.is_empty() => f.forbidden(
+            &ep,
+            "resolution DYNAMIC_DNS takes no endpoints: the destination comes from the request's host",
+        ),
         Resolution::DnsRoundRobin if spec.endpoints.len() > 1 => f.invalid(
             &ep,
             &spec.endpoints.len(),
             "resolution DNS_ROUND_ROBIN allows at most one endpoint",
         ),
-        Resolution::Static if spec.endpoints.is_empty() && spec.workload_selector.is_none() => f
-            .warn(
-                &ep,
-                "none: with resolution STATIC and no endpoints or workloadSelector the hosts have no endpoints",
-            ),
         _ => {}
     }
-    let port_names: Vec<&str> = spec
-        .ports
-        .iter()
-        .map(|port| port.name.as_str())
-        .filter(|n| !n.is_empty())
-        .collect();
-    for (i, e) in spec.endpoints.iter().enumerate() {
-        let ip = ep.index(i);
-        check_workload_entry(f, &ip, e, Some(port_names.as_slice()));
-        let Some(addr) = e.address.as_deref().filter(|a| !a.is_empty()) else {
-            continue;
-        };
-        let unix = addr.starts_with("unix://");
-        match resolution {
-            Resolution::Static if !unix && !is_ip(addr) => f.invalid(
-                &ip.field("address"),
-                addr,
-                "with resolution STATIC an endpoint address must be an IP address or a unix:// path",
-            ),
-            Resolution::Dns | Resolution::DnsRoundRobin if unix => f.invalid(
-                &ip.field("address"),
-                addr,
-                format!("with resolution {rname} an endpoint address must be a hostname or an IP address"),
-            ),
-            _ => {}
+    // Endpoints of NONE and DYNAMIC_DNS are refused as a whole above.
+    if matches!(
+        resolution,
+        Resolution::Static | Resolution::Dns | Resolution::DnsRoundRobin
+    ) {
+        let ports = Ports::OfService(&port_names);
+        for (i, e) in spec.endpoints.iter().enumerate() {
+            check_workload_entry(f, &ep.index(i), e, ports, resolution);
         }
     }
-    if let Some(ws) = &spec.workload_selector {
-        check_labels(f, &p.field("workloadSelector").field("labels"), &ws.labels);
-    }
+
     check_export_to(
         f,
         &p.field("exportTo"),
@@ -284,70 +155,214 @@ pub(crate) fn validate_service_entry(se: &ServiceEntry, f: &mut Findings) {
     }
 }
 
-pub(crate) fn validate_workload_entry(we: &WorkloadEntry, f: &mut Findings) {
-    check_metadata(f, &we.metadata, NameRule::Subdomain);
-    check_workload_entry(f, &FieldPath::root("spec"), &we.spec, None);
+fn check_hosts(f: &mut Findings, hp: &FieldPath, se: &ServiceEntry) {
+    let spec = &se.spec;
+    let resolution = spec.resolution();
+    let rname = resolution_name(resolution);
+    if spec.hosts.is_empty() {
+        f.required(hp, "at least one host");
+    }
+    if spec.hosts.len() > MAX_HOSTS {
+        f.too_long(
+            hp,
+            format!(
+                "must have at most {MAX_HOSTS} items; it has {}",
+                spec.hosts.len()
+            ),
+        );
+    }
+    for (i, h) in spec.hosts.iter().enumerate() {
+        let ip = hp.index(i);
+        if h == "*" {
+            f.invalid(
+                &ip,
+                h.as_str(),
+                "\"*\" is not allowed: name the hosts of the service",
+            );
+            continue;
+        }
+        if let Err(e) = check_wildcard_domain(h) {
+            let e = if is_ip(h) {
+                "must be a host name, not an IP address (list IPs in addresses)".to_string()
+            } else {
+                e
+            };
+            f.invalid(&ip, h.as_str(), e);
+            continue;
+        }
+        if resolution == Resolution::DynamicDns {
+            if !is_wildcard(h) {
+                f.invalid(
+                    &ip,
+                    h.as_str(),
+                    "resolution DYNAMIC_DNS needs wildcard hosts (e.g. \"*.example.com\")",
+                );
+            }
+        } else if h.starts_with('*') && !h.starts_with("*.") {
+            f.warn(
+                &ip,
+                "partial wildcard: prefer a whole-label wildcard such as \"*.example.com\"",
+            );
+        }
+    }
+    // With DNS and no endpoints the hosts themselves are looked up.
+    if matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+        && spec.endpoints.is_empty()
+    {
+        if let Some((i, h)) = spec
+            .hosts
+            .iter()
+            .enumerate()
+            .find(|(_, h)| check_wildcard_domain(h).is_ok() && check_fqdn(h).is_err())
+        {
+            f.invalid(
+                &hp.index(i),
+                h.as_str(),
+                format!("with resolution {rname} and no endpoints the hosts themselves are resolved, so they may not be wildcards"),
+            );
+        }
+    }
+    check_unique(
+        f,
+        spec.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (hp.index(i), h.as_str())),
+        "hosts",
+    );
+    if resolution == Resolution::DynamicDns
+        && spec.location == Some(Location::MeshInternal)
+        && se
+            .metadata
+            .labels
+            .get(WAYPOINT_LABEL)
+            .is_some_and(|v| !v.is_empty() && !v.eq_ignore_ascii_case("none"))
+    {
+        f.forbidden(
+            &FieldPath::root("spec").field("location"),
+            format!("MESH_INTERNAL with resolution DYNAMIC_DNS does not work through a waypoint ({WAYPOINT_LABEL})"),
+        );
+    }
 }
 
-/// A workload: `address` (IP, hostname, or unix path) unless `network` is set; ports by name (the
-/// ServiceEntry's port names when `service_ports` is given); labels; weight.
-fn check_workload_entry(
-    f: &mut Findings,
-    p: &FieldPath,
-    w: &WorkloadEntrySpec,
-    service_ports: Option<&[&str]>,
-) {
-    let ap = p.field("address");
-    let address = w.address.as_deref().filter(|a| !a.is_empty());
-    let has_network = w.network.as_deref().is_some_and(|n| !n.is_empty());
-    let unix = address.is_some_and(|a| a.starts_with("unix://"));
-    match address {
-        None if !has_network => f.required(
-            &ap,
-            "an address (an IP address, a hostname, or unix:///path), unless network is set",
-        ),
-        None => {}
-        Some(a) if unix => {
-            if let Err(e) = check_unix_address(a) {
-                f.invalid(&ap, a, e);
-            }
-        }
-        Some(a) if !is_ip(a) && check_fqdn(a).is_err() => f.invalid(
-            &ap,
-            a,
-            "must be an IP address, a hostname, or a unix:// path",
-        ),
-        Some(_) => {}
+/// The ports, and the names endpoints may use.
+fn check_ports<'a>(f: &mut Findings, pp: &FieldPath, se: &'a ServiceEntry) -> Vec<&'a str> {
+    let spec = &se.spec;
+    let resolution = spec.resolution();
+    let rname = resolution_name(resolution);
+    if spec.ports.len() > MAX_PORTS {
+        f.too_long(
+            pp,
+            format!(
+                "must have at most {MAX_PORTS} items; it has {}",
+                spec.ports.len()
+            ),
+        );
     }
-    let pp = p.field("ports");
-    if unix && !w.ports.is_empty() {
-        f.forbidden(&pp, "a unix:// address takes no ports");
-    }
-    for (name, number) in &w.ports {
-        let kp = pp.key(name);
-        match service_ports {
-            Some(names) if !names.contains(&name.as_str()) => {
-                if names.is_empty() {
-                    f.invalid(&kp, name.as_str(), "the ServiceEntry defines no ports");
-                } else {
-                    f.not_supported_text(
-                        &kp,
-                        name.as_str(),
-                        format!("{} (the names of spec.ports)", quoted_list(names)),
-                    );
-                }
-            }
-            Some(_) => {}
+    // Istio gives addresses to ServiceEntries without any, unless the resolution is NONE or the
+    // label opts out; without an address a TCP port can only be told apart by port number.
+    let allocated = resolution != Resolution::None
+        && spec.addresses.is_empty()
+        && !se
+            .metadata
+            .labels
+            .get(AUTOALLOCATE_LABEL)
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+    let mut names: HashMap<&str, FieldPath> = HashMap::new();
+    let mut numbers: HashMap<i64, FieldPath> = HashMap::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        let ip = pp.index(i);
+        let np = ip.field("name");
+        match names.get(port.name.as_str()) {
+            Some(first) => f.duplicate(
+                &np,
+                port.name.as_str(),
+                format!("port names must be unique; already used by {first}"),
+            ),
             None => {
-                if let Err(e) = dns1123_label(name) {
-                    f.invalid(&kp, name.as_str(), format!("port name: {e}"));
-                }
+                names.insert(&port.name, np.clone());
             }
         }
-        check_port(f, &kp, *number);
+        if port.name.is_empty() {
+            f.required(&np, "a port name (a DNS label, e.g. \"http\")");
+        } else if !is_label(&port.name) {
+            f.invalid(
+                &np,
+                port.name.as_str(),
+                "a port name must be a DNS label: letters, digits and '-', starting and ending with a letter or digit, at most 63 characters",
+            );
+        }
+        let nump = ip.field("number");
+        check_port(f, &nump, port.number);
+        match numbers.get(&port.number) {
+            Some(first) => f.duplicate(
+                &nump,
+                &port.number,
+                format!("port numbers must be unique; already used by {first}"),
+            ),
+            None => {
+                numbers.insert(port.number, nump);
+            }
+        }
+        if let Some(t) = port.target_port {
+            check_port(f, &ip.field("targetPort"), t);
+        }
+        let raw = port.protocol.as_deref().unwrap_or_default();
+        let protocol = Protocol::parse(raw);
+        if !raw.is_empty() && protocol.is_none() {
+            f.not_supported(&ip.field("protocol"), raw, PROTOCOL_NAMES);
+        }
+        // Istio compares the exact text here: "tcp" does not count.
+        if spec.addresses.is_empty() && !allocated && (raw.is_empty() || raw == "TCP") {
+            f.warn(
+                &ip,
+                "a TCP port (or one without protocol) needs addresses: without them its traffic cannot be told apart from other services on the same port",
+            );
+        }
+        if resolution == Resolution::DynamicDns
+            && !matches!(
+                protocol,
+                Some(Protocol::Http | Protocol::Tls | Protocol::Grpc | Protocol::Http2)
+            )
+        {
+            f.invalid(
+                &ip.field("protocol"),
+                raw,
+                "resolution DYNAMIC_DNS serves only HTTP, TLS, GRPC and HTTP2 ports",
+            );
+        }
     }
-    check_labels(f, &p.field("labels"), &w.labels);
-    if let Some(weight) = w.weight {
-        check_u32_count(f, &p.field("weight"), weight);
+    let plain: Vec<(usize, &str)> = spec
+        .ports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, port)| {
+            let raw = port.protocol.as_deref().unwrap_or_default();
+            let parsed = Protocol::parse(raw);
+            (!parsed.is_some_and(|p| p.is_http() || p.is_tls())).then_some((i, raw))
+        })
+        .collect();
+    if spec.hosts.len() > 1 && resolution != Resolution::None {
+        if let Some((i, raw)) = plain.first() {
+            let proto = if raw.is_empty() { "unset" } else { raw };
+            f.forbidden(
+                &pp.index(*i).field("protocol"),
+                format!("multiple hosts with a non-HTTP, non-TLS port (protocol {proto}) need resolution NONE: such a port cannot tell the hosts apart; use one ServiceEntry per host"),
+            );
+        }
     }
+    let tcp = spec.ports.iter().any(|port| {
+        Protocol::parse(port.protocol.as_deref().unwrap_or_default()).is_some_and(Protocol::is_tcp)
+    });
+    if matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+        && !spec.addresses.is_empty()
+        && spec.hosts.len() > 1
+        && tcp
+    {
+        f.warn(
+            &FieldPath::root("spec").field("addresses"),
+            format!("with resolution {rname}, addresses and a TCP port, several hosts share the addresses: use one ServiceEntry per host"),
+        );
+    }
+    spec.ports.iter().map(|port| port.name.as_str()).collect()
 }
