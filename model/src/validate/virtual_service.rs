@@ -1385,7 +1385,10 @@ fn check_http_reachability(f: &mut Findings, p: &FieldPath, rules: &[HttpRoute])
         if let Some(e) = no_match {
             f.warn(
                 &rp,
-                format!("rule is never used: {} before it has no match and takes every request", p.index(e)),
+                format!(
+                    "rule is never used: {} before it has no match and takes every request",
+                    p.index(e)
+                ),
             );
             continue;
         }
