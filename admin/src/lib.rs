@@ -7,6 +7,7 @@ mod body;
 mod control;
 mod error;
 mod health;
+pub mod linger;
 mod metrics;
 pub mod store;
 mod time;

@@ -5,6 +5,7 @@ mod accesslog;
 mod balancer;
 mod cli;
 mod hygiene;
+mod linger;
 mod metrics;
 mod mirror;
 mod policy;
@@ -307,6 +308,9 @@ impl BackgroundService for AdminService {
             }
             health.set_ready(true);
         });
+        // Closing lingers, so that an answer made before reading the body (a 413) reaches a
+        // client that is still uploading.
+        let listener = admin::linger::LingeringListener::new(listener, admin::linger::Linger::DEFAULT);
         if let Err(e) = axum::serve(listener, self.router.clone()).await {
             tracing::error!(error = %e, "admin server failed");
         }

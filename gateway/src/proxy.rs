@@ -1053,6 +1053,9 @@ impl ProxyHttp for GatewayProxy {
                 sni: ctx.sni.as_deref(),
             });
         }
+        // The last hook before Pingora closes or reuses the connection, whichever way the
+        // request ended; after the metrics and the log, so that neither counts the lingering.
+        crate::linger::discard_unread_body(session).await;
     }
 }
 
