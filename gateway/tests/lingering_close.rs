@@ -124,6 +124,10 @@ fn admin_cuts_off_a_client_that_never_stops_sending() {
         sent <= LINGER_BYTES + BUFFER_SLACK,
         "{sent} bytes were taken before the cut"
     );
+    assert!(
+        sent >= LINGER_BYTES,
+        "cut after {sent} bytes, before the bound"
+    );
     assert!(took < LINGER_TIME, "cut only after {took:?}");
 }
 
