@@ -99,6 +99,14 @@ fn run(cli: Cli) -> Result<(), String> {
                 cp
             }
         };
+        // --http serves Gateway port 80, --https 443, each --listen its PORT.
+        let ports = [80, 443]
+            .into_iter()
+            .chain(cli.listen.iter().map(|(port, _)| *port))
+            .collect();
+        cp.serve_ports(ports)
+            .await
+            .map_err(|e| format!("cannot load the stored configuration: {e}"))?;
         if let Some(b) = &cli.bootstrap {
             let n = cp
                 .bootstrap(b)

@@ -8,7 +8,7 @@ use super::hosts::{normalize_host, parse_server_host, NsFilter};
 use crate::resource::{
     Gateway, Kind, Resource, ResourceKey, ResourceSet, ServerTlsMode, TLS_CRT, TLS_KEY,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The gateway label of the implicit gateway (CONTRACT §2).
 pub(crate) const IMPLICIT: &str = "implicit";
@@ -34,11 +34,16 @@ pub(crate) struct Gateways {
 }
 
 impl Gateways {
-    pub(crate) fn collect(set: &ResourceSet, diag: &mut Diag) -> Gateways {
+    /// `served`: the ports the listeners serve, when known.
+    pub(crate) fn collect(
+        set: &ResourceSet,
+        served: Option<&BTreeSet<u16>>,
+        diag: &mut Diag,
+    ) -> Gateways {
         let mut out = Gateways::default();
         for gw in set.gateways() {
             let label = format!("{}/{}", gw.metadata.namespace(), gw.metadata.name);
-            let servers = servers(gw, set, diag);
+            let servers = servers(gw, set, served, diag);
             out.by_label.insert(label, servers);
         }
         if out.by_label.is_empty() {
@@ -64,7 +69,12 @@ impl Gateways {
     }
 }
 
-fn servers(gw: &Gateway, set: &ResourceSet, diag: &mut Diag) -> Vec<ServerInfo> {
+fn servers(
+    gw: &Gateway,
+    set: &ResourceSet,
+    served: Option<&BTreeSet<u16>>,
+    diag: &mut Diag,
+) -> Vec<ServerInfo> {
     let ns = gw.metadata.namespace();
     let key = ResourceKey::new(Kind::Gateway, ns, gw.metadata.name.clone());
     let mut out = Vec::new();
@@ -102,6 +112,18 @@ fn servers(gw: &Gateway, set: &ResourceSet, diag: &mut Diag) -> Vec<ServerInfo> 
             );
             continue;
         };
+        if let Some(served) = served.filter(|p| !p.contains(&number)) {
+            let list: Vec<String> = served.iter().map(u16::to_string).collect();
+            diag.push(
+                &key,
+                Problem::Part,
+                &format!("{path}.port.number"),
+                &format!(
+                    "no listener serves port {number} (the listeners serve {}); the server receives no traffic",
+                    list.join(", ")
+                ),
+            );
+        }
         let mut hosts = Vec::new();
         for (j, raw) in s.hosts.iter().enumerate() {
             let (filter, host) = parse_server_host(raw, ns);
@@ -175,5 +197,40 @@ fn check_credentials(
             }
             Some(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::{parse_documents, resource_from_value, Format};
+
+    fn collect(yaml: &str, served: Option<&BTreeSet<u16>>) -> Vec<String> {
+        let mut set = ResourceSet::new();
+        for d in parse_documents(yaml.as_bytes(), Format::Yaml).expect("parses") {
+            set.insert(resource_from_value(d, None).expect("decodes"));
+        }
+        let mut diag = Diag::default();
+        let gws = Gateways::collect(&set, served, &mut diag);
+        assert_eq!(gws.by_label["default/g"].len(), 2, "both servers are kept");
+        let (_, warnings) = diag.finish(&set);
+        warnings.into_values().flatten().collect()
+    }
+
+    const TWO_SERVERS: &str = "kind: Gateway\nmetadata: {name: g, namespace: default}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n  - port: {number: 8080, name: alt, protocol: HTTP}\n    hosts: ['*']\n";
+
+    #[test]
+    fn a_server_on_a_port_no_listener_serves_is_reported() {
+        let served = BTreeSet::from([80, 443]);
+        assert_eq!(
+            collect(TWO_SERVERS, Some(&served)),
+            vec!["spec.servers[1].port.number: no listener serves port 8080 (the listeners serve 80, 443); the server receives no traffic"]
+        );
+        let served = BTreeSet::from([80, 443, 8080]);
+        assert!(collect(TWO_SERVERS, Some(&served)).is_empty());
+        assert!(
+            collect(TWO_SERVERS, None).is_empty(),
+            "unknown listeners: nothing said"
+        );
     }
 }

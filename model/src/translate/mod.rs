@@ -63,12 +63,13 @@ pub fn translate(set: &ResourceSet) -> Translation {
 /// read by the caller (translation does no I/O).
 pub fn translate_with_files(set: &ResourceSet, files: &Files) -> Translation {
     let mut diag = diag::Diag::default();
-    let gws = gateways::Gateways::collect(set, &mut diag);
+    let gws = gateways::Gateways::collect(set, files.listener_ports.as_ref(), &mut diag);
     let mut secrets = tls::Secrets::new(set);
     let tls_listeners = tls::listeners(set, &mut secrets, files, &mut diag);
     let mut reg = clusters::Registry::new(set);
     reg.upstream_tls = tls::upstream(set, &mut secrets, files, &mut diag);
     clusters::check_service_entries(set, &reg, &mut diag);
+    clusters::check_destination_rules(set, &mut diag);
     let listeners = vhosts::build(set, &gws, &mut reg, &mut diag);
     let snapshot = Snapshot {
         listeners,
