@@ -134,8 +134,7 @@ async fn linger(mut stream: TcpStream, limits: Linger) {
     let _ = stream.shutdown().await;
     let mut buf = vec![0u8; 16 * 1024];
     let mut budget = Budget::start(limits);
-    loop {
-        let Some(wait) = budget.wait() else { break };
+    while let Some(wait) = budget.wait() {
         match tokio::time::timeout(wait, stream.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return,
             Ok(Ok(n)) if budget.spend(n) => {}

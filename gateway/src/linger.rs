@@ -35,8 +35,7 @@ pub async fn discard_unread_body(session: &mut Session) {
     }
     let mut budget = Budget::start(Linger::DEFAULT);
     let downstream = session.as_downstream_mut();
-    loop {
-        let Some(wait) = budget.wait() else { break };
+    while let Some(wait) = budget.wait() {
         match tokio::time::timeout(wait, downstream.read_request_body()).await {
             Ok(Ok(None)) | Ok(Err(_)) => return,
             Ok(Ok(Some(b))) if budget.spend(b.len()) => {}

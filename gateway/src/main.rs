@@ -318,7 +318,8 @@ impl BackgroundService for AdminService {
         });
         // Closing lingers, so that an answer made before reading the body (a 413) reaches a
         // client that is still uploading.
-        let listener = admin::linger::LingeringListener::new(listener, admin::linger::Linger::DEFAULT);
+        let listener =
+            admin::linger::LingeringListener::new(listener, admin::linger::Linger::DEFAULT);
         if let Err(e) = axum::serve(listener, self.router.clone()).await {
             tracing::error!(error = %e, "admin server failed");
         }

@@ -942,10 +942,12 @@ fn dangling_references_are_accepted_with_warnings() {
 #[test]
 fn a_gateway_server_on_a_port_no_listener_serves_is_a_warning() {
     let extra = free_port();
-    let g = Gateway::start(quiet().arg("--listen").arg(format!("8000=127.0.0.1:{extra}")));
-    let server = |port: u16| {
-        json!({"port": {"number": port, "name": format!("http-{port}"), "protocol": "HTTP"}, "hosts": ["*"]})
-    };
+    let g = Gateway::start(
+        quiet()
+            .arg("--listen")
+            .arg(format!("8000=127.0.0.1:{extra}")),
+    );
+    let server = |port: u16| json!({"port": {"number": port, "name": format!("http-{port}"), "protocol": "HTTP"}, "hosts": ["*"]});
     let body = net(
         "Gateway",
         "ports",
@@ -970,7 +972,9 @@ fn a_gateway_server_on_a_port_no_listener_serves_is_a_warning() {
     g.restart();
     let got = g.get(&case("Gateway").item("default", "ports")).json();
     assert!(
-        got["status"]["conditions"].to_string().contains("no listener serves port 9000"),
+        got["status"]["conditions"]
+            .to_string()
+            .contains("no listener serves port 9000"),
         "{got}"
     );
 }

@@ -140,7 +140,13 @@ fn with_direct_route() -> Gateway {
     g
 }
 
-fn proxy_post_head(g: &Gateway, host: &str, path: &str, len: usize, extra: &[(&str, &str)]) -> Vec<u8> {
+fn proxy_post_head(
+    g: &Gateway,
+    host: &str,
+    path: &str,
+    len: usize,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
     let mut h = vec![("Host", host)];
     h.extend_from_slice(extra);
     request_head(g.http, "POST", path, &h, Some(len))
@@ -198,7 +204,13 @@ fn the_gateway_cuts_off_a_client_that_never_stops_sending() {
     assert!(took < LINGER_TIME, "cut only after {took:?}");
     // The gateway still serves.
     let mut s: TcpStream = connect(g.http).expect("connect");
-    s.write_all(&request_head(g.http, "GET", "/direct", &[("Host", "d.test")], None))
-        .expect("request");
+    s.write_all(&request_head(
+        g.http,
+        "GET",
+        "/direct",
+        &[("Host", "d.test")],
+        None,
+    ))
+    .expect("request");
     assert_eq!(read_response(&mut s).expect("response").status, 200);
 }

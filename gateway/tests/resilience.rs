@@ -558,12 +558,20 @@ fn the_hash_cookie_carries_its_attributes() {
     apply(&gw, &y);
     let r = send(&gw, "sticky.test", "/", &[]);
     assert_eq!(r.header("x-upstream"), Some("a"));
-    let cookie = r.header("set-cookie").expect("the gateway sets the hash cookie");
+    let cookie = r
+        .header("set-cookie")
+        .expect("the gateway sets the hash cookie");
     let parts: Vec<&str> = cookie.split("; ").collect();
     assert!(parts[0].starts_with("sticky="), "{cookie}");
     assert_eq!(
         parts[1..],
-        ["Path=/", "Max-Age=60", "SameSite=Strict", "Secure", "HttpOnly"],
+        [
+            "Path=/",
+            "Max-Age=60",
+            "SameSite=Strict",
+            "Secure",
+            "HttpOnly"
+        ],
         "{cookie}"
     );
 }
@@ -603,9 +611,16 @@ fn tcp_keepalive_time_and_interval_are_set_on_upstream_connections() {
     let gw = Gateway::start(Opts::default());
     let mut y = service("ka.svc", &[(up.port(), "v1")]);
     y.push_str("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ka}\nspec:\n  host: ka.svc\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        tcpKeepalive: {time: 2s, interval: 7s, probes: 3}\n---\n");
-    y.push_str(&vs("ka", "ka.test", "route: [{destination: {host: ka.svc}}]"));
+    y.push_str(&vs(
+        "ka",
+        "ka.test",
+        "route: [{destination: {host: ka.svc}}]",
+    ));
     apply(&gw, &y);
-    assert_eq!(send(&gw, "ka.test", "/", &[]).header("x-upstream"), Some("a"));
+    assert_eq!(
+        send(&gw, "ka.test", "/", &[]).header("x-upstream"),
+        Some("a")
+    );
     // Idle in the pool: the first probe is due within `time` (Linux's default is 2 hours)...
     let first = keepalive_timers(up.port());
     assert!(

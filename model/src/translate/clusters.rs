@@ -372,7 +372,10 @@ fn check_keepalive(
     diag: &mut Diag,
 ) {
     for (field, d) in [("time", &k.time), ("interval", &k.interval)] {
-        let Some(d) = d.as_ref().and_then(|d| -> Option<Duration> { d.parse().ok() }) else {
+        let Some(d) = d
+            .as_ref()
+            .and_then(|d| -> Option<Duration> { d.parse().ok() })
+        else {
             continue;
         };
         if !KEEPALIVE_SECS.contains(&d.as_secs()) {
@@ -406,11 +409,13 @@ fn check_keepalive(
 /// name alone); `None` when it is not a token name with a value of visible ASCII without `;`.
 pub(crate) fn cookie_attribute(a: &CookieAttribute) -> Option<String> {
     let token = !a.name.is_empty()
-        && a.name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        });
+        && a.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     let value = a.value.as_deref().unwrap_or("");
-    let value_ok = value.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b';');
+    let value_ok = value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b';');
     if !token || !value_ok {
         return None;
     }
