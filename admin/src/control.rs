@@ -48,6 +48,8 @@ pub struct ControlPlane {
     /// The gateway's own namespace (`--namespace`), where `credentialName`s are looked up after
     /// the referencing resource's namespace.
     gateway_namespace: String,
+    /// The Gateway ports the process's listeners serve, once told ([`Self::serve_ports`]).
+    listener_ports: std::sync::OnceLock<std::collections::BTreeSet<u16>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -140,12 +142,27 @@ impl ControlPlane {
             metrics,
             registry,
             gateway_namespace,
+            listener_ports: std::sync::OnceLock::new(),
         });
         {
             let _writer = cp.writer.lock().await;
             cp.install(listing)?;
         }
         Ok(cp)
+    }
+
+    /// Tells which Gateway ports the listeners serve (once; later calls change nothing), so that
+    /// a server on another port is reported; translates the stored configuration again with it.
+    pub async fn serve_ports(
+        &self,
+        ports: std::collections::BTreeSet<u16>,
+    ) -> Result<(), AdminError> {
+        if self.listener_ports.set(ports).is_err() {
+            return Ok(());
+        }
+        let _writer = self.writer.lock().await;
+        let listing = self.store.list().await?;
+        self.install(listing)
     }
 
     /// The generation of the served configuration: the store revision it was built from.
@@ -172,7 +189,7 @@ impl ControlPlane {
         }
         let Translation {
             snapshot, statuses, ..
-        } = translate_read(&set, &self.gateway_namespace)?;
+        } = translate_read(&set, &self.gateway_namespace, self.listener_ports.get())?;
         self.view.store(Arc::new(View {
             revision: listing.revision,
             set,
@@ -622,7 +639,7 @@ impl ControlPlane {
             snapshot,
             statuses,
             warnings,
-        } = translate_read(&set, &self.gateway_namespace)?;
+        } = translate_read(&set, &self.gateway_namespace, self.listener_ports.get())?;
         let statuses = Arc::new(statuses);
         if dry_run || ops.is_empty() {
             return Ok(Executed {
@@ -728,8 +745,13 @@ async fn reload(weak: &Weak<ControlPlane>) -> bool {
 
 /// Translates with the certificate and key files the set names read first (translation does no
 /// I/O): they are read again at every change, so a rewritten file is picked up by the next apply.
-fn translate_read(set: &ResourceSet, gateway_namespace: &str) -> Result<Translation, AdminError> {
+fn translate_read(
+    set: &ResourceSet,
+    gateway_namespace: &str,
+    listener_ports: Option<&std::collections::BTreeSet<u16>>,
+) -> Result<Translation, AdminError> {
     let mut files = Files::default();
+    files.listener_ports = listener_ports.cloned();
     for path in referenced_files(set) {
         let read = std::fs::read(&path).map_err(|e| e.to_string());
         files.insert(path, read);

@@ -8,6 +8,7 @@ mod body;
 mod control;
 mod error;
 mod health;
+pub mod linger;
 pub mod manifests;
 mod metrics;
 pub mod store;

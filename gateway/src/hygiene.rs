@@ -31,6 +31,17 @@ pub fn check(session: &Session) -> Result<()> {
     if size > MAX_HEADER_BYTES {
         return too_large("request headers too large");
     }
+    framing(session)
+}
+
+/// Whether the body's framing is unambiguous, so that it can be read (and discarded) safely.
+pub fn framing_is_clear(session: &Session) -> bool {
+    framing(session).is_ok()
+}
+
+/// The framing and Host checks of [`check`].
+fn framing(session: &Session) -> Result<()> {
+    let h = &session.req_header().headers;
     let mut cl = h.get_all(http::header::CONTENT_LENGTH).iter();
     let first_cl = cl.next();
     if cl.next().is_some() {

@@ -5,6 +5,7 @@ mod accesslog;
 mod balancer;
 mod cli;
 mod hygiene;
+mod linger;
 mod metrics;
 mod mirror;
 mod policy;
@@ -103,6 +104,14 @@ fn run(cli: Cli) -> Result<(), String> {
                 cp
             }
         };
+        // --http serves Gateway port 80, --https 443, each --listen its PORT.
+        let ports = [80, 443]
+            .into_iter()
+            .chain(cli.listen.iter().map(|(port, _)| *port))
+            .collect();
+        cp.serve_ports(ports)
+            .await
+            .map_err(|e| format!("cannot load the stored configuration: {e}"))?;
         if let Some(b) = &cli.bootstrap {
             let n = cp
                 .bootstrap(b)
@@ -312,6 +321,10 @@ impl BackgroundService for AdminService {
             }
             health.set_ready(true);
         });
+        // Closing lingers, so that an answer made before reading the body (a 413) reaches a
+        // client that is still uploading.
+        let listener =
+            admin::linger::LingeringListener::new(listener, admin::linger::Linger::DEFAULT);
         if let Err(e) = axum::serve(listener, self.router.clone()).await {
             tracing::error!(error = %e, "admin server failed");
         }

@@ -446,7 +446,12 @@ impl GatewayProxy {
                     .find(|(k, _)| k == name)
                     .map(|(_, v)| balancer::hash_key(v.as_bytes()))
             }),
-            HashKey::Cookie { name, path, ttl } => {
+            HashKey::Cookie {
+                name,
+                path,
+                ttl,
+                attributes,
+            } => {
                 let found = req
                     .headers
                     .get_all(http::header::COOKIE)
@@ -468,6 +473,11 @@ impl GatewayProxy {
                         }
                         if !ttl.is_zero() {
                             c.push_str(&format!("; Max-Age={}", ttl.as_secs()));
+                        }
+                        // Envoy's order: the attributes, then HttpOnly.
+                        for a in attributes {
+                            c.push_str("; ");
+                            c.push_str(a);
                         }
                         c.push_str("; HttpOnly");
                         ctx.set_cookie = Some(c);
@@ -697,15 +707,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(idle) = p.idle_timeout {
             peer.options.idle_timeout = Some(idle);
         }
-        if let Some(ka) = p.tcp_keepalive {
-            peer.options.tcp_keepalive = Some(pingora::protocols::TcpKeepalive {
-                idle: ka,
-                interval: Duration::from_secs(75),
-                count: 9,
-                #[cfg(target_os = "linux")]
-                user_timeout: Duration::ZERO,
-            });
-        }
+        peer.options.tcp_keepalive = p.tcp_keepalive.as_ref().map(keepalive);
         let per_try = ctx.route.as_ref().and_then(|r| r.retries.per_try_timeout);
         let remaining = ctx.deadline.map(|d| {
             d.saturating_duration_since(Instant::now())
@@ -1053,6 +1055,21 @@ impl ProxyHttp for GatewayProxy {
                 sni: ctx.sni.as_deref(),
             });
         }
+        // The last hook before Pingora closes or reuses the connection, whichever way the
+        // request ended; after the metrics and the log, so that neither counts the lingering.
+        crate::linger::discard_unread_body(session).await;
+    }
+}
+
+/// `tcpKeepalive` as the socket options Pingora sets on a new upstream connection.
+fn keepalive(k: &ir::TcpKeepalive) -> pingora::protocols::TcpKeepalive {
+    pingora::protocols::TcpKeepalive {
+        idle: k.time,
+        interval: k.interval,
+        count: k.probes as usize,
+        // The system default: Envoy's keepalive sets no user timeout either.
+        #[cfg(target_os = "linux")]
+        user_timeout: Duration::ZERO,
     }
 }
 

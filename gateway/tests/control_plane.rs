@@ -939,6 +939,46 @@ fn dangling_references_are_accepted_with_warnings() {
     assert!(conditions.iter().any(|c| c["status"] == "False"), "{got}");
 }
 
+#[test]
+fn a_gateway_server_on_a_port_no_listener_serves_is_a_warning() {
+    let extra = free_port();
+    let g = Gateway::start(
+        quiet()
+            .arg("--listen")
+            .arg(format!("8000=127.0.0.1:{extra}")),
+    );
+    let server = |port: u16| json!({"port": {"number": port, "name": format!("http-{port}"), "protocol": "HTTP"}, "hosts": ["*"]});
+    let body = net(
+        "Gateway",
+        "ports",
+        json!({"servers": [server(80), server(8000), server(9000)]}),
+    );
+    let r = g.post(&case("Gateway").collection("default"), &body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let warnings = r.headers_named("warning");
+    let unserved: Vec<&&str> = warnings
+        .iter()
+        .filter(|w| w.contains("no listener serves"))
+        .collect();
+    assert_eq!(unserved.len(), 1, "{warnings:?}");
+    assert!(
+        unserved[0].contains("spec.servers[2].port.number")
+            && unserved[0].contains("port 9000")
+            && unserved[0].contains("80, 443, 8000"),
+        "{warnings:?}"
+    );
+    // The same after a restart, where the stored Gateway is translated at startup.
+    let mut g = g;
+    g.restart();
+    let got = g.get(&case("Gateway").item("default", "ports")).json();
+    assert!(
+        got["status"]["conditions"]
+            .to_string()
+            .contains("no listener serves port 9000"),
+        "{got}"
+    );
+}
+
 // ----- body limits -----
 
 /// Sends `head`, then up to 5 MiB of body in paced 64 KiB pieces (`chunked` framing or raw),

@@ -543,3 +543,98 @@ fn outlier_detection_ejects_failing_endpoints_and_all_ejected_is_503_uh() {
     assert_eq!((r.status, r.header("x-gateway-error")), (503, Some("UH")));
     assert!(metric(&gw, "gateway_outlier_ejections_active") >= 3.0);
 }
+
+#[test]
+fn the_hash_cookie_carries_its_attributes() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(Opts::default());
+    let mut y = service("sticky.svc", &[(up.port(), "v1")]);
+    y.push_str("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: sticky}\nspec:\n  host: sticky.svc\n  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpCookie:\n          name: sticky\n          ttl: 60s\n          path: /\n          attributes:\n          - {name: SameSite, value: Strict}\n          - {name: Secure}\n---\n");
+    y.push_str(&vs(
+        "sticky",
+        "sticky.test",
+        "route: [{destination: {host: sticky.svc}}]",
+    ));
+    apply(&gw, &y);
+    let r = send(&gw, "sticky.test", "/", &[]);
+    assert_eq!(r.header("x-upstream"), Some("a"));
+    let cookie = r
+        .header("set-cookie")
+        .expect("the gateway sets the hash cookie");
+    let parts: Vec<&str> = cookie.split("; ").collect();
+    assert!(parts[0].starts_with("sticky="), "{cookie}");
+    assert_eq!(
+        parts[1..],
+        [
+            "Path=/",
+            "Max-Age=60",
+            "SameSite=Strict",
+            "Secure",
+            "HttpOnly"
+        ],
+        "{cookie}"
+    );
+}
+
+/// The keepalive timer of the gateway's connections to `port`, in seconds, as `ss -o` shows it
+/// (`timer:(keepalive,4.9sec,0)`, `timer:(keepalive,1min14sec,0)`).
+fn keepalive_timers(port: u16) -> Vec<f64> {
+    let out = std::process::Command::new("ss")
+        .args(["-Htno", "state", "established"])
+        .arg(format!("( dport = :{port} )"))
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| l.split("timer:(keepalive,").nth(1))
+        .filter_map(|t| t.split(',').next())
+        .filter_map(|t| {
+            let (min, rest) = match t.split_once("min") {
+                Some((m, r)) => (m.parse::<f64>().ok()?, r),
+                None => (0.0, t),
+            };
+            let secs = if let Some(ms) = rest.strip_suffix("ms") {
+                ms.parse::<f64>().ok()? / 1000.0
+            } else if let Some(s) = rest.strip_suffix("sec") {
+                s.parse::<f64>().ok()?
+            } else {
+                0.0
+            };
+            Some(min * 60.0 + secs)
+        })
+        .collect()
+}
+
+#[test]
+fn tcp_keepalive_time_and_interval_are_set_on_upstream_connections() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(Opts::default());
+    let mut y = service("ka.svc", &[(up.port(), "v1")]);
+    y.push_str("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ka}\nspec:\n  host: ka.svc\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        tcpKeepalive: {time: 2s, interval: 7s, probes: 3}\n---\n");
+    y.push_str(&vs(
+        "ka",
+        "ka.test",
+        "route: [{destination: {host: ka.svc}}]",
+    ));
+    apply(&gw, &y);
+    assert_eq!(
+        send(&gw, "ka.test", "/", &[]).header("x-upstream"),
+        Some("a")
+    );
+    // Idle in the pool: the first probe is due within `time` (Linux's default is 2 hours)...
+    let first = keepalive_timers(up.port());
+    assert!(
+        !first.is_empty() && first.iter().all(|t| *t <= 2.0),
+        "timers after the request: {first:?}"
+    );
+    // ...and once it is sent, the next comes `interval` later (Linux's default is 75 s).
+    let after_probe = common::eventually(Duration::from_secs(6), || {
+        let t = keepalive_timers(up.port());
+        (!t.is_empty() && t.iter().all(|t| *t > 2.0)).then_some(t)
+    })
+    .expect("a timer re-armed after the first probe");
+    assert!(
+        after_probe.iter().all(|t| *t <= 7.0),
+        "timers after the first probe: {after_probe:?}"
+    );
+}

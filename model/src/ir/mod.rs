@@ -411,11 +411,23 @@ pub struct ClusterPolicy {
     pub hash_algo: HashAlgo,
     /// `outlierDetection`, with Istio's defaults for unset fields; `None` when not configured.
     pub outlier: Option<OutlierPolicy>,
-    /// `connectionPool.tcp.tcpKeepalive`: the idle time before probes.
-    pub tcp_keepalive: Option<Duration>,
+    /// `connectionPool.tcp.tcpKeepalive`: TCP keepalive on upstream connections.
+    pub tcp_keepalive: Option<TcpKeepalive>,
     /// `tls` with mode SIMPLE or MUTUAL; `None` is plain text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Arc<UpstreamTls>>,
+}
+
+/// TCP keepalive socket options, each within what Linux accepts (1..=32767 s, 1..=127 probes);
+/// an unset field has Linux's default, since the socket options are set together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TcpKeepalive {
+    /// Idle time before the first probe (`time`; 7200 s).
+    pub time: Duration,
+    /// Between unanswered probes (`interval`; 75 s).
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped (`probes`; 9).
+    pub probes: u32,
 }
 
 /// The consistent-hash table: Envoy's ring hash (the default) or maglev.
@@ -495,6 +507,9 @@ pub enum HashKey {
         name: String,
         path: Option<String>,
         ttl: Option<Duration>,
+        /// `attributes`, as `name` or `name=value`, written into the cookie the gateway sets.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        attributes: Vec<String>,
     },
     SourceIp,
     QueryParameter(String),

@@ -7,11 +7,12 @@ use super::diag::{Diag, Problem};
 use super::hosts::{creation_order, is_ip};
 use crate::ir::{
     Cluster, ClusterPolicy, Discovery, Endpoint, HashAlgo, HashKey, LbPolicy, OutlierPolicy,
+    TcpKeepalive,
 };
 use crate::resource::{
-    ConnectionPoolSettings, DestinationRule, Kind, LoadBalancerSettings, OutlierDetection,
-    Resolution, ResourceKey, ResourceSet, ServiceEntry, ServicePort, SimpleLb, Subset,
-    TrafficPolicy, WorkloadEntry, WorkloadEntrySpec,
+    ConnectionPoolSettings, CookieAttribute, DestinationRule, Kind, LoadBalancerSettings,
+    OutlierDetection, Resolution, ResourceKey, ResourceSet, ServiceEntry, ServicePort, SimpleLb,
+    Subset, TrafficPolicy, WorkloadEntry, WorkloadEntrySpec,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -304,6 +305,150 @@ pub(crate) fn check_service_entries(set: &ResourceSet, reg: &Registry<'_>, diag:
     }
 }
 
+/// What a DestinationRule asks that the data plane cannot do as written, said per field: a
+/// consistent-hash cookie attribute that would break the `Set-Cookie` header (or add attributes
+/// of its own) is left out of the cookie; a `tcpKeepalive` value outside what Linux accepts is
+/// brought within it.
+pub(crate) fn check_destination_rules(set: &ResourceSet, diag: &mut Diag) {
+    for dr in set.destination_rules() {
+        let key = ResourceKey::new(
+            Kind::DestinationRule,
+            dr.metadata.namespace(),
+            dr.metadata.name.clone(),
+        );
+        let mut policies: Vec<(String, &TrafficPolicy)> = Vec::new();
+        if let Some(tp) = &dr.spec.traffic_policy {
+            policies.push(("spec.trafficPolicy".to_string(), tp));
+        }
+        for (i, s) in dr.spec.subsets.iter().enumerate() {
+            if let Some(tp) = &s.traffic_policy {
+                policies.push((format!("spec.subsets[{i}].trafficPolicy"), tp));
+            }
+        }
+        for (path, tp) in policies {
+            let port_level = tp.port_level_settings.iter().enumerate().map(|(j, p)| {
+                (
+                    format!("{path}.portLevelSettings[{j}]"),
+                    p.load_balancer.as_ref(),
+                    p.connection_pool.as_ref(),
+                )
+            });
+            let levels = std::iter::once((
+                path.clone(),
+                tp.load_balancer.as_ref(),
+                tp.connection_pool.as_ref(),
+            ))
+            .chain(port_level);
+            for (at, lb, pool) in levels {
+                let cookie = lb
+                    .and_then(|lb| lb.consistent_hash.as_ref())
+                    .and_then(|ch| ch.http_cookie.as_ref());
+                for (k, a) in cookie.iter().flat_map(|c| c.attributes.iter().enumerate()) {
+                    if !a.name.is_empty() && cookie_attribute(a).is_none() {
+                        diag.push(
+                            &key,
+                            Problem::Part,
+                            &format!("{at}.loadBalancer.consistentHash.httpCookie.attributes[{k}]"),
+                            "not a cookie attribute the Set-Cookie header can carry (a token name, a value of visible characters without ';'); left out of the cookie",
+                        );
+                    }
+                }
+                let keepalive = pool
+                    .and_then(|p| p.tcp.as_ref())
+                    .and_then(|t| t.tcp_keepalive.as_ref());
+                if let Some(k) = keepalive {
+                    let kp = format!("{at}.connectionPool.tcp.tcpKeepalive");
+                    check_keepalive(k, &kp, &key, diag);
+                }
+            }
+        }
+    }
+}
+
+fn check_keepalive(
+    k: &crate::resource::TcpKeepalive,
+    path: &str,
+    key: &ResourceKey,
+    diag: &mut Diag,
+) {
+    for (field, d) in [("time", &k.time), ("interval", &k.interval)] {
+        let Some(d) = d
+            .as_ref()
+            .and_then(|d| -> Option<Duration> { d.parse().ok() })
+        else {
+            continue;
+        };
+        if !KEEPALIVE_SECS.contains(&d.as_secs()) {
+            diag.push(
+                key,
+                Problem::Part,
+                &format!("{path}.{field}"),
+                &format!(
+                    "{d:?} is outside what the socket option takes (whole seconds, 1s to {}s); {}s applies",
+                    KEEPALIVE_SECS.end(),
+                    d.as_secs().clamp(*KEEPALIVE_SECS.start(), *KEEPALIVE_SECS.end())
+                ),
+            );
+        }
+    }
+    if let Some(n) = k.probes.filter(|n| !KEEPALIVE_PROBES.contains(n)) {
+        diag.push(
+            key,
+            Problem::Part,
+            &format!("{path}.probes"),
+            &format!(
+                "{n} is outside what the socket option takes (1 to {}); {} applies",
+                KEEPALIVE_PROBES.end(),
+                n.clamp(*KEEPALIVE_PROBES.start(), *KEEPALIVE_PROBES.end())
+            ),
+        );
+    }
+}
+
+/// `name` or `name=value` as written into `Set-Cookie` (as Envoy does: an empty value writes the
+/// name alone); `None` when it is not a token name with a value of visible ASCII without `;`.
+pub(crate) fn cookie_attribute(a: &CookieAttribute) -> Option<String> {
+    let token = !a.name.is_empty()
+        && a.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let value = a.value.as_deref().unwrap_or("");
+    let value_ok = value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b';');
+    if !token || !value_ok {
+        return None;
+    }
+    Some(if value.is_empty() {
+        a.name.clone()
+    } else {
+        format!("{}={value}", a.name)
+    })
+}
+
+/// Linux's ranges for the keepalive idle time and interval (seconds) and probe count.
+const KEEPALIVE_SECS: std::ops::RangeInclusive<u64> = 1..=32767;
+const KEEPALIVE_PROBES: std::ops::RangeInclusive<i64> = 1..=127;
+
+/// `tcpKeepalive`, unset fields at Linux's defaults and every value within what the kernel
+/// accepts (an out-of-range socket option would fail every upstream connection).
+fn tcp_keepalive(k: &crate::resource::TcpKeepalive) -> TcpKeepalive {
+    let secs = |d: &Option<crate::resource::Duration>, default: u64| {
+        let s = d
+            .as_ref()
+            .and_then(|d| d.parse().ok())
+            .map_or(default, |d| d.as_secs());
+        Duration::from_secs(s.clamp(*KEEPALIVE_SECS.start(), *KEEPALIVE_SECS.end()))
+    };
+    TcpKeepalive {
+        time: secs(&k.time, 7200),
+        interval: secs(&k.interval, 75),
+        probes: k.probes.map_or(9, |n| {
+            u32::try_from(n.clamp(*KEEPALIVE_PROBES.start(), *KEEPALIVE_PROBES.end())).unwrap_or(9)
+        }),
+    }
+}
+
 /// `outbound|<port>|<subset>|<host>`, Envoy's cluster naming.
 pub(crate) fn cluster_name(host: &str, port: u16, subset: Option<&str>) -> String {
     format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
@@ -441,12 +586,7 @@ fn policy(host_level: Option<&TrafficPolicy>, subset: Option<&Subset>, port: u16
                 p.connect_timeout = d;
             }
             p.idle_timeout = tcp.idle_timeout.as_ref().and_then(|d| d.parse().ok());
-            p.tcp_keepalive = tcp.tcp_keepalive.as_ref().map(|k| {
-                k.time
-                    .as_ref()
-                    .and_then(|d| d.parse().ok())
-                    .unwrap_or(Duration::from_secs(7200))
-            });
+            p.tcp_keepalive = tcp.tcp_keepalive.as_ref().map(tcp_keepalive);
         }
         if let Some(http) = &pool.http {
             p.max_pending_requests = u32_of(http.http1_max_pending_requests);
@@ -522,6 +662,7 @@ fn lb_policy(lb: &LoadBalancerSettings) -> LbPolicy {
                 name: c.name.clone(),
                 path: c.path.clone(),
                 ttl: c.ttl.as_ref().and_then(|d| d.parse().ok()),
+                attributes: c.attributes.iter().filter_map(cookie_attribute).collect(),
             });
         }
         if ch.use_source_ip == Some(true) {

@@ -7,7 +7,7 @@ use super::diag::{Diag, Problem};
 use super::hosts::{normalize_host, parse_server_host, NsFilter};
 use super::tls::{find_secret, no_pair, secret_not_found};
 use crate::resource::{Gateway, Kind, ResourceKey, ResourceSet, ServerTlsMode};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The gateway label of the implicit gateway (CONTRACT §2).
 pub(crate) const IMPLICIT: &str = "implicit";
@@ -33,11 +33,18 @@ pub(crate) struct Gateways {
 }
 
 impl Gateways {
-    pub(crate) fn collect(set: &ResourceSet, gateway_namespace: &str, diag: &mut Diag) -> Gateways {
+    /// `gateway_namespace`: where `credentialName`s are looked up after the Gateway's own;
+    /// `served`: the ports the listeners serve, when known.
+    pub(crate) fn collect(
+        set: &ResourceSet,
+        gateway_namespace: &str,
+        served: Option<&BTreeSet<u16>>,
+        diag: &mut Diag,
+    ) -> Gateways {
         let mut out = Gateways::default();
         for gw in set.gateways() {
             let label = format!("{}/{}", gw.metadata.namespace(), gw.metadata.name);
-            let servers = servers(gw, set, gateway_namespace, diag);
+            let servers = servers(gw, set, gateway_namespace, served, diag);
             out.by_label.insert(label, servers);
         }
         if out.by_label.is_empty() {
@@ -67,6 +74,7 @@ fn servers(
     gw: &Gateway,
     set: &ResourceSet,
     gateway_namespace: &str,
+    served: Option<&BTreeSet<u16>>,
     diag: &mut Diag,
 ) -> Vec<ServerInfo> {
     let ns = gw.metadata.namespace();
@@ -106,6 +114,18 @@ fn servers(
             );
             continue;
         };
+        if let Some(served) = served.filter(|p| !p.contains(&number)) {
+            let list: Vec<String> = served.iter().map(u16::to_string).collect();
+            diag.push(
+                &key,
+                Problem::Part,
+                &format!("{path}.port.number"),
+                &format!(
+                    "no listener serves port {number} (the listeners serve {}); the server receives no traffic",
+                    list.join(", ")
+                ),
+            );
+        }
         let mut hosts = Vec::new();
         for (j, raw) in s.hosts.iter().enumerate() {
             let (filter, host) = parse_server_host(raw, ns);
@@ -169,5 +189,40 @@ fn check_credentials(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::{parse_documents, resource_from_value, Format};
+
+    fn collect(yaml: &str, served: Option<&BTreeSet<u16>>) -> Vec<String> {
+        let mut set = ResourceSet::new();
+        for d in parse_documents(yaml.as_bytes(), Format::Yaml).expect("parses") {
+            set.insert(resource_from_value(d, None).expect("decodes"));
+        }
+        let mut diag = Diag::default();
+        let gws = Gateways::collect(&set, "istio-system", served, &mut diag);
+        assert_eq!(gws.by_label["default/g"].len(), 2, "both servers are kept");
+        let (_, warnings) = diag.finish(&set);
+        warnings.into_values().flatten().collect()
+    }
+
+    const TWO_SERVERS: &str = "kind: Gateway\nmetadata: {name: g, namespace: default}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n  - port: {number: 8080, name: alt, protocol: HTTP}\n    hosts: ['*']\n";
+
+    #[test]
+    fn a_server_on_a_port_no_listener_serves_is_reported() {
+        let served = BTreeSet::from([80, 443]);
+        assert_eq!(
+            collect(TWO_SERVERS, Some(&served)),
+            vec!["spec.servers[1].port.number: no listener serves port 8080 (the listeners serve 80, 443); the server receives no traffic"]
+        );
+        let served = BTreeSet::from([80, 443, 8080]);
+        assert!(collect(TWO_SERVERS, Some(&served)).is_empty());
+        assert!(
+            collect(TWO_SERVERS, None).is_empty(),
+            "unknown listeners: nothing said"
+        );
     }
 }

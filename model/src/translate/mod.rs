@@ -72,12 +72,18 @@ pub fn translate_with_files(
     gateway_namespace: &str,
 ) -> Translation {
     let mut diag = diag::Diag::default();
-    let gws = gateways::Gateways::collect(set, gateway_namespace, &mut diag);
+    let gws = gateways::Gateways::collect(
+        set,
+        gateway_namespace,
+        files.listener_ports.as_ref(),
+        &mut diag,
+    );
     let mut secrets = tls::Secrets::new(set, gateway_namespace);
     let tls_listeners = tls::listeners(set, &mut secrets, files, &mut diag);
     let mut reg = clusters::Registry::new(set);
     reg.upstream_tls = tls::upstream(set, &mut secrets, files, &mut diag);
     clusters::check_service_entries(set, &reg, &mut diag);
+    clusters::check_destination_rules(set, &mut diag);
     let listeners = vhosts::build(set, &gws, &mut reg, &mut diag);
     let snapshot = Snapshot {
         listeners,

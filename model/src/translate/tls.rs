@@ -31,11 +31,14 @@ use rustls::{DistinguishedName, RootCertStore, SignatureScheme, SupportedCipherS
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-/// The bytes of the files resources name (certificate, key and CA paths), read by the caller of
-/// [`translate_with_files`](super::translate_with_files); a read error is kept as its message.
+/// What the caller of [`translate_with_files`](super::translate_with_files) knows of its
+/// environment: the bytes of the files resources name (certificate, key and CA paths; a read
+/// error is kept as its message), and the Gateway ports its listeners serve.
 #[derive(Debug, Clone, Default)]
 pub struct Files {
     by_path: BTreeMap<String, Result<Arc<[u8]>, String>>,
+    /// `None`: unknown, no server is reported as unserved.
+    pub listener_ports: Option<BTreeSet<u16>>,
 }
 
 impl Files {

@@ -8,7 +8,7 @@
 
 use super::findings::{Findings, Shown};
 use super::path::FieldPath;
-use crate::resource::{Duration, ObjectMeta, Percent, StringMatch};
+use crate::resource::{Duration, ObjectMeta, StringMatch};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
@@ -425,17 +425,6 @@ pub(crate) fn check_duration(
         return None;
     }
     Some(v)
-}
-
-/// A `Percent`: 0, or within [0.0001, 100]. Reports at `path.value`.
-pub(crate) fn check_percent(f: &mut Findings, path: &FieldPath, p: &Percent) {
-    let v = p.value;
-    let vp = path.field("value");
-    if !(0.0..=100.0).contains(&v) {
-        f.invalid(&vp, &v, "must be between 0 and 100, inclusive");
-    } else if v > 0.0 && v < 0.0001 {
-        f.invalid(&vp, &v, "must be 0 or at least 0.0001");
-    }
 }
 
 /// An integer percentage (deprecated fields, outlier percentages): 0..=100.

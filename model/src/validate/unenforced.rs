@@ -7,7 +7,10 @@
 //! - `name`: a field;
 //! - `name[*]`: every element of a list;
 //! - `name[?sub.path=A|B]`: the elements of a list whose `sub.path` is a string equal to `A` or `B`
-//!   (case-insensitively).
+//!   (case-insensitively);
+//! - as the last segment, a test of a string field: `name=A|B` (equal to one of the values,
+//!   case-insensitively), `name^=P` (starts with `P`), `name~=A|B` (a comma-separated list holding
+//!   `A` or `B`; the warning names each such item: `name[A]`).
 //!
 //! A pattern applies to every kind that has the path; today's paths are unambiguous across kinds.
 
@@ -21,6 +24,10 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     // VirtualService
     ("spec.http[*].delegate", "the delegate's rules are not used"),
     ("spec.http[*].retries.retryRemoteLocalities", "there are no localities"),
+    ("spec.http[*].name", "routes are named vs/<ns>/<name>/http/<i> in metrics and logs"),
+    ("spec.http[*].match[*].name", "not used in metrics or logs"),
+    ("spec.http[*].match[*].statPrefix", "no per-route statistics"),
+    ("spec.http[*].retries.retryOn~=retriable-headers|envoy-ratelimited|http3-post-connect-failure", "never retried on: no retriable headers are configured, no upstream Envoy rate limits, no HTTP/3"),
     ("spec.tls", "TLS passthrough routes are not served"),
     ("spec.tcp", "TCP routes are not served"),
     // VirtualService, DestinationRule, ServiceEntry
@@ -29,6 +36,8 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.trafficPolicy.tls.caCrl", "no revocation check"),
     ("spec.trafficPolicy.loadBalancer.localityLbSetting", "no locality-aware balancing"),
     ("spec.trafficPolicy.loadBalancer.warmup", "no slow start"),
+    ("spec.trafficPolicy.loadBalancer.zoneAwareLbSetting", "no locality-aware balancing"),
+    ("spec.trafficPolicy.loadBalancer.backendUtilization", "no utilization-based balancing"),
     ("spec.trafficPolicy.loadBalancer.warmupDurationSecs", "no slow start"),
     ("spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection", "connections are reused without limit"),
     ("spec.trafficPolicy.connectionPool.http.h2UpgradePolicy", "upstream HTTP/1.1"),
@@ -38,12 +47,16 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
     ("spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
     ("spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes", "5xx responses count"),
+    ("spec.trafficPolicy.loadBalancer.simple=PASSTHROUGH", "there is no original destination at a gateway: endpoints are picked at random"),
+    ("spec.trafficPolicy.outlierDetection.interval", "an ejected endpoint returns after baseEjectionTime × its ejections, not at the next interval"),
     ("spec.trafficPolicy.tunnel", "no tunnelling"),
     ("spec.trafficPolicy.proxyProtocol", "no PROXY protocol header"),
     ("spec.trafficPolicy.retryBudget", "no retry budget"),
     ("spec.trafficPolicy.portLevelSettings[*].tls.caCrl", "no revocation check"),
     ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.localityLbSetting", "no locality-aware balancing"),
     ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.warmup", "no slow start"),
+    ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.zoneAwareLbSetting", "no locality-aware balancing"),
+    ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.backendUtilization", "no utilization-based balancing"),
     ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.warmupDurationSecs", "no slow start"),
     ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.maxRequestsPerConnection", "connections are reused without limit"),
     ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.h2UpgradePolicy", "upstream HTTP/1.1"),
@@ -52,10 +65,14 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.http2KeepAlive", "no HTTP/2 pings"),
     ("spec.trafficPolicy.portLevelSettings[*].connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
     ("spec.trafficPolicy.portLevelSettings[*].outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
+    ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.simple=PASSTHROUGH", "there is no original destination at a gateway: endpoints are picked at random"),
+    ("spec.trafficPolicy.portLevelSettings[*].outlierDetection.interval", "an ejected endpoint returns after baseEjectionTime × its ejections, not at the next interval"),
     ("spec.trafficPolicy.portLevelSettings[*].outlierDetection.outlierDetectionHttpErrorCodes", "5xx responses count"),
     ("spec.subsets[*].trafficPolicy.tls.caCrl", "no revocation check"),
     ("spec.subsets[*].trafficPolicy.loadBalancer.localityLbSetting", "no locality-aware balancing"),
     ("spec.subsets[*].trafficPolicy.loadBalancer.warmup", "no slow start"),
+    ("spec.subsets[*].trafficPolicy.loadBalancer.zoneAwareLbSetting", "no locality-aware balancing"),
+    ("spec.subsets[*].trafficPolicy.loadBalancer.backendUtilization", "no utilization-based balancing"),
     ("spec.subsets[*].trafficPolicy.loadBalancer.warmupDurationSecs", "no slow start"),
     ("spec.subsets[*].trafficPolicy.connectionPool.http.maxRequestsPerConnection", "connections are reused without limit"),
     ("spec.subsets[*].trafficPolicy.connectionPool.http.h2UpgradePolicy", "upstream HTTP/1.1"),
@@ -65,12 +82,16 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.subsets[*].trafficPolicy.connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
     ("spec.subsets[*].trafficPolicy.outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
     ("spec.subsets[*].trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes", "5xx responses count"),
+    ("spec.subsets[*].trafficPolicy.loadBalancer.simple=PASSTHROUGH", "there is no original destination at a gateway: endpoints are picked at random"),
+    ("spec.subsets[*].trafficPolicy.outlierDetection.interval", "an ejected endpoint returns after baseEjectionTime × its ejections, not at the next interval"),
     ("spec.subsets[*].trafficPolicy.tunnel", "no tunnelling"),
     ("spec.subsets[*].trafficPolicy.proxyProtocol", "no PROXY protocol header"),
     ("spec.subsets[*].trafficPolicy.retryBudget", "no retry budget"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].tls.caCrl", "no revocation check"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.localityLbSetting", "no locality-aware balancing"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.warmup", "no slow start"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.zoneAwareLbSetting", "no locality-aware balancing"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.backendUtilization", "no utilization-based balancing"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.warmupDurationSecs", "no slow start"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.maxRequestsPerConnection", "connections are reused without limit"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.h2UpgradePolicy", "upstream HTTP/1.1"),
@@ -79,10 +100,17 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.http2KeepAlive", "no HTTP/2 pings"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.simple=PASSTHROUGH", "there is no original destination at a gateway: endpoints are picked at random"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].outlierDetection.interval", "an ejected endpoint returns after baseEjectionTime × its ejections, not at the next interval"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].outlierDetection.outlierDetectionHttpErrorCodes", "5xx responses count"),
     // ServiceEntry
     ("spec.addresses", "not used for routing"),
     ("spec.subjectAltNames", "upstream certificates are not verified against them"),
+    ("spec.resolution=DNS_ROUND_ROBIN", "every resolved address is used, as with DNS"),
+    ("spec.endpoints[*].address^=unix://", "unix domain socket endpoints are not connected to"),
+    ("spec.ports[*].protocol=HTTP2|GRPC|GRPC-WEB", "upstream HTTP/1.1"),
+    // WorkloadEntry
+    ("spec.address^=unix://", "unix domain socket endpoints are not connected to"),
     // Gateway
     ("spec.servers[?port.protocol=TLS].tls", "TLS servers (passthrough, or TCP after termination) are not served"),
     ("spec.servers[?port.protocol=HTTPS].tls.caCrl", "no revocation check"),
@@ -90,7 +118,10 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.servers[?port.protocol=HTTPS].tls.verifyCertificateHash", "client certificates are not pinned"),
     ("spec.servers[?port.protocol=HTTPS].tls.caCertCredentialName", "the CA comes from the Secret <credentialName>-cacert, the credential's own CA, or caCertificates"),
     ("spec.servers[?port.protocol=HTTPS].tls.insecureSkipVerify", "client certificates are verified"),
+    ("spec.servers[?port.protocol=HTTPS].tls.ecdhCurves", "rustls offers its own key exchange groups"),
     ("spec.servers[*].bind", "the listener flags decide the address"),
+    ("spec.servers[*].defaultEndpoint", "traffic goes where VirtualServices route it"),
+    ("spec.servers[*].name", "not used in metrics"),
 ];
 
 /// [`NOT_ENFORCED`] split into steps once: every validated resource walks all of them, and
@@ -107,6 +138,23 @@ enum Step<'a> {
         sub_path: &'a str,
         values: &'a str,
     },
+    /// A string field tested against `values` (`A|B`).
+    Test {
+        field: &'a str,
+        op: Op,
+        values: &'a str,
+    },
+}
+
+/// How a [`Step::Test`] compares.
+#[derive(Clone, Copy)]
+enum Op {
+    /// `=`: equal to one of the values.
+    Equals,
+    /// `^=`: starts with one of the values.
+    Prefix,
+    /// `~=`: a comma-separated list with an item equal to one of the values.
+    Item,
 }
 
 /// Splits a pattern on the dots that are outside brackets.
@@ -129,7 +177,7 @@ fn steps(pattern: &str) -> Vec<Step<'_>> {
     segments.push(pattern.get(start..).unwrap_or_default());
     for seg in segments {
         let step = match seg.split_once('[') {
-            None => Step::Field(seg),
+            None => test(seg).unwrap_or(Step::Field(seg)),
             Some((field, rest)) => {
                 let inner = rest.strip_suffix(']').unwrap_or(rest);
                 match inner.strip_prefix('?').and_then(|c| c.split_once('=')) {
@@ -145,6 +193,19 @@ fn steps(pattern: &str) -> Vec<Step<'_>> {
         out.push(step);
     }
     out
+}
+
+/// `name=A|B`, `name^=P` or `name~=A|B`.
+fn test(seg: &str) -> Option<Step<'_>> {
+    let (field, values) = seg.split_once('=')?;
+    let (field, op) = if let Some(f) = field.strip_suffix('^') {
+        (f, Op::Prefix)
+    } else if let Some(f) = field.strip_suffix('~') {
+        (f, Op::Item)
+    } else {
+        (field, Op::Equals)
+    };
+    Some(Step::Test { field, op, values })
 }
 
 fn lookup<'v>(v: &'v Value, dotted: &str) -> Option<&'v Value> {
@@ -169,6 +230,35 @@ fn walk(v: &Value, steps: &[Step<'_>], path: String, out: &mut Vec<String>) {
         Step::Field(field) => {
             if let Some(child) = v.get(field) {
                 walk(child, rest, join(field), out);
+            }
+        }
+        Step::Test { field, op, values } => {
+            let Some(child @ Value::String(s)) = v.get(field) else {
+                return;
+            };
+            let wanted = |item: &str| {
+                values.split('|').any(|want| match op {
+                    Op::Equals | Op::Item => want.eq_ignore_ascii_case(item),
+                    Op::Prefix => item
+                        .get(..want.len())
+                        .is_some_and(|p| p.eq_ignore_ascii_case(want)),
+                })
+            };
+            match op {
+                Op::Equals | Op::Prefix => {
+                    if wanted(s.trim()) {
+                        walk(child, rest, join(field), out);
+                    }
+                }
+                Op::Item => {
+                    let mut seen: Vec<&str> = Vec::new();
+                    for item in s.split(',').map(str::trim) {
+                        if wanted(item) && !seen.iter().any(|x| x.eq_ignore_ascii_case(item)) {
+                            seen.push(item);
+                            out.push(format!("{}[{item}]", join(field)));
+                        }
+                    }
+                }
             }
         }
         Step::Every(field) | Step::Where { field, .. } => {
@@ -240,6 +330,39 @@ mod tests {
         assert_eq!(
             w,
             vec!["spec.servers[2].tls: accepted but not enforced yet"]
+        );
+    }
+
+    #[test]
+    fn tests_string_fields() {
+        let w = warnings(
+            "kind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [a.example.com]\n  resolution: DNS_ROUND_ROBIN\n  ports:\n  - {number: 80, name: http, protocol: HTTP}\n  - {number: 81, name: grpc, protocol: grpc}\n  endpoints:\n  - address: UNIX:///run/a.sock\n  - address: 10.0.0.1\n",
+        );
+        assert_eq!(
+            w,
+            vec![
+                "spec.resolution: accepted but not enforced yet",
+                "spec.endpoints[0].address: accepted but not enforced yet",
+                "spec.ports[1].protocol: accepted but not enforced yet",
+            ]
+        );
+        let w = warnings(
+            "kind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [a.example.com]\n  resolution: DNS\n  ports: [{number: 80, name: http, protocol: HTTP}]\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn names_each_listed_item_once() {
+        let w = warnings(
+            "kind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a.example.com]\n  http:\n  - retries: {attempts: 2, retryOn: \"5xx, envoy-ratelimited,retriable-headers,envoy-ratelimited\"}\n    route: [{destination: {host: a}}]\n  - retries: {attempts: 2, retryOn: \"5xx,reset\"}\n    route: [{destination: {host: a}}]\n",
+        );
+        assert_eq!(
+            w,
+            vec![
+                "spec.http[0].retries.retryOn[envoy-ratelimited]: accepted but not enforced yet",
+                "spec.http[0].retries.retryOn[retriable-headers]: accepted but not enforced yet",
+            ]
         );
     }
 

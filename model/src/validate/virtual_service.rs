@@ -1437,16 +1437,10 @@ fn check_prefix_overlaps(f: &mut Findings, prefixes: &[PrefixEntry]) {
             .min();
         let Some(i) = coverer else { continue };
         let a = &prefixes[i];
-        let tried_last = a.prefix == "/" && a.headers.is_empty() && a.query_params.is_empty();
-        let note = if tried_last {
-            " (Istio's reading: a gateway tries a prefix \"/\" match last, so here it is still used)"
-        } else {
-            ""
-        };
         f.warn(
             &b.path,
             format!(
-                "match is never used: uri prefix {:?} is covered by prefix {:?} of {}{note}",
+                "match is never used: uri prefix {:?} is covered by prefix {:?} of {}",
                 b.prefix, a.prefix, a.path
             ),
         );
