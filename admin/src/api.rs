@@ -177,6 +177,33 @@ fn warning_value(message: &str) -> String {
     s
 }
 
+/// At most this many `Warning` headers, and this many bytes of them, per answer: a batch of
+/// thousands of objects can warn about each, and clients cap headers (Python's at 100). Kubernetes
+/// caps them too (4 KiB total, longer items truncated); the rest is counted in one last warning.
+const MAX_WARNINGS: usize = 50;
+const MAX_WARNING_BYTES: usize = 16 * 1024;
+
+/// The `Warning` header values of an answer: duplicates once, within the caps.
+fn warning_values(warnings: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<&String> = warnings.iter().filter(|w| seen.insert(*w)).collect();
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for (i, w) in unique.iter().enumerate() {
+        let v = warning_value(w);
+        if out.len() == MAX_WARNINGS || bytes + v.len() > MAX_WARNING_BYTES {
+            out.push(warning_value(&format!(
+                "{} more warnings not shown",
+                unique.len() - i
+            )));
+            break;
+        }
+        bytes += v.len();
+        out.push(v);
+    }
+    out
+}
+
 fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = (code, bytes).into_response();
@@ -185,8 +212,8 @@ fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Respons
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    for w in warnings {
-        if let Ok(v) = HeaderValue::from_str(&warning_value(w)) {
+    for w in warning_values(warnings) {
+        if let Ok(v) = HeaderValue::from_str(&w) {
             h.append(HeaderName::from_static("warning"), v);
         }
     }
@@ -457,6 +484,20 @@ mod tests {
         assert!(!token_matches(b"secret", b"secretx"));
         assert!(!token_matches(b"secret", b"SECRET"));
         assert!(!token_matches(b"", b""));
+    }
+
+    #[test]
+    fn warnings_are_deduplicated_and_capped() {
+        let many: Vec<String> = (0..500).map(|i| format!("w{}", i % 200)).collect();
+        let v = warning_values(&many);
+        assert_eq!(v.len(), MAX_WARNINGS + 1);
+        assert_eq!(v[0], "299 - \"w0\"");
+        assert_eq!(v[MAX_WARNINGS], "299 - \"150 more warnings not shown\"");
+        let long: Vec<String> = (0..40).map(|i| format!("{i}{}", "x".repeat(1000))).collect();
+        let v = warning_values(&long);
+        assert!(v.iter().map(String::len).sum::<usize>() <= MAX_WARNING_BYTES + 64);
+        assert!(v.last().is_some_and(|l| l.contains("more warnings not shown")));
+        assert_eq!(warning_values(&["a".into(), "a".into()]), ["299 - \"a\""]);
     }
 
     #[test]
