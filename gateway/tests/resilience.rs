@@ -38,7 +38,7 @@ fn service(host: &str, eps: &[(u16, &str)]) -> String {
 }
 
 fn vs(name: &str, host: &str, rule: &str) -> String {
-    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{host}]\n  http:\n  - {rule}\n---\n")
+    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: '{name}'}}\nspec:\n  hosts: [{host}]\n  http:\n  - {rule}\n---\n")
 }
 
 fn counts(gw: &Gateway, host: &str, n: usize, headers: &[(&str, &str)]) -> HashMap<String, usize> {
