@@ -144,7 +144,8 @@ fn dns_subdomain_problem(s: &str) -> Option<&'static str> {
     (!ok).then_some("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")
 }
 
-fn dns_label_problem(s: &str) -> Option<&'static str> {
+/// Why `s` is not an RFC 1123 label (a namespace name), if it is not.
+pub fn dns_label_problem(s: &str) -> Option<&'static str> {
     let b = s.as_bytes();
     let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     let ok = !b.is_empty()

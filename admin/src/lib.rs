@@ -14,6 +14,7 @@ mod metrics;
 pub mod store;
 mod time;
 
+pub use admission::dns_label_problem;
 pub use api::router;
 pub use body::MAX_BODY_BYTES;
 pub use control::{Applied, ControlPlane, Written};

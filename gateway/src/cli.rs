@@ -82,19 +82,11 @@ fn parse_listen(s: &str) -> Result<(u16, SocketAddr), String> {
     Ok((port, addr))
 }
 
-/// A namespace name: an RFC 1123 label, as Kubernetes requires.
+/// A namespace name: an RFC 1123 label, as Kubernetes (and the admin API) require.
 fn parse_namespace(s: &str) -> Result<String, String> {
-    let b = s.as_bytes();
-    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let ok = !b.is_empty()
-        && b.len() <= 63
-        && b.iter().all(|c| alnum(c) || *c == b'-')
-        && b.first().is_some_and(alnum)
-        && b.last().is_some_and(alnum);
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(format!("{s:?} is not a namespace name (lower case letters, digits and '-', at most 63, starting and ending with a letter or digit)"))
+    match admin::dns_label_problem(s) {
+        None => Ok(s.to_string()),
+        Some(why) => Err(format!("{s:?} is not a namespace name: {why}")),
     }
 }
 
