@@ -9,10 +9,10 @@
 # together with GATEWAY_ADMIN_TOKEN (compose.yaml does both).
 
 FROM rust:1-bookworm AS build
-# cmake builds Pingora's zlib-ng; protoc is needed by the etcd client.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake protobuf-compiler \
- && rm -rf /var/lib/apt/lists/*
+# The build's Debian packages come from the one list in scripts/setup (cmake for Pingora's zlib-ng,
+# protoc and its well-known types for the etcd client, …), copied alone so the layer is cached.
+COPY scripts/setup /usr/local/bin/gateway-setup
+RUN gateway-setup build && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin gateway \
