@@ -63,12 +63,19 @@ spec:
 ---
 "#;
 
+/// method, host, path, headers.
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+);
+
 #[test]
 fn explain_names_the_route_the_access_log_records() {
     let gw = Gateway::start(Opts::default().token(TOKEN).arg("--access-log").arg("json"));
     apply(&gw, ROUTES);
-    // (method, host, path, headers)
-    let cases: Vec<(&str, &str, &str, Vec<(&str, &str)>)> = vec![
+    let cases: Vec<Case> = vec![
         ("GET", "shop.test", "/api/items", vec![("x-ver", "v2")]),
         ("GET", "shop.test", "/api/items", vec![("x-ver", "v3")]),
         ("POST", "shop.test", "/form", vec![]),
