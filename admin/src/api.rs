@@ -1,5 +1,5 @@
 //! The admin REST API (CONTRACT §3): Kubernetes-style paths for the networking kinds and Secrets,
-//! `/apply`, `/metrics`, `/healthz`, `/readyz`. Handlers only translate HTTP to control-plane calls;
+//! `/apply`, `/debug/explain`, `/debug/snapshot`, `/metrics`, `/healthz`, `/readyz`. Handlers only translate HTTP to control-plane calls;
 //! every failure is an [`AdminError`] and so a `Status` object, 404 and 405 included.
 
 use crate::body::read_body;
@@ -52,6 +52,8 @@ pub fn router(cp: Arc<ControlPlane>, health: Arc<Health>, token: Option<String>)
             get(secret_read).put(secret_replace).delete(secret_remove),
         )
         .route("/apply", post(apply))
+        .route("/debug/explain", post(debug_explain))
+        .route("/debug/snapshot", get(debug_snapshot))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -440,6 +442,14 @@ async fn apply(
 }
 
 // ----- operations -----
+
+async fn debug_explain(State(s): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
+    crate::debug::explain(&s.cp, &headers, body).await
+}
+
+async fn debug_snapshot(State(s): State<AppState>) -> ApiResult {
+    crate::debug::snapshot(&s.cp).await
+}
 
 async fn metrics(State(s): State<AppState>) -> ApiResult {
     let families = s.cp.gather();

@@ -170,6 +170,13 @@ impl ControlPlane {
         self.view.load().revision
     }
 
+    /// The served snapshot and the generation it was built from, read together under the writer
+    /// lock (the pipeline stores the view and swaps the snapshot one after the other).
+    pub async fn served(&self) -> (u64, Arc<Snapshot>) {
+        let _writer = self.writer.lock().await;
+        (self.generation(), self.snapshot.load_full())
+    }
+
     /// The registry `/metrics` exposes.
     pub fn registry(&self) -> &prometheus::Registry {
         &self.registry
@@ -745,7 +752,7 @@ async fn reload(weak: &Weak<ControlPlane>) -> bool {
 
 /// Translates with the certificate and key files the set names read first (translation does no
 /// I/O): they are read again at every change, so a rewritten file is picked up by the next apply.
-fn translate_read(
+pub(crate) fn translate_read(
     set: &ResourceSet,
     gateway_namespace: &str,
     listener_ports: Option<&std::collections::BTreeSet<u16>>,

@@ -6,6 +6,7 @@ mod admission;
 mod api;
 mod body;
 mod control;
+mod debug;
 mod error;
 mod health;
 pub mod linger;

@@ -1,9 +1,12 @@
 //! Manifests on disk: the one folder walk and the one reading of files into a batch, shared by
-//! `--bootstrap` and `gateway validate`, and the messages that name a file's problems.
+//! `--bootstrap`, `gateway validate` and `gateway explain`, and the messages that name a file's
+//! problems.
 
 use crate::admission::{admit, locate, Origin, Upsert};
 use crate::error::{cause_message, AdminError};
+use model::ir::Snapshot;
 use model::load::{format_of, is_manifest_name, Batch};
+use model::resource::ResourceSet;
 use std::path::{Path, PathBuf};
 
 /// The verdict on a set of manifest files, as `--bootstrap` applies it and `gateway validate`
@@ -74,6 +77,30 @@ pub(crate) fn admit_paths(paths: &[PathBuf]) -> Result<(Verdict, Vec<Upsert>), A
     }
     let upserts = admitted.upserts.into_iter().map(|(_, u)| u).collect();
     Ok((verdict, upserts))
+}
+
+/// The snapshot the manifests under `paths` make, admitted as [`check`] admits them and
+/// translated as the control plane translates what `--bootstrap` stores into an empty store (one
+/// creation time for all). `None` when the verdict has problems.
+pub fn snapshot(
+    paths: &[PathBuf],
+    gateway_namespace: &str,
+) -> Result<(Verdict, Option<Snapshot>), AdminError> {
+    let (verdict, upserts) = admit_paths(paths)?;
+    if !verdict.problems.is_empty() {
+        return Ok((verdict, None));
+    }
+    let now = crate::time::rfc3339(std::time::SystemTime::now());
+    let mut set = ResourceSet::new();
+    for u in upserts {
+        let mut r = u.resource;
+        let m = r.meta_mut();
+        m.generation = Some(1);
+        m.creation_timestamp = Some(now.clone());
+        set.insert(r);
+    }
+    let t = crate::control::translate_read(&set, gateway_namespace, None)?;
+    Ok((verdict, Some(t.snapshot)))
 }
 
 /// The manifests of a path: the file itself, or every `.json`, `.yaml` and `.yml`

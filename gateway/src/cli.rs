@@ -57,6 +57,36 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print, as JSON, what the gateway would do with a request under the configuration these
+    /// manifests make (the answer of POST /debug/explain), without running it.
+    Explain {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The Host header (may carry a port).
+        #[arg(long)]
+        host: String,
+        /// The Gateway port the request arrives on (80 plain HTTP, 443 TLS).
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Path with an optional ?query.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// A request header NAME=VALUE (repeatable; repeated names give several values).
+        #[arg(long = "header", value_parser = parse_header)]
+        headers: Vec<(String, String)>,
+        /// The TLS server name the client sends (port 443).
+        #[arg(long)]
+        sni: Option<String>,
+    },
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    Ok((name.trim().to_ascii_lowercase(), value.to_string()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

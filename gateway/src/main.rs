@@ -4,6 +4,7 @@
 mod accesslog;
 mod balancer;
 mod cli;
+mod explain_cmd;
 mod hygiene;
 mod linger;
 mod metrics;
@@ -48,8 +49,21 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    if let Some(Command::Validate { files }) = &cli.command {
-        std::process::exit(validate_cmd::run(files));
+    match &cli.command {
+        Some(Command::Validate { files }) => std::process::exit(validate_cmd::run(files)),
+        Some(Command::Explain {
+            files,
+            host,
+            port,
+            method,
+            path,
+            headers,
+            sni,
+        }) => {
+            let req = explain_cmd::request(*port, host, method, path, headers, sni.as_deref());
+            std::process::exit(explain_cmd::run(files, &cli.namespace, &req));
+        }
+        None => {}
     }
     if let Err(e) = run(cli) {
         eprintln!("gateway: {e}");

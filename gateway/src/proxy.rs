@@ -312,12 +312,7 @@ impl GatewayProxy {
             ctx.sni = peer
                 .and_then(|p| conns.get(local_port, p))
                 .and_then(|h| h.sni);
-            let admitted = snapshot
-                .tls
-                .get(&info.gateway_port)
-                .and_then(|l| l.server_for(ctx.sni.as_deref()))
-                .is_some_and(|s| s.admits(strip_port(view.authority)));
-            if !admitted {
+            if !snapshot.tls_admits(info.gateway_port, ctx.sni.as_deref(), view.authority) {
                 return Ok(Decision::Local(404, "NR", ""));
             }
         }

@@ -4,8 +4,8 @@
 //! not depend on the order resources are inserted in.
 
 use model::ir::{
-    HeaderMatch, HostIndex, Matcher, QueryMatch, RequestView, Route, RouteAction, RouteMatch,
-    Snapshot, VirtualHost,
+    ExplainRequest, HeaderMatch, HostIndex, Matcher, QueryMatch, RequestView, Route, RouteAction,
+    RouteMatch, Snapshot, VirtualHost,
 };
 use model::resource::{resource_from_value, Resource, ResourceSet};
 use model::translate::translate;
@@ -908,6 +908,63 @@ proptest! {
                 r = r.header("x-h", h);
             }
             prop_assert_eq!(hit(&t.snapshot, &r), oracle_lookup(&table, &r), "{} {} {:?}", host, path, header);
+        }
+    }
+}
+
+/// The explain walk over the same request as [`hit`]'s: its route, virtual host, and the routes
+/// it passed over.
+fn explained(s: &Snapshot, r: &Req) -> (Option<String>, Option<String>, Vec<String>) {
+    let mut headers = serde_json::Map::new();
+    for (n, v) in &r.headers {
+        headers.insert(n.to_string(), json!(v.to_str().expect("test header")));
+    }
+    let path = match &r.query {
+        Some(q) => format!("{}?{q}", r.path),
+        None => r.path.clone(),
+    };
+    let req: ExplainRequest = serde_json::from_value(json!({
+        "port": r.port, "host": r.authority, "method": r.method, "path": path, "headers": headers,
+    }))
+    .expect("request decodes");
+    let e = s.explain(&req).expect("explainable");
+    (
+        e.virtual_host.map(str::to_string),
+        e.route.map(str::to_string),
+        e.skipped.into_iter().map(|k| k.route).collect(),
+    )
+}
+
+proptest! {
+    #![proptest_config(config(200))]
+    /// Explain walks the proxy's lookup: the same winner, and exactly the routes before it in the
+    /// virtual host, each with a reason.
+    #[test]
+    fn explain_equals_lookup(
+        table in vs_table(),
+        reqs in prop::collection::vec(request(), 1..16),
+    ) {
+        let t = translate(&table_set(&table));
+        for (host, path, header, method) in reqs {
+            let mut r = Req::new(&host, path).method(method);
+            if let Some(h) = header {
+                r = r.header("x-h", h);
+            }
+            let looked = hit(&t.snapshot, &r);
+            let (vhost, route, skipped) = explained(&t.snapshot, &r);
+            prop_assert_eq!(vhost.clone(), looked.as_ref().map(|(d, _)| d.clone()));
+            prop_assert_eq!(route.clone(), looked.and_then(|(_, r)| r));
+            // By position, not id: a rule whose catch-all entry is moved last appears twice.
+            let expected: Vec<String> = match t.snapshot.lookup(&r.view()) {
+                None => Vec::new(),
+                Some((vh, winner)) => vh
+                    .routes
+                    .iter()
+                    .take_while(|x| winner.is_none_or(|w| !Arc::ptr_eq(x, w)))
+                    .map(|x| x.id.clone())
+                    .collect(),
+            };
+            prop_assert_eq!(skipped, expected);
         }
     }
 }

@@ -27,15 +27,100 @@ pub struct RequestView<'a> {
 
 impl Snapshot {
     /// The virtual host then the first matching route for a request on `port`.
+    #[inline]
     pub fn lookup<'s>(
         &'s self,
         req: &RequestView<'_>,
     ) -> Option<(&'s VirtualHost, Option<&'s std::sync::Arc<Route>>)> {
-        let listener: &Listener = self.listeners.get(&req.port)?;
-        let vh = listener.hosts.find(req.authority)?;
-        let route = vh.routes.iter().find(|r| route_matches(r, req));
+        self.lookup_observed(req, &mut ())
+    }
+
+    /// [`Snapshot::lookup`], telling `obs` every step: the listener, the virtual host, and each
+    /// route passed over before the winner with the condition that failed. This is the one walk
+    /// of the routes; the proxy runs it with the no-op observer `()`, which compiles away.
+    pub fn lookup_observed<'s, O: LookupObserver>(
+        &'s self,
+        req: &RequestView<'_>,
+        obs: &mut O,
+    ) -> Option<(&'s VirtualHost, Option<&'s std::sync::Arc<Route>>)> {
+        let listener: Option<&Listener> = self.listeners.get(&req.port);
+        obs.listener(listener);
+        let vh = listener?.hosts.find(req.authority);
+        obs.virtual_host(vh);
+        let vh = vh?;
+        let route = vh.routes.iter().find(|r| {
+            let hit = route_matches_observed(r, req, obs);
+            if !hit {
+                obs.skipped(r);
+            }
+            hit
+        });
         Some((vh, route))
     }
+
+    /// Whether a request for `authority` may be served on a TLS connection to `port` whose
+    /// ClientHello named `sni`: only the hosts of the server that SNI selects are reachable
+    /// through it (another server's hosts are not).
+    pub fn tls_admits(&self, port: u16, sni: Option<&str>, authority: &str) -> bool {
+        self.tls
+            .get(&port)
+            .and_then(|l| l.server_for(sni))
+            .is_some_and(|s| s.admits(strip_port(authority)))
+    }
+}
+
+/// What a route lookup can report as it goes. Every method defaults to doing nothing, and the
+/// proxy's observer is `()`: calls and the [`Mismatch`] values built for them are optimised out.
+pub trait LookupObserver {
+    /// The listener of the request's port, `None` when the snapshot has none.
+    #[inline(always)]
+    fn listener(&mut self, _listener: Option<&Listener>) {}
+    /// The virtual host the host index chose, `None` when no domain matches.
+    #[inline(always)]
+    fn virtual_host(&mut self, _vhost: Option<&VirtualHost>) {}
+    /// Match entry `entry` of `route` failed on `why` (one call per entry of a skipped route).
+    #[inline(always)]
+    fn mismatch(&mut self, _route: &Route, _entry: usize, _why: Mismatch<'_>) {}
+    /// `route` was considered and did not accept the request.
+    #[inline(always)]
+    fn skipped(&mut self, _route: &std::sync::Arc<Route>) {}
+}
+
+/// The observer that observes nothing: the data plane's.
+impl LookupObserver for () {}
+
+/// The first condition of a `match` entry that a request fails, with what the request had.
+#[derive(Debug, Clone)]
+pub enum Mismatch<'a> {
+    Port {
+        want: u16,
+        got: u16,
+    },
+    Uri {
+        matcher: &'a Matcher,
+        got: &'a str,
+    },
+    Scheme {
+        matcher: &'a Matcher,
+        got: &'a str,
+    },
+    Method {
+        matcher: &'a Matcher,
+        got: &'a str,
+    },
+    Authority {
+        matcher: &'a Matcher,
+        got: &'a str,
+    },
+    /// `got` is the request's value (several joined with `,`), `None` when absent.
+    Header {
+        header: &'a HeaderMatch,
+        got: Option<Cow<'a, str>>,
+    },
+    Query {
+        query: &'a QueryMatch,
+        got: Option<&'a str>,
+    },
 }
 
 /// Where a domain goes in a [`HostIndex`]: the precedence class is a value, not a code path.
@@ -151,15 +236,45 @@ fn lowercase(s: &str) -> Cow<'_, str> {
 }
 
 /// Whether a route accepts the request: no matches, or any match entry.
+#[inline]
 pub fn route_matches(route: &Route, req: &RequestView<'_>) -> bool {
-    route.matches.is_empty() || route.matches.iter().any(|m| match_accepts(m, req))
+    route_matches_observed(route, req, &mut ())
+}
+
+/// [`route_matches`], telling `obs` why each entry failed when none accepts.
+#[inline]
+fn route_matches_observed<O: LookupObserver>(
+    route: &Route,
+    req: &RequestView<'_>,
+    obs: &mut O,
+) -> bool {
+    if route.matches.is_empty() {
+        return true;
+    }
+    for (i, m) in route.matches.iter().enumerate() {
+        match first_mismatch(m, req) {
+            None => return true,
+            Some(why) => obs.mismatch(route, i, why),
+        }
+    }
+    false
 }
 
 /// Whether one `match` entry (all its conditions) accepts the request.
+#[inline]
 pub fn match_accepts(m: &RouteMatch, req: &RequestView<'_>) -> bool {
+    first_mismatch(m, req).is_none()
+}
+
+/// The first condition of one `match` entry that the request fails; `None` when it accepts.
+#[inline]
+pub fn first_mismatch<'a>(m: &'a RouteMatch, req: &RequestView<'a>) -> Option<Mismatch<'a>> {
     if let Some(p) = m.port {
         if p != req.port {
-            return false;
+            return Some(Mismatch::Port {
+                want: p,
+                got: req.port,
+            });
         }
     }
     if let Some(u) = &m.uri {
@@ -167,29 +282,54 @@ pub fn match_accepts(m: &RouteMatch, req: &RequestView<'_>) -> bool {
         // an exact or regex comparison.
         let path = req.path.split('?').next().unwrap_or(req.path);
         if !u.matches(path) {
-            return false;
+            return Some(Mismatch::Uri {
+                matcher: u,
+                got: path,
+            });
         }
     }
     if let Some(s) = &m.scheme {
         if !s.matches(req.scheme) {
-            return false;
+            return Some(Mismatch::Scheme {
+                matcher: s,
+                got: req.scheme,
+            });
         }
     }
     if let Some(me) = &m.method {
         if !me.matches(req.method) {
-            return false;
+            return Some(Mismatch::Method {
+                matcher: me,
+                got: req.method,
+            });
         }
     }
     if let Some(a) = &m.authority {
         if !a.matches(req.authority) {
-            return false;
+            return Some(Mismatch::Authority {
+                matcher: a,
+                got: req.authority,
+            });
         }
     }
-    m.headers.iter().all(|h| header_accepts(h, req.headers))
-        && m.query_params.iter().all(|q| query_accepts(q, req.query))
+    for h in &m.headers {
+        if let Err(got) = header_accepts(h, req.headers) {
+            return Some(Mismatch::Header { header: h, got });
+        }
+    }
+    for q in &m.query_params {
+        if let Err(got) = query_accepts(q, req.query) {
+            return Some(Mismatch::Query { query: q, got });
+        }
+    }
+    None
 }
 
-fn header_accepts(h: &HeaderMatch, headers: &http::HeaderMap) -> bool {
+/// `Err` with the request's value when the condition fails.
+fn header_accepts<'h>(
+    h: &HeaderMatch,
+    headers: &'h http::HeaderMap,
+) -> Result<(), Option<Cow<'h, str>>> {
     let value = header_value(headers, &h.name);
     let hit = match (&h.matcher, &value) {
         (None, v) => v.is_some(),
@@ -203,7 +343,11 @@ fn header_accepts(h: &HeaderMatch, headers: &http::HeaderMap) -> bool {
             }
         }
     };
-    hit != h.invert
+    if hit != h.invert {
+        Ok(())
+    } else {
+        Err(value)
+    }
 }
 
 /// The header's values as Envoy sees them: several joined with `,`.
@@ -224,11 +368,18 @@ fn header_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<Cow<'h, 
     }
 }
 
-fn query_accepts(q: &QueryMatch, query: Option<&str>) -> bool {
-    match (query_value(query, &q.name), &q.matcher) {
+/// `Err` with the request's value when the condition fails.
+fn query_accepts<'q>(q: &QueryMatch, query: Option<&'q str>) -> Result<(), Option<&'q str>> {
+    let value = query_value(query, &q.name);
+    let hit = match (value, &q.matcher) {
         (None, _) => false,
         (Some(_), None) => true,
         (Some(v), Some(m)) => m.matches(v),
+    };
+    if hit {
+        Ok(())
+    } else {
+        Err(value)
     }
 }
 

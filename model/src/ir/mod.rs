@@ -2,9 +2,11 @@
 //! index per listener leading to ordered routes, and the clusters those routes send to. Built only
 //! by `translate`; swapped whole, never mutated.
 
+mod explain;
 mod lookup;
 mod tls;
 
+pub use explain::*;
 pub use lookup::*;
 pub use tls::*;
 
