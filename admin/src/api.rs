@@ -46,7 +46,10 @@ pub fn router(cp: Arc<ControlPlane>, health: Arc<Health>, token: Option<String>)
             &format!("{net}/namespaces/{{ns}}/{{plural}}/{{name}}"),
             get(read).put(replace).delete(remove),
         )
-        .route(&format!("{k8s}/{{plural}}"), get(k8s_list_all).post(k8s_create))
+        .route(
+            &format!("{k8s}/{{plural}}"),
+            get(k8s_list_all).post(k8s_create),
+        )
         .route(
             &format!("{k8s}/{{plural}}/{{name}}"),
             get(k8s_read).put(k8s_replace).delete(k8s_remove),
@@ -587,10 +590,14 @@ mod tests {
         assert_eq!(v.len(), MAX_WARNINGS + 1);
         assert_eq!(v[0], "299 - \"w0\"");
         assert_eq!(v[MAX_WARNINGS], "299 - \"150 more warnings not shown\"");
-        let long: Vec<String> = (0..40).map(|i| format!("{i}{}", "x".repeat(1000))).collect();
+        let long: Vec<String> = (0..40)
+            .map(|i| format!("{i}{}", "x".repeat(1000)))
+            .collect();
         let v = warning_values(&long);
         assert!(v.iter().map(String::len).sum::<usize>() <= MAX_WARNING_BYTES + 64);
-        assert!(v.last().is_some_and(|l| l.contains("more warnings not shown")));
+        assert!(v
+            .last()
+            .is_some_and(|l| l.contains("more warnings not shown")));
         assert_eq!(warning_values(&["a".into(), "a".into()]), ["299 - \"a\""]);
     }
 

@@ -107,7 +107,11 @@ fn crud_at_the_kubernetes_paths() {
     });
     let r = gw.post("/apis/networking.k8s.io/v1/ingressclasses", &class);
     assert_eq!(r.status, 201, "{}", r.text());
-    assert!(r.json()["metadata"].get("namespace").is_none(), "{}", r.text());
+    assert!(
+        r.json()["metadata"].get("namespace").is_none(),
+        "{}",
+        r.text()
+    );
     let r = gw.get("/apis/networking.k8s.io/v1/ingressclasses/istio");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["apiVersion"], "networking.k8s.io/v1");

@@ -292,7 +292,9 @@ mod tests {
                 "skip NetworkPolicy"
             ]
         );
-        let b = batch("apiVersion: networking.k8s.io/v1beta1\nkind: Ingress\nmetadata: {name: a}\nspec: {}\n");
+        let b = batch(
+            "apiVersion: networking.k8s.io/v1beta1\nkind: Ingress\nmetadata: {name: a}\nspec: {}\n",
+        );
         assert!(matches!(b.documents[0].outcome, Outcome::Invalid(_)));
     }
 

@@ -357,7 +357,13 @@ fn terminated<'s>(
 }
 
 /// Puts a server's hosts in the SNI index; a name another server already claims stays with it.
-pub(crate) fn index(l: &mut TlsListener, server: TlsServer, path: &str, key: &ResourceKey, diag: &mut Diag) {
+pub(crate) fn index(
+    l: &mut TlsListener,
+    server: TlsServer,
+    path: &str,
+    key: &ResourceKey,
+    diag: &mut Diag,
+) {
     let i = l.servers.len();
     let mut claimed = false;
     for h in &server.hosts {

@@ -6,8 +6,8 @@
 use super::clusters::Registry;
 use super::diag::{Diag, Problem};
 use super::gateways::{Gateways, IMPLICIT};
-use super::ingress::IngressPlacement;
 use super::hosts::{creation_order, intersect, normalize_host, resolve_gateway_ref, MESH};
+use super::ingress::IngressPlacement;
 use super::routes::{compile_rule, ActionTemplate, DestTemplate, RuleTemplate, Sink};
 use crate::ir::{
     Forward, HostIndex, Listener, Mirror, Route, RouteAction, Target, VirtualHost,

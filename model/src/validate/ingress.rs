@@ -59,10 +59,7 @@ pub(crate) fn validate_ingress(ing: &Ingress, f: &mut Findings) {
             check_host(f, &ri.field("host"), host);
         }
         let Some(http) = &rule.http else {
-            f.warn(
-                &ri,
-                "has no http paths; Istio serves nothing for this rule",
-            );
+            f.warn(&ri, "has no http paths; Istio serves nothing for this rule");
             continue;
         };
         let pp = ri.field("http").field("paths");
@@ -240,10 +237,7 @@ pub(crate) fn validate_ingress_class(c: &IngressClass, f: &mut Findings) {
         f.required(&cp, "");
     } else {
         if ctl.len() > CONTROLLER_MAX {
-            f.too_long(
-                &cp,
-                format!("may not be more than {CONTROLLER_MAX} bytes"),
-            );
+            f.too_long(&cp, format!("may not be more than {CONTROLLER_MAX} bytes"));
         }
         match ctl.split_once('/') {
             Some((domain, rest)) if !rest.is_empty() => {
@@ -267,23 +261,16 @@ pub(crate) fn validate_ingress_class(c: &IngressClass, f: &mut Findings) {
             f.required(&pp.field("name"), "name is required");
         }
         match params.scope.as_deref() {
-            None => {}
-            Some("Cluster") => {
-                if params.namespace.is_some() {
-                    f.forbidden(
-                        &pp.field("namespace"),
-                        "`parameters.scope` is set to 'Cluster'",
-                    );
-                }
-            }
-            Some("Namespace") => {
-                if params.namespace.as_deref().is_none_or(str::is_empty) {
-                    f.required(
-                        &pp.field("namespace"),
-                        "`parameters.scope` is set to 'Namespace'",
-                    );
-                }
-            }
+            Some("Cluster") if params.namespace.is_some() => f.forbidden(
+                &pp.field("namespace"),
+                "`parameters.scope` is set to 'Cluster'",
+            ),
+            Some("Namespace") if params.namespace.as_deref().is_none_or(str::is_empty) => f
+                .required(
+                    &pp.field("namespace"),
+                    "`parameters.scope` is set to 'Namespace'",
+                ),
+            None | Some("Cluster" | "Namespace") => {}
             Some(other) => f.not_supported(&pp.field("scope"), other, &["Cluster", "Namespace"]),
         }
     }
