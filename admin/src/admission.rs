@@ -169,6 +169,8 @@ pub(crate) fn set_api_version(r: &mut Resource) {
         Resource::ServiceEntry(o) => Arc::make_mut(o).api_version = v,
         Resource::WorkloadEntry(o) => Arc::make_mut(o).api_version = v,
         Resource::Secret(o) => Arc::make_mut(o).api_version = v,
+        Resource::IngressClass(o) => Arc::make_mut(o).api_version = v,
+        Resource::Ingress(o) => Arc::make_mut(o).api_version = v,
     }
 }
 

@@ -14,7 +14,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use model::{Kind, ResourceKey, NETWORKING_VERSIONS};
+use model::{
+    Kind, ResourceKey, INGRESS_API_VERSION, INGRESS_GROUP, NETWORKING_GROUP, NETWORKING_VERSIONS,
+};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;
@@ -32,6 +34,8 @@ pub fn router(cp: Arc<ControlPlane>, health: Arc<Health>, token: Option<String>)
     let token: Option<Arc<[u8]>> = token.map(|t| Arc::from(t.into_bytes()));
     let state = AppState { cp, health };
     let net = "/apis/networking.istio.io/{version}";
+    // Ingress and IngressClass: `{version}` is only ever `v1` (see `networking_kind`).
+    let k8s = "/apis/networking.k8s.io/{version}";
     Router::new()
         .route(&format!("{net}/{{plural}}"), get(list_all))
         .route(
@@ -40,6 +44,22 @@ pub fn router(cp: Arc<ControlPlane>, health: Arc<Health>, token: Option<String>)
         )
         .route(
             &format!("{net}/namespaces/{{ns}}/{{plural}}/{{name}}"),
+            get(read).put(replace).delete(remove),
+        )
+        .route(
+            &format!("{k8s}/{{plural}}"),
+            get(k8s_list_all).post(k8s_create),
+        )
+        .route(
+            &format!("{k8s}/{{plural}}/{{name}}"),
+            get(k8s_read).put(k8s_replace).delete(k8s_remove),
+        )
+        .route(
+            &format!("{k8s}/namespaces/{{ns}}/{{plural}}"),
+            get(list_ns).post(create),
+        )
+        .route(
+            &format!("{k8s}/namespaces/{{ns}}/{{plural}}/{{name}}"),
             get(read).put(replace).delete(remove),
         )
         .route("/api/v1/secrets", get(secrets_all))
@@ -127,13 +147,31 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<
     }
 }
 
-fn networking_kind(version: &str, plural: &str) -> Result<Kind, AdminError> {
-    if !NETWORKING_VERSIONS.contains(&version) {
-        return Err(AdminError::no_route());
-    }
+/// The kind of `/apis/<group>/<version>/…/<plural>`: the Istio networking kinds at any of their
+/// versions, the `networking.k8s.io` kinds at `v1`. Namespaced paths never name a cluster-scoped
+/// kind, and the other way round (`cluster` says which the path is).
+fn path_kind(group: &str, version: &str, plural: &str, cluster: bool) -> Result<Kind, AdminError> {
+    let version_ok = if group == NETWORKING_GROUP {
+        NETWORKING_VERSIONS.contains(&version)
+    } else {
+        Some(version) == INGRESS_API_VERSION.strip_prefix("networking.k8s.io/")
+    };
     match Kind::from_plural(plural) {
-        Some(k) if k != Kind::Secret => Ok(k),
+        Some(k) if version_ok && k.group() == group && k.cluster_scoped() == cluster => Ok(k),
         _ => Err(AdminError::no_route()),
+    }
+}
+
+fn networking_kind(version: &str, plural: &str) -> Result<Kind, AdminError> {
+    path_kind(NETWORKING_GROUP, version, plural, false)
+}
+
+/// A path under `/apis/networking.k8s.io/…/namespaces/…` or `/apis/networking.istio.io/…`.
+fn namespaced_kind(uri: &axum::http::Uri, version: &str, plural: &str) -> Result<Kind, AdminError> {
+    if uri.path().starts_with("/apis/networking.k8s.io/") {
+        path_kind(INGRESS_GROUP, version, plural, false)
+    } else {
+        networking_kind(version, plural)
     }
 }
 
@@ -245,9 +283,10 @@ async fn list_all(
 
 async fn list_ns(
     State(s): State<AppState>,
+    uri: axum::http::Uri,
     Params((version, ns, plural)): Params<(String, String, String)>,
 ) -> ApiResult {
-    let kind = networking_kind(&version, &plural)?;
+    let kind = namespaced_kind(&uri, &version, &plural)?;
     Ok(json_response(
         StatusCode::OK,
         &s.cp.list(kind, Some(&ns)),
@@ -257,43 +296,101 @@ async fn list_ns(
 
 async fn create(
     State(s): State<AppState>,
+    uri: axum::http::Uri,
     Params((version, ns, plural)): Params<(String, String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let kind = networking_kind(&version, &plural)?;
+    let kind = namespaced_kind(&uri, &version, &plural)?;
     do_create(&s, kind, &ns, &q, &headers, body).await
 }
 
 async fn read(
     State(s): State<AppState>,
+    uri: axum::http::Uri,
     Params((version, ns, plural, name)): Params<(String, String, String, String)>,
 ) -> ApiResult {
-    let kind = networking_kind(&version, &plural)?;
+    let kind = namespaced_kind(&uri, &version, &plural)?;
     do_read(&s, kind, ns, name)
 }
 
 async fn replace(
     State(s): State<AppState>,
+    uri: axum::http::Uri,
     Params((version, ns, plural, name)): Params<(String, String, String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let kind = networking_kind(&version, &plural)?;
+    let kind = namespaced_kind(&uri, &version, &plural)?;
     do_replace(&s, kind, &ns, &name, &q, &headers, body).await
 }
 
 async fn remove(
     State(s): State<AppState>,
+    uri: axum::http::Uri,
     Params((version, ns, plural, name)): Params<(String, String, String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let kind = networking_kind(&version, &plural)?;
+    let kind = namespaced_kind(&uri, &version, &plural)?;
     do_remove(&s, kind, ns, name, &q, &headers, body).await
+}
+
+// ----- networking.k8s.io: every Ingress, and the cluster-scoped IngressClasses -----
+
+/// `GET /apis/networking.k8s.io/v1/{ingresses|ingressclasses}`: every Ingress (all namespaces),
+/// or every IngressClass.
+async fn k8s_list_all(
+    State(s): State<AppState>,
+    Params((version, plural)): Params<(String, String)>,
+) -> ApiResult {
+    let kind = path_kind(INGRESS_GROUP, &version, &plural, false)
+        .or_else(|_| path_kind(INGRESS_GROUP, &version, &plural, true))?;
+    Ok(json_response(StatusCode::OK, &s.cp.list(kind, None), &[]))
+}
+
+async fn k8s_create(
+    State(s): State<AppState>,
+    Params((version, plural)): Params<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let kind = path_kind(INGRESS_GROUP, &version, &plural, true)?;
+    do_create(&s, kind, "", &q, &headers, body).await
+}
+
+async fn k8s_read(
+    State(s): State<AppState>,
+    Params((version, plural, name)): Params<(String, String, String)>,
+) -> ApiResult {
+    let kind = path_kind(INGRESS_GROUP, &version, &plural, true)?;
+    do_read(&s, kind, String::new(), name)
+}
+
+async fn k8s_replace(
+    State(s): State<AppState>,
+    Params((version, plural, name)): Params<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let kind = path_kind(INGRESS_GROUP, &version, &plural, true)?;
+    do_replace(&s, kind, "", &name, &q, &headers, body).await
+}
+
+async fn k8s_remove(
+    State(s): State<AppState>,
+    Params((version, plural, name)): Params<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let kind = path_kind(INGRESS_GROUP, &version, &plural, true)?;
+    do_remove(&s, kind, String::new(), name, &q, &headers, body).await
 }
 
 // ----- secrets -----

@@ -414,7 +414,10 @@ impl ControlPlane {
         let mut r = model::decode_resource(body, format, Some(kind))
             .map_err(|e| AdminError::decode(&e, format, ""))?;
         let meta = r.meta_mut();
-        if meta
+        if kind.cluster_scoped() {
+            // Kubernetes drops the namespace of a cluster-scoped object.
+            meta.namespace = None;
+        } else if meta
             .namespace
             .as_deref()
             .is_some_and(|ns| !ns.is_empty() && ns != namespace)
@@ -423,7 +426,9 @@ impl ControlPlane {
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
-        meta.namespace = Some(namespace.to_string());
+        if !kind.cluster_scoped() {
+            meta.namespace = Some(namespace.to_string());
+        }
         if let Some(name) = name {
             if meta.name.is_empty() {
                 meta.name = name.to_string();

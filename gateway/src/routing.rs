@@ -82,7 +82,9 @@ pub fn matched_uri<'r>(route: &'r Route, view: &RequestView<'_>) -> Option<&'r M
 
 pub fn replace_prefix(path: &str, matcher: Option<&Matcher>, replacement: &str) -> String {
     match matcher {
-        Some(Matcher::Prefix { value, .. }) if path.len() >= value.len() => {
+        Some(Matcher::Prefix { value, .. } | Matcher::PathSeparatedPrefix { value })
+            if path.len() >= value.len() =>
+        {
             // ignoreUriCase prefixes match case-insensitively: cut by length, not by equality.
             let rest = path.get(value.len()..).unwrap_or("");
             let mut out = String::with_capacity(replacement.len() + rest.len());

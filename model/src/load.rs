@@ -266,6 +266,39 @@ mod tests {
     }
 
     #[test]
+    fn ingress_and_ingress_class_are_resources_not_skipped() {
+        let b = batch(
+            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: istio, namespace: x}\n\
+             spec: {controller: istio.io/ingress-controller}\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\n\
+             spec: {defaultBackend: {service: {name: a, port: {number: 80}}}}\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\n",
+        );
+        let keys: Vec<String> = b
+            .documents
+            .iter()
+            .map(|d| match &d.outcome {
+                Outcome::Resource(r) => format!("keep {}", r.key()),
+                Outcome::Skipped(s) => format!("skip {}", s.kind),
+                Outcome::Invalid(e) => format!("invalid {e}"),
+            })
+            .collect();
+        // IngressClass is cluster-scoped: its key has no namespace, whatever the document says.
+        assert_eq!(
+            keys,
+            [
+                "keep IngressClass /istio",
+                "keep Ingress default/web",
+                "skip NetworkPolicy"
+            ]
+        );
+        let b = batch(
+            "apiVersion: networking.k8s.io/v1beta1\nkind: Ingress\nmetadata: {name: a}\nspec: {}\n",
+        );
+        assert!(matches!(b.documents[0].outcome, Outcome::Invalid(_)));
+    }
+
+    #[test]
     fn a_typo_of_an_istio_kind_is_an_error_not_a_skip() {
         let b =
             batch("apiVersion: networking.istio.io/v1\nkind: VirtualServce\nmetadata: {name: a}\n");

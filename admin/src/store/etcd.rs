@@ -187,7 +187,8 @@ fn resource_key(root: &str, key: &[u8]) -> Option<ResourceKey> {
     let kind = Kind::from_plural(parts.next()?)?;
     let ns = parts.next()?;
     let name = parts.next()?;
-    (!ns.is_empty() && !name.is_empty() && !name.contains('/'))
+    // A cluster-scoped kind is stored under the empty namespace (`ingressclasses//name`).
+    (ns.is_empty() == kind.cluster_scoped() && !name.is_empty() && !name.contains('/'))
         .then(|| ResourceKey::new(kind, ns, name))
 }
 

@@ -418,7 +418,28 @@ impl Matcher {
                     value.starts_with(want.as_str())
                 }
             }
+            Matcher::PathSeparatedPrefix { value: want } => value
+                .strip_prefix(want.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
             Matcher::Regex(re) => re.is_match(value),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_separated_prefix_matches_whole_elements() {
+        let m = Matcher::PathSeparatedPrefix {
+            value: "/foo".to_string(),
+        };
+        assert!(m.matches("/foo"));
+        assert!(m.matches("/foo/"));
+        assert!(m.matches("/foo/bar"));
+        assert!(!m.matches("/foobar"));
+        assert!(!m.matches("/fo"));
+        assert!(!m.matches("/bar/foo"));
     }
 }

@@ -108,6 +108,11 @@ pub enum Matcher {
         value: String,
         ignore_case: bool,
     },
+    /// Envoy's `path_separated_prefix` (Kubernetes Ingress `pathType: Prefix`, element-wise):
+    /// `/foo` matches `/foo` and `/foo/bar`, not `/foobar`. `value` never ends with `/`.
+    PathSeparatedPrefix {
+        value: String,
+    },
     /// Anchored `^(?:…)$` so that it matches the whole value (RE2 full match).
     Regex(#[serde(serialize_with = "ser_regex")] regex::Regex),
 }

@@ -17,17 +17,21 @@ pub enum Kind {
     ServiceEntry,
     WorkloadEntry,
     Secret,
+    IngressClass,
+    Ingress,
 }
 
 impl Kind {
     /// All kinds, in the order they are applied within a batch (credentials and registry first).
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Secret,
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
         Kind::DestinationRule,
         Kind::Gateway,
         Kind::VirtualService,
+        Kind::IngressClass,
+        Kind::Ingress,
     ];
 
     /// The `kind` string.
@@ -39,6 +43,8 @@ impl Kind {
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::Secret => "Secret",
+            Kind::IngressClass => "IngressClass",
+            Kind::Ingress => "Ingress",
         }
     }
 
@@ -51,6 +57,8 @@ impl Kind {
             Kind::ServiceEntry => "serviceentries",
             Kind::WorkloadEntry => "workloadentries",
             Kind::Secret => "secrets",
+            Kind::IngressClass => "ingressclasses",
+            Kind::Ingress => "ingresses",
         }
     }
 
@@ -66,6 +74,7 @@ impl Kind {
     pub fn group(self) -> &'static str {
         match self {
             Kind::Secret => "",
+            Kind::Ingress | Kind::IngressClass => INGRESS_GROUP,
             _ => NETWORKING_GROUP,
         }
     }
@@ -74,6 +83,7 @@ impl Kind {
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::Secret => "v1",
+            Kind::Ingress | Kind::IngressClass => INGRESS_API_VERSION,
             _ => "networking.istio.io/v1",
         }
     }
@@ -82,7 +92,7 @@ impl Kind {
     pub fn qualified(self) -> String {
         match self {
             Kind::Secret => "Secret".to_string(),
-            k => format!("{}.{}", k.as_str(), NETWORKING_GROUP),
+            k => format!("{}.{}", k.as_str(), k.group()),
         }
     }
 
@@ -90,10 +100,26 @@ impl Kind {
     pub fn accepts_api_version(self, api_version: &str) -> bool {
         match self {
             Kind::Secret => api_version == "v1",
+            Kind::Ingress | Kind::IngressClass => api_version == INGRESS_API_VERSION,
             _ => api_version
                 .strip_prefix("networking.istio.io/")
                 .is_some_and(|v| NETWORKING_VERSIONS.contains(&v)),
         }
+    }
+
+    /// The accepted `apiVersion`s, for messages.
+    fn accepted_api_versions(self) -> &'static str {
+        match self {
+            Kind::Secret => "v1",
+            Kind::Ingress | Kind::IngressClass => INGRESS_API_VERSION,
+            _ => "networking.istio.io/v1, v1beta1 or v1alpha3",
+        }
+    }
+
+    /// Cluster-scoped kinds (IngressClass) are stored under the namespace `""` and answered
+    /// without `metadata.namespace`, as Kubernetes does.
+    pub fn cluster_scoped(self) -> bool {
+        matches!(self, Kind::IngressClass)
     }
 }
 
@@ -140,6 +166,8 @@ pub enum Resource {
     ServiceEntry(Arc<ServiceEntry>),
     WorkloadEntry(Arc<WorkloadEntry>),
     Secret(Arc<Secret>),
+    IngressClass(Arc<IngressClass>),
+    Ingress(Arc<Ingress>),
 }
 
 impl Resource {
@@ -151,6 +179,8 @@ impl Resource {
             Resource::ServiceEntry(_) => Kind::ServiceEntry,
             Resource::WorkloadEntry(_) => Kind::WorkloadEntry,
             Resource::Secret(_) => Kind::Secret,
+            Resource::IngressClass(_) => Kind::IngressClass,
+            Resource::Ingress(_) => Kind::Ingress,
         }
     }
 
@@ -162,6 +192,8 @@ impl Resource {
             Resource::ServiceEntry(o) => &o.metadata,
             Resource::WorkloadEntry(o) => &o.metadata,
             Resource::Secret(o) => &o.metadata,
+            Resource::IngressClass(o) => &o.metadata,
+            Resource::Ingress(o) => &o.metadata,
         }
     }
 
@@ -174,12 +206,19 @@ impl Resource {
             Resource::ServiceEntry(o) => &mut Arc::make_mut(o).metadata,
             Resource::WorkloadEntry(o) => &mut Arc::make_mut(o).metadata,
             Resource::Secret(o) => &mut Arc::make_mut(o).metadata,
+            Resource::IngressClass(o) => &mut Arc::make_mut(o).metadata,
+            Resource::Ingress(o) => &mut Arc::make_mut(o).metadata,
         }
     }
 
     pub fn key(&self) -> ResourceKey {
         let m = self.meta();
-        ResourceKey::new(self.kind(), m.namespace(), m.name.clone())
+        let ns = if self.kind().cluster_scoped() {
+            ""
+        } else {
+            m.namespace()
+        };
+        ResourceKey::new(self.kind(), ns, m.name.clone())
     }
 
     /// The `apiVersion` as sent.
@@ -191,6 +230,8 @@ impl Resource {
             Resource::ServiceEntry(o) => &o.api_version,
             Resource::WorkloadEntry(o) => &o.api_version,
             Resource::Secret(o) => &o.api_version,
+            Resource::IngressClass(o) => &o.api_version,
+            Resource::Ingress(o) => &o.api_version,
         }
     }
 
@@ -202,6 +243,8 @@ impl Resource {
             Resource::DestinationRule(o) => serde_json::to_value(&o.spec),
             Resource::ServiceEntry(o) => serde_json::to_value(&o.spec),
             Resource::WorkloadEntry(o) => serde_json::to_value(&o.spec),
+            Resource::IngressClass(o) => serde_json::to_value(&o.spec),
+            Resource::Ingress(o) => serde_json::to_value(&o.spec),
             Resource::Secret(s) => serde_json::to_value((&s.type_, &s.data, &s.string_data)),
         };
         r.unwrap_or(Value::Null)
@@ -225,13 +268,19 @@ impl Resource {
             Resource::DestinationRule(o) => clear(o),
             Resource::ServiceEntry(o) => clear(o),
             Resource::WorkloadEntry(o) => clear(o),
+            Resource::IngressClass(o) => clear(o),
+            Resource::Ingress(o) => clear(o),
             Resource::Secret(s) => {
                 if !s.string_data.is_empty() {
                     Arc::make_mut(s).normalize();
                 }
             }
         }
-        if self.meta().namespace.as_deref().is_none_or(str::is_empty) {
+        if self.kind().cluster_scoped() {
+            if self.meta().namespace.is_some() {
+                self.meta_mut().namespace = None;
+            }
+        } else if self.meta().namespace.as_deref().is_none_or(str::is_empty) {
             self.meta_mut().namespace = Some("default".to_string());
         }
     }
@@ -248,6 +297,8 @@ impl serde::Serialize for Resource {
             Resource::DestinationRule(o) => without_status(o, s),
             Resource::ServiceEntry(o) => without_status(o, s),
             Resource::WorkloadEntry(o) => without_status(o, s),
+            Resource::IngressClass(o) => without_status(o, s),
+            Resource::Ingress(o) => without_status(o, s),
             Resource::Secret(o) => o.serialize(s),
         }
     }
@@ -391,9 +442,13 @@ pub fn resource_from_value(v: Value, expected: Option<Kind>) -> Result<Resource,
         Some(_) => return Err(DecodeError::field("kind", "must be a string")),
     };
     let Some(kind) = Kind::from_kind_str(&kind_str) else {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
         return Err(DecodeError::field(
             "kind",
-            format!("unsupported kind {kind_str:?}: expected one of Gateway, VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Secret"),
+            format!(
+                "unsupported kind {kind_str:?}: expected one of {}",
+                names.join(", ")
+            ),
         ));
     };
     if let Some(e) = expected {
@@ -416,10 +471,7 @@ pub fn resource_from_value(v: Value, expected: Option<Kind>) -> Result<Resource,
             }
             Some(Value::String(av)) if kind.accepts_api_version(av) => {}
             Some(other) => {
-                let want = match kind {
-                    Kind::Secret => "v1".to_string(),
-                    _ => "networking.istio.io/v1, v1beta1 or v1alpha3".to_string(),
-                };
+                let want = kind.accepted_api_versions();
                 return Err(DecodeError::field(
                     "apiVersion",
                     format!("unsupported apiVersion {other} for {kind}: use {want}"),
@@ -434,6 +486,8 @@ pub fn resource_from_value(v: Value, expected: Option<Kind>) -> Result<Resource,
         Kind::ServiceEntry => Resource::ServiceEntry(Arc::new(typed(v)?)),
         Kind::WorkloadEntry => Resource::WorkloadEntry(Arc::new(typed(v)?)),
         Kind::Secret => Resource::Secret(Arc::new(typed(v)?)),
+        Kind::IngressClass => Resource::IngressClass(Arc::new(typed(v)?)),
+        Kind::Ingress => Resource::Ingress(Arc::new(typed(v)?)),
     };
     Ok(r)
 }
@@ -521,6 +575,20 @@ impl ResourceSet {
     pub fn workload_entries(&self) -> impl Iterator<Item = &WorkloadEntry> {
         self.items.values().filter_map(|r| match r {
             Resource::WorkloadEntry(o) => Some(&**o),
+            _ => None,
+        })
+    }
+
+    pub fn ingresses(&self) -> impl Iterator<Item = &Ingress> {
+        self.items.values().filter_map(|r| match r {
+            Resource::Ingress(o) => Some(&**o),
+            _ => None,
+        })
+    }
+
+    pub fn ingress_classes(&self) -> impl Iterator<Item = &IngressClass> {
+        self.items.values().filter_map(|r| match r {
+            Resource::IngressClass(o) => Some(&**o),
             _ => None,
         })
     }

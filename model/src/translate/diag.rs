@@ -1,6 +1,7 @@
 //! Problems found while translating, per resource, and the status conditions they become. A
-//! problem is either a reference that does not resolve (`ResolvedRefs` False) or a part that cannot
-//! be compiled and is skipped (`Accepted` stays True with reason `PartiallyInvalid`).
+//! problem is either a reference that does not resolve (`ResolvedRefs` False), a part that cannot
+//! be compiled and is skipped (`Accepted` stays True with reason `PartiallyInvalid`), or the whole
+//! resource is not served (`Accepted` False, e.g. an Ingress of another class).
 
 use super::Condition;
 use crate::resource::{ResourceKey, ResourceSet};
@@ -14,6 +15,8 @@ pub(crate) enum Problem {
     Ref(&'static str),
     /// A part that was skipped or ignored.
     Part,
+    /// The whole resource is not served; the reason of `Accepted` False.
+    NotAccepted(&'static str),
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +45,16 @@ impl Diag {
         }
     }
 
+    /// Moves every problem of `other` onto `key`, with `from` in a message replaced by `to` (a
+    /// check run on a derived object reports against the resource it came from).
+    pub(crate) fn absorb(&mut self, other: Diag, key: &ResourceKey, from: &str, to: &str) {
+        for (_, e) in other.entries {
+            for (p, m) in e.messages {
+                self.push(key, p, "", &m.replace(from, to));
+            }
+        }
+    }
+
     /// Conditions for every resource of the set, and the warnings of those that have problems.
     pub(crate) fn finish(
         self,
@@ -67,10 +80,20 @@ impl Diag {
                 .iter()
                 .filter_map(|(p, m)| match p {
                     Problem::Ref(reason) => Some((*reason, m.as_str())),
-                    Problem::Part => None,
+                    Problem::Part | Problem::NotAccepted(_) => None,
                 })
                 .collect();
-            let accepted = if parts.is_empty() {
+            let refused: Vec<(&'static str, &str)> = msgs
+                .iter()
+                .filter_map(|(p, m)| match p {
+                    Problem::NotAccepted(reason) => Some((*reason, m.as_str())),
+                    _ => None,
+                })
+                .collect();
+            let accepted = if let Some((reason, _)) = refused.first() {
+                let all: Vec<&str> = refused.iter().map(|(_, m)| *m).collect();
+                condition("Accepted", false, reason, &all.join("; "))
+            } else if parts.is_empty() {
                 condition("Accepted", true, "Accepted", "")
             } else {
                 condition("Accepted", true, "PartiallyInvalid", &parts.join("; "))

@@ -2,7 +2,8 @@
 //! status conditions. Total (never fails, never panics) and deterministic (input order is irrelevant).
 //!
 //! The pipeline: `gateways` (servers per port), `clusters` (the registry and DestinationRules),
-//! `routes` (each VirtualService rule compiled once), `vhosts` (binding, host admission, merge
+//! `routes` (each VirtualService rule compiled once), `ingress` (Kubernetes Ingresses as
+//! Istio derives routes from them), `vhosts` (binding, host admission, merge
 //! order, host index), `tls` (HTTPS servers by SNI, upstream TLS, certificates), `diag` (problems
 //! become warnings and status conditions).
 
@@ -10,6 +11,7 @@ mod clusters;
 mod diag;
 mod gateways;
 mod hosts;
+mod ingress;
 mod routes;
 mod tls;
 mod vhosts;
@@ -79,12 +81,21 @@ pub fn translate_with_files(
         &mut diag,
     );
     let mut secrets = tls::Secrets::new(set, gateway_namespace);
-    let tls_listeners = tls::listeners(set, &mut secrets, files, &mut diag);
+    let mut tls_listeners = tls::listeners(set, &mut secrets, files, &mut diag);
+    ingress::tls_servers(
+        set,
+        &mut secrets,
+        files,
+        gateway_namespace,
+        &mut tls_listeners,
+        &mut diag,
+    );
     let mut reg = clusters::Registry::new(set);
     reg.upstream_tls = tls::upstream(set, &mut secrets, files, &mut diag);
     clusters::check_service_entries(set, &reg, &mut diag);
     clusters::check_destination_rules(set, &mut diag);
-    let listeners = vhosts::build(set, &gws, &mut reg, &mut diag);
+    let ingress_routes = ingress::routes(set, gateway_namespace, &mut reg, &mut diag);
+    let listeners = vhosts::build(set, &gws, ingress_routes, &mut reg, &mut diag);
     let snapshot = Snapshot {
         listeners,
         clusters: std::mem::take(&mut reg.clusters),

@@ -262,7 +262,7 @@ pub(crate) fn compile_rule(
 }
 
 /// One destination: port and subset resolved as far as they can be without a listener.
-fn destination(
+pub(crate) fn destination(
     d: &Destination,
     path: &str,
     reg: &Registry<'_>,

@@ -357,7 +357,13 @@ fn terminated<'s>(
 }
 
 /// Puts a server's hosts in the SNI index; a name another server already claims stays with it.
-fn index(l: &mut TlsListener, server: TlsServer, path: &str, key: &ResourceKey, diag: &mut Diag) {
+pub(crate) fn index(
+    l: &mut TlsListener,
+    server: TlsServer,
+    path: &str,
+    key: &ResourceKey,
+    diag: &mut Diag,
+) {
     let i = l.servers.len();
     let mut claimed = false;
     for h in &server.hosts {
@@ -401,7 +407,7 @@ fn index(l: &mut TlsListener, server: TlsServer, path: &str, key: &ResourceKey, 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn server(
+pub(crate) fn server(
     gw: &Gateway,
     s: &Server,
     tls: &ServerTlsSettings,

@@ -7,6 +7,7 @@ use super::clusters::Registry;
 use super::diag::{Diag, Problem};
 use super::gateways::{Gateways, IMPLICIT};
 use super::hosts::{creation_order, intersect, normalize_host, resolve_gateway_ref, MESH};
+use super::ingress::IngressPlacement;
 use super::routes::{compile_rule, ActionTemplate, DestTemplate, RuleTemplate, Sink};
 use crate::ir::{
     Forward, HostIndex, Listener, Mirror, Route, RouteAction, Target, VirtualHost,
@@ -35,10 +36,12 @@ struct VhostBuild {
 /// route depends on it).
 type RouteKey<'g> = (usize, usize, &'g str, bool, Option<u16>);
 
-/// Builds every listener.
+/// Builds every listener. `ingress` routes come before every VirtualService route of their
+/// domain (catch-alls aside), as Istio's derived VirtualServices sort first.
 pub(crate) fn build(
     set: &ResourceSet,
     gws: &Gateways,
+    ingress: Vec<IngressPlacement>,
     reg: &mut Registry<'_>,
     diag: &mut Diag,
 ) -> BTreeMap<u16, Listener> {
@@ -53,8 +56,24 @@ pub(crate) fn build(
         cache: HashMap::with_capacity(rules),
     };
     b.redirecting_servers();
+    let offset = ingress.iter().map(|p| p.rank + 1).max().unwrap_or(0);
+    for p in ingress {
+        b.listeners
+            .entry(p.port)
+            .or_default()
+            .entry(p.domain)
+            .or_default()
+            .placed
+            .push(Placed {
+                rank: p.rank,
+                rule: p.rule,
+                catch_all: p.catch_all,
+                entries: Vec::new(),
+                route: p.route,
+            });
+    }
     for (rank, vs) in vss.into_iter().enumerate() {
-        b.virtual_service(rank, vs);
+        b.virtual_service(offset + rank, vs);
     }
     b.finish()
 }
@@ -364,7 +383,7 @@ fn order(mut placed: Vec<Placed>) -> Vec<Arc<Route>> {
     head.into_iter().chain(tail).map(|p| p.route).collect()
 }
 
-fn instantiate(
+pub(crate) fn instantiate(
     t: &RuleTemplate,
     vs_label: &str,
     gateway: &str,

@@ -13,6 +13,7 @@ mod common;
 mod destination_rule;
 mod findings;
 mod gateway;
+mod ingress;
 mod istio;
 mod locality;
 mod path;
@@ -69,6 +70,8 @@ pub fn validate(resource: &Resource) -> Report {
         Resource::ServiceEntry(o) => service_entry::validate_service_entry(o, &mut f),
         Resource::WorkloadEntry(o) => workload_entry::validate_workload_entry(o, &mut f),
         Resource::Secret(o) => secret::validate_secret(o, &mut f),
+        Resource::Ingress(o) => ingress::validate_ingress(o, &mut f),
+        Resource::IngressClass(o) => ingress::validate_ingress_class(o, &mut f),
     }
     let mut report = f.into_report();
     report.warnings.extend(unenforced_warnings(resource));
