@@ -620,6 +620,7 @@ impl fmt::Display for Matcher {
                 }
                 Ok(())
             }
+            Matcher::PathSeparatedPrefix { value } => write!(f, "path prefix {value:?}"),
             Matcher::Regex(re) => {
                 let s = re.as_str();
                 let inner = s
