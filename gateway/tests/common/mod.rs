@@ -10,12 +10,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago (bind 127.0.0.1:0, read it, drop the listener).
+/// A port that was free a moment ago (bind 127.0.0.1:0, read it, drop the listener), and never
+/// handed out before in this test process: the kernel may give the same ephemeral port to two
+/// binds in a row once the first listener is dropped, and two listeners of one gateway then clash.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn loopback(port: u16) -> SocketAddr {
