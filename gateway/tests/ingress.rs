@@ -1,11 +1,14 @@
 //! End-to-end tests of Kubernetes Ingresses served by the real binary, as Istio serves them: the
-//! class rules, `Exact` and element-wise `Prefix` paths, wildcard hosts, `defaultBackend`, and
-//! CRUD at the `networking.k8s.io` paths (IngressClass cluster-scoped).
+//! class rules, `Exact` and element-wise `Prefix` paths, wildcard hosts, `defaultBackend`, TLS
+//! by SNI from the `tls` entries' Secrets (real rustls client), what `POST /debug/explain` says
+//! of Ingress routes, and CRUD at the `networking.k8s.io` paths (IngressClass cluster-scoped).
 
 mod common;
 mod upstream;
 
+use common::tls::{handshake, http1, rt, secret_yaml, Ca, Client};
 use common::{eventually, request, Gateway, Opts, Response};
+use serde_json::json;
 use std::time::Duration;
 use upstream::Upstream;
 
@@ -168,4 +171,117 @@ fn crud_at_the_kubernetes_paths() {
     let r = gw.delete(&format!("{base}/web"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(gw.get(&format!("{base}/web")).status, 404);
+}
+
+#[test]
+fn tls_entries_serve_their_secret_by_sni() {
+    let up = Upstream::start("secure");
+    let ca = Ca::new("ingress ca");
+    let leaf = ca.server(&["secure.example.com"]);
+    let gw = Gateway::start(Opts::default());
+    let mut yaml = String::from(CLASS);
+    yaml.push_str(&service("secure", &up));
+    yaml.push_str(&secret_yaml("secure-cert", &leaf, None));
+    yaml.push_str(&format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: secure}}\nspec:\n  ingressClassName: istio\n  tls:\n  - {{hosts: [secure.example.com], secretName: secure-cert}}\n  rules:\n  - host: secure.example.com\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {b}}}\n---\n",
+        b = backend("secure"),
+    ));
+    apply(&gw, &yaml);
+
+    rt().block_on(async {
+        let mut s = handshake(gw.https, &Client::sni("secure.example.com"))
+            .await
+            .unwrap_or_else(|e| panic!("handshake: {e}\n{}", gw.logs()));
+        assert!(
+            s.leaf == leaf.der.as_ref(),
+            "the served certificate is not the Secret's"
+        );
+        let r = http1(&mut s.stream, "secure.example.com", "/hello", true)
+            .await
+            .unwrap_or_else(|e| panic!("request: {e}\n{}", gw.logs()));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-upstream"), Some("secure"));
+        assert_eq!(r.json()["uri"], "/hello");
+        for sni in ["other.example.com", "example.com"] {
+            assert!(
+                handshake(gw.https, &Client::sni(sni)).await.is_err(),
+                "{sni}: no Ingress or Gateway claims it, the handshake must fail"
+            );
+        }
+    });
+    assert_eq!(up.hits(), 1);
+    // Plain HTTP still serves the rule's host.
+    assert_eq!(who(&get(&gw, "secure.example.com", "/")), "secure");
+}
+
+#[test]
+fn explain_names_the_ingress_route_and_why_a_prefix_skipped() {
+    let ups: Vec<Upstream> = ["foo", "root"].iter().map(|n| Upstream::start(n)).collect();
+    let gw = Gateway::start(Opts::default().arg("--access-log").arg("json"));
+    let mut yaml = String::from(CLASS);
+    for u in &ups {
+        yaml.push_str(&service(&u.name, u));
+    }
+    yaml.push_str(&format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web}}\nspec:\n  ingressClassName: istio\n  rules:\n  - host: shop.example.com\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {root}}}\n      - {{path: /foo, pathType: Prefix, backend: {foo}}}\n---\n",
+        root = backend("root"),
+        foo = backend("foo"),
+    ));
+    apply(&gw, &yaml);
+    let explain = |path: &str| {
+        let r = gw.post(
+            "/debug/explain",
+            &json!({"port": 80, "host": "shop.example.com", "path": path}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+
+    // `/foo` (spec.rules[0].http.paths[1]) sorts before the `/` catch-all and takes `/foo/bar`.
+    let e = explain("/foo/bar");
+    assert_eq!(e["route"], "ing/default/web/0/1", "{e}");
+    assert_eq!(e["action"], "route", "{e}");
+    assert_eq!(
+        e["destinations"][0]["host"], "foo.default.svc.cluster.local",
+        "{e}"
+    );
+    assert_eq!(e["skipped"], json!([]), "{e}");
+    assert_eq!(who(&sent(&gw, "/foo/bar", "ing-1")), "foo");
+    assert_eq!(logged_route(&gw, "ing-1"), e["route"]);
+
+    // Element-wise: `/foobar` is not under `/foo`, so the catch-all takes it, and says why.
+    let e = explain("/foobar");
+    assert_eq!(e["route"], "ing/default/web/0/0", "{e}");
+    assert_eq!(
+        e["skipped"],
+        json!([{"route": "ing/default/web/0/1",
+                "reason": "uri path prefix \"/foo\" does not match \"/foobar\""}]),
+        "{e}"
+    );
+    assert_eq!(who(&sent(&gw, "/foobar", "ing-2")), "root");
+    assert_eq!(logged_route(&gw, "ing-2"), e["route"]);
+}
+
+/// A GET for `shop.example.com` carrying `x-request-id: rid`.
+fn sent(gw: &Gateway, path: &str, rid: &str) -> Response {
+    request(
+        gw.http,
+        "GET",
+        path,
+        &[("Host", "shop.example.com"), ("x-request-id", rid)],
+        b"",
+    )
+    .expect("request")
+}
+
+/// The `route_name` of the JSON access log line of request `rid`.
+fn logged_route(gw: &Gateway, rid: &str) -> serde_json::Value {
+    eventually(Duration::from_secs(10), || {
+        gw.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["request_id"] == rid)
+            .map(|l| l["route_name"].clone())
+    })
+    .unwrap_or_else(|| panic!("no access log line for {rid}\n{}", gw.logs()))
 }
