@@ -9,13 +9,13 @@
 //! a real conflict (a stale `resourceVersion` sent by the client) is a 409. [`ControlPlane::follow`]
 //! reloads on every change another replica commits, and on the store's "relist" signal.
 
-use crate::admission::{admit, check, guarded, Mode, Origin, Upsert};
+use crate::admission::{admit, check, Mode, Origin, Upsert};
 use crate::error::AdminError;
 use crate::metrics::ConfigMetrics;
 use crate::store::{resource_version, Change, Listing, Op, Precondition, Store};
 use arc_swap::ArcSwap;
 use model::ir::Snapshot;
-use model::translate::{referenced_files, translate_with_files, Condition, Files, Translation};
+use model::translate::{Condition, Translation};
 use model::{Format, Kind, Resource, ResourceKey, ResourceSet};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -196,7 +196,11 @@ impl ControlPlane {
         }
         let Translation {
             snapshot, statuses, ..
-        } = translate_read(&set, &self.gateway_namespace, self.listener_ports.get())?;
+        } = crate::translation::translate_read(
+            &set,
+            &self.gateway_namespace,
+            self.listener_ports.get(),
+        )?;
         self.view.store(Arc::new(View {
             revision: listing.revision,
             set,
@@ -651,7 +655,11 @@ impl ControlPlane {
             snapshot,
             statuses,
             warnings,
-        } = translate_read(&set, &self.gateway_namespace, self.listener_ports.get())?;
+        } = crate::translation::translate_read(
+            &set,
+            &self.gateway_namespace,
+            self.listener_ports.get(),
+        )?;
         let statuses = Arc::new(statuses);
         if dry_run || ops.is_empty() {
             return Ok(Executed {
@@ -753,24 +761,6 @@ async fn reload(weak: &Weak<ControlPlane>) -> bool {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RELOAD_BACKOFF_MAX);
     }
-}
-
-/// Translates with the certificate and key files the set names read first (translation does no
-/// I/O): they are read again at every change, so a rewritten file is picked up by the next apply.
-pub(crate) fn translate_read(
-    set: &ResourceSet,
-    gateway_namespace: &str,
-    listener_ports: Option<&std::collections::BTreeSet<u16>>,
-) -> Result<Translation, AdminError> {
-    let mut files = Files::default();
-    files.listener_ports = listener_ports.cloned();
-    for path in referenced_files(set) {
-        let read = std::fs::read(&path).map_err(|e| e.to_string());
-        files.insert(path, read);
-    }
-    guarded("translation", || {
-        translate_with_files(set, &files, gateway_namespace)
-    })
 }
 
 /// An object as the API returns it: served `apiVersion`, `status.conditions` from the latest

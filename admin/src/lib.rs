@@ -14,6 +14,7 @@ pub mod manifests;
 mod metrics;
 pub mod store;
 mod time;
+mod translation;
 
 pub use admission::dns_label_problem;
 pub use api::router;

@@ -99,7 +99,7 @@ pub fn snapshot(
         m.creation_timestamp = Some(now.clone());
         set.insert(r);
     }
-    let t = crate::control::translate_read(&set, gateway_namespace, None)?;
+    let t = crate::translation::translate_read(&set, gateway_namespace, None)?;
     Ok((verdict, Some(t.snapshot)))
 }
 
