@@ -577,7 +577,8 @@ fn the_hash_cookie_carries_its_attributes() {
 }
 
 /// The keepalive timer of the gateway's connections to `port`, in seconds, as `ss -o` shows it
-/// (`timer:(keepalive,4.9sec,0)`, `timer:(keepalive,1min14sec,0)`).
+/// (`timer:(keepalive,4.920ms,0)` is 4.92 s, `timer:(keepalive,920ms,0)`, `timer:(keepalive,2sec,0)`,
+/// `timer:(keepalive,1min14sec,0)`).
 fn keepalive_timers(port: u16) -> Vec<f64> {
     let out = std::process::Command::new("ss")
         .args(["-Htno", "state", "established"])
@@ -593,8 +594,13 @@ fn keepalive_timers(port: u16) -> Vec<f64> {
                 Some((m, r)) => (m.parse::<f64>().ok()?, r),
                 None => (0.0, t),
             };
+            // ss prints seconds and milliseconds as `6.920ms`, milliseconds alone as `920ms`.
             let secs = if let Some(ms) = rest.strip_suffix("ms") {
-                ms.parse::<f64>().ok()? / 1000.0
+                if ms.contains('.') {
+                    ms.parse::<f64>().ok()?
+                } else {
+                    ms.parse::<f64>().ok()? / 1000.0
+                }
             } else if let Some(s) = rest.strip_suffix("sec") {
                 s.parse::<f64>().ok()?
             } else {
