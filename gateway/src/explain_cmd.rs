@@ -47,13 +47,8 @@ pub fn run(paths: &[PathBuf], gateway_namespace: &str, req: &ExplainRequest) -> 
             return 1;
         }
     };
-    for w in &verdict.warnings {
-        eprintln!("warning: {w}");
-    }
+    crate::validate_cmd::print(&verdict);
     let Some(snapshot) = snapshot else {
-        for p in &verdict.problems {
-            eprintln!("{p}");
-        }
         return 1;
     };
     let explanation = match snapshot.explain(req) {

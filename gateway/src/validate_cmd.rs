@@ -13,16 +13,21 @@ pub fn run(paths: &[PathBuf]) -> i32 {
             return 1;
         }
     };
-    for w in &verdict.warnings {
-        eprintln!("warning: {w}");
-    }
-    for p in &verdict.problems {
-        eprintln!("{p}");
-    }
+    print(&verdict);
     if verdict.problems.is_empty() {
         println!("{} resource(s) valid", verdict.resources);
         0
     } else {
         1
+    }
+}
+
+/// A verdict's warnings and problems on stderr, one a line, as every offline command prints them.
+pub fn print(verdict: &admin::manifests::Verdict) {
+    for w in &verdict.warnings {
+        eprintln!("warning: {w}");
+    }
+    for p in &verdict.problems {
+        eprintln!("{p}");
     }
 }

@@ -27,15 +27,6 @@ fn explain(gw: &Gateway, req: &Value) -> Value {
     r.json()
 }
 
-/// Every JSON access log line in the gateway's output.
-fn access_log(gw: &Gateway) -> Vec<Value> {
-    gw.logs()
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 const ROUTES: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -111,7 +102,7 @@ fn explain_names_the_route_the_access_log_records() {
     }
     for (rid, e, status) in &explained {
         let line = eventually(Duration::from_secs(10), || {
-            access_log(&gw)
+            gw.access_log()
                 .into_iter()
                 .find(|l| l["request_id"] == rid.as_str())
         })
@@ -507,7 +498,7 @@ fn explain_equals_the_proxy_on_random_tables() {
         }
         // Every request's access log line, read once they are all in.
         let lines = eventually(Duration::from_secs(10), || {
-            let log = access_log(&gw);
+            let log = gw.access_log();
             let found: Vec<Value> = sent
                 .iter()
                 .filter_map(|s| {

@@ -157,18 +157,9 @@ fn first_flag(r: &Response) -> String {
 // ---------------------------------------------------------------------------------------------
 // Access log.
 
-/// Every JSON access log line in the gateway's output (stdout and stderr share one file).
-fn access_log(gw: &Gateway) -> Vec<Value> {
-    gw.logs()
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn log_line_for(gw: &Gateway, path: &str) -> Value {
     eventually(Duration::from_secs(10), || {
-        access_log(gw).into_iter().find(|v| v["path"] == path)
+        gw.access_log().into_iter().find(|v| v["path"] == path)
     })
     .unwrap_or_else(|| panic!("no access log line for {path}\n--- logs ---\n{}", gw.logs()))
 }

@@ -258,6 +258,15 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n--- logs ---\n{}", self.logs()))
     }
 
+    /// Every JSON access log line in the gateway's output (stdout and stderr share one file).
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.logs()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     pub fn get(&self, path: &str) -> Response {
         self.admin_call("GET", path, "application/json", b"")
     }
