@@ -894,6 +894,15 @@ fn request() -> impl Strategy<Value = (String, &'static str, Option<&'static str
     )
 }
 
+/// The request a generated `(host, path, header, method)` stands for.
+fn generated(host: &str, path: &str, header: Option<&str>, method: &'static str) -> Req {
+    let r = Req::new(host, path).method(method);
+    match header {
+        Some(h) => r.header("x-h", h),
+        None => r,
+    }
+}
+
 proptest! {
     #![proptest_config(config(200))]
     #[test]
@@ -903,10 +912,7 @@ proptest! {
     ) {
         let t = translate(&table_set(&table));
         for (host, path, header, method) in reqs {
-            let mut r = Req::new(&host, path).method(method);
-            if let Some(h) = header {
-                r = r.header("x-h", h);
-            }
+            let r = generated(&host, path, header, method);
             prop_assert_eq!(hit(&t.snapshot, &r), oracle_lookup(&table, &r), "{} {} {:?}", host, path, header);
         }
     }
@@ -946,10 +952,7 @@ proptest! {
     ) {
         let t = translate(&table_set(&table));
         for (host, path, header, method) in reqs {
-            let mut r = Req::new(&host, path).method(method);
-            if let Some(h) = header {
-                r = r.header("x-h", h);
-            }
+            let r = generated(&host, path, header, method);
             let looked = hit(&t.snapshot, &r);
             let (vhost, route, skipped) = explained(&t.snapshot, &r);
             prop_assert_eq!(vhost.clone(), looked.as_ref().map(|(d, _)| d.clone()));
