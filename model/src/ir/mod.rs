@@ -3,10 +3,12 @@
 //! by `translate`; swapped whole, never mutated.
 
 mod explain;
+mod l4;
 mod lookup;
 mod tls;
 
 pub use explain::*;
+pub use l4::*;
 pub use lookup::*;
 pub use tls::*;
 
@@ -25,6 +27,9 @@ pub struct Snapshot {
     /// TLS termination by Gateway server `port.number` (443 is `--https`): the servers chosen by SNI.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tls: BTreeMap<u16, TlsListener>,
+    /// TCP and TLS (passthrough, or terminated then `tcp` routes) by Gateway server `port.number`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub l4: BTreeMap<u16, L4Port>,
     /// The leaf certificate of every TLS Secret that parses, by namespace and name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secret_certificates: Vec<SecretCertificate>,
