@@ -112,7 +112,7 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     // WorkloadEntry
     ("spec.address^=unix://", "unix domain socket endpoints are not connected to"),
     // Gateway
-    ("spec.servers[?port.protocol=TLS].tls.mode=AUTO_PASSTHROUGH|ISTIO_MUTUAL", "they need mesh SNI names and certificates: the server is not served"),
+    ("spec.servers[?port.protocol=TLS].tls.mode=ISTIO_MUTUAL", "it needs mesh certificates: the server is not served"),
     ("spec.servers[?port.protocol=HTTPS|TLS].tls.caCrl", "no revocation check"),
     ("spec.servers[?port.protocol=HTTPS|TLS].tls.verifyCertificateSpki", "client certificates are not pinned"),
     ("spec.servers[?port.protocol=HTTPS|TLS].tls.verifyCertificateHash", "client certificates are not pinned"),
@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn filters_servers_by_protocol() {
         let w = warnings(
-            "kind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n  - port: {number: 443, name: https, protocol: https}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: c}\n  - port: {number: 8443, name: tls, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n  - port: {number: 8444, name: auto, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: AUTO_PASSTHROUGH, caCrl: x}\n",
+            "kind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n  - port: {number: 443, name: https, protocol: https}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: c}\n  - port: {number: 8443, name: tls, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n  - port: {number: 8444, name: auto, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: ISTIO_MUTUAL, caCrl: x}\n",
         );
         assert_eq!(
             w,
