@@ -104,7 +104,7 @@ impl L4Proxy {
         let state = self.balancers.get(&cluster.name);
         let policy = &cluster.policy;
         // `maxConnections` bounds the connections open to the cluster.
-        let Some(_admitted) = state.admit(policy) else {
+        let Some(_admitted) = state.admit_connection(policy) else {
             self.log(d, Some(route), "UO", Some(dest), (0, 0));
             return;
         };

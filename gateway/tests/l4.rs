@@ -381,3 +381,60 @@ fn https_and_terminated_tls_on_listen_ports() {
         .unwrap_or_else(|| panic!("no handshake failures for listener 8443:\n{metrics}"));
     assert!(failures.ends_with(" 1"), "{failures}");
 }
+
+#[test]
+fn destination_rule_policy_applies_to_tcp_connections() {
+    // One endpoint refuses connections, the other holds each connection until the client closes.
+    let dead = free_port();
+    let live = tcp_server(|got| [b"answer:".as_slice(), got].concat());
+    let port = free_port();
+    let gw = Gateway::start(
+        Opts::default()
+            .arg("--listen")
+            .arg(format!("31400=127.0.0.1:{port}")),
+    );
+    apply(&gw, &format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: db}}\nspec:\n  hosts: [db.internal]\n  ports: [{{number: 5432, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{tcp: {dead}}}}}\n  - {{address: 127.0.0.1, ports: {{tcp: {live}}}}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: db}}\nspec:\n  host: db.internal\n  trafficPolicy:\n    loadBalancer: {{simple: ROUND_ROBIN}}\n    connectionPool:\n      tcp: {{maxConnections: 2, connectTimeout: 1s, idleTimeout: 1s}}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: tcp}}\nspec:\n  servers:\n  - port: {{number: 31400, name: tcp, protocol: TCP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: db}}\nspec:\n  hosts: ['*']\n  gateways: [tcp]\n  tcp:\n  - route:\n    - destination: {{host: db.internal, port: {{number: 5432}}}}\n"));
+
+    // A refused connect is retried on the other endpoint: every connection is answered.
+    for i in 0..6 {
+        let got = exchange(local(port), format!("q{i}").as_bytes()).expect("connection");
+        assert_eq!(String::from_utf8_lossy(&got), format!("answer:q{i}"));
+    }
+
+    // maxConnections: with two connections open, a third is closed unanswered.
+    let hold = || {
+        let s = TcpStream::connect(local(port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s
+    };
+    let (mut first, _second) = (hold(), hold());
+    // Both are proxied once the upstream connections are up.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = hold();
+    let mut buf = [0u8; 16];
+    let n = third.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the connection over maxConnections is closed");
+    let overflow = eventually(Duration::from_secs(5), || {
+        gw.access_log()
+            .into_iter()
+            .find(|l| l["response_flags"] == "UO")
+    });
+    assert!(overflow.is_some(), "logged with UO");
+
+    // idleTimeout: a connection on which nothing moves for 1 s is closed.
+    let started = std::time::Instant::now();
+    let n = first.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection is closed");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "closed by the idle timeout, after {waited:?}"
+    );
+    let idle = eventually(Duration::from_secs(5), || {
+        gw.access_log()
+            .into_iter()
+            .find(|l| l["response_flags"] == "IT")
+    });
+    assert!(idle.is_some(), "logged with IT");
+}
