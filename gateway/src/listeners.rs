@@ -33,6 +33,8 @@ pub struct PortApp<A> {
 struct Port {
     /// The Gateway server port this listener serves.
     gateway_port: u16,
+    /// `--https`: TLS even while no server is configured (the handshake then fails).
+    always_tls: bool,
     /// `gateway_tls_handshake_failures_total{listener}`.
     failures: IntCounter,
     /// `gateway_open_connections{listener}`, for the connections the L4 proxy serves (the HTTP
@@ -183,6 +185,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for PortApp<A> {
             return None;
         };
         match snapshot.port_kind(p.gateway_port) {
+            PortKind::Http if p.always_tls => self.tls(p, io, snapshot, addrs, shutdown).await,
             PortKind::Http => self.http(io, shutdown).await,
             PortKind::Tcp => self.tcp(p, io, &snapshot, addrs).await,
             PortKind::Tls => self.tls(p, io, snapshot, addrs, shutdown).await,
@@ -255,6 +258,7 @@ pub fn service<A: ServerApp + Send + Sync + 'static>(
         .map(|(gateway_port, label, addr)| {
             let port = Port {
                 gateway_port: *gateway_port,
+                always_tls: label == "https",
                 failures: shared
                     .metrics
                     .tls_handshake_failures

@@ -47,8 +47,8 @@ pub struct Downstream<'a> {
     pub started: Instant,
 }
 
-/// The counters of one proxied connection, kept by address so that a connection ended by the
-/// idle timer still reports what moved.
+/// The counters of one proxied connection, outside the copy futures so that a connection ended
+/// by the idle timer (which drops them) still reports what moved.
 struct Moved {
     received: AtomicU64,
     sent: AtomicU64,
@@ -74,13 +74,13 @@ impl L4Proxy {
 
     /// Logs a connection that no route took (it is closed).
     pub fn no_route(&self, d: &Downstream<'_>) {
-        self.log(d, None, "NR", None, (0, 0));
+        self.log(d, None, "NR");
     }
 
     /// Serves one connection on `route` until it ends.
     pub async fn serve(&self, down: Stream, route: &L4Route, d: &Downstream<'_>) {
         let Some(dest) = pick_destination(route) else {
-            self.log(d, Some(route), "UH", None, (0, 0));
+            self.log(d, Some(route), "UH");
             return;
         };
         let labels = [
@@ -97,7 +97,7 @@ impl L4Proxy {
             Target::Cluster(c) => c.clone(),
             Target::NoCluster { reason } => {
                 tracing::debug!(route = %route.id, reason, "no cluster");
-                self.log(d, Some(route), "NC", Some(dest), (0, 0));
+                self.log(d, Some(route), "NC");
                 return;
             }
         };
@@ -105,7 +105,7 @@ impl L4Proxy {
         let policy = &cluster.policy;
         // `maxConnections` bounds the connections open to the cluster.
         let Some(_admitted) = state.admit_connection(policy) else {
-            self.log(d, Some(route), "UO", Some(dest), (0, 0));
+            self.log(d, Some(route), "UO");
             return;
         };
         let endpoints = self.upstreams.endpoints(&cluster, &state).await;
@@ -146,40 +146,33 @@ impl L4Proxy {
             }
         }
         let Some((addr, up, _tracked)) = connected else {
-            self.log(d, Some(route), flags, Some(dest), (0, 0));
+            self.log(d, Some(route), flags);
             return;
         };
         let received = self.metrics.tcp_received_bytes.with_label_values(&labels);
         let sent = self.metrics.tcp_sent_bytes.with_label_values(&labels);
         let idle = policy.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
         let (moved, flags) = pump(down, up, idle, d.started, (&received, &sent)).await;
-        self.log_to(d, Some(route), flags, Some(dest), Some(addr), moved);
+        self.log_to(d, Some(route), flags, Some(addr), moved);
     }
 
-    fn log(
-        &self,
-        d: &Downstream<'_>,
-        route: Option<&L4Route>,
-        flags: &str,
-        dest: Option<&L4Destination>,
-        moved: (u64, u64),
-    ) {
-        self.log_to(d, route, flags, dest, None, moved);
+    /// The access-log line of a connection that ended before any byte was proxied.
+    fn log(&self, d: &Downstream<'_>, route: Option<&L4Route>, flags: &str) {
+        self.log_to(d, route, flags, None, (0, 0));
     }
 
+    /// One access-log line per connection, in the request format: HTTP fields are `-`.
     fn log_to(
         &self,
         d: &Downstream<'_>,
         route: Option<&L4Route>,
         flags: &str,
-        _dest: Option<&L4Destination>,
         upstream: Option<SocketAddr>,
         (received, sent): (u64, u64),
     ) {
         if !self.access_log.enabled() {
             return;
         }
-        let client = d.client.map(|c| c.ip().to_string());
         self.access_log.log(&Entry {
             start: d.start,
             method: "-",
@@ -191,7 +184,7 @@ impl L4Proxy {
             bytes_sent: usize::try_from(sent).unwrap_or(usize::MAX),
             duration_ms: d.started.elapsed().as_millis(),
             upstream_service_time_ms: None,
-            x_forwarded_for: client.as_deref(),
+            x_forwarded_for: None,
             user_agent: None,
             request_id: "",
             authority: "",

@@ -187,11 +187,14 @@ impl L4Port {
 
 impl super::Snapshot {
     /// How a new connection on gateway port `port` is treated: by its TCP and TLS servers, else
-    /// TLS when HTTPS servers terminate there, else HTTP.
+    /// TLS when HTTPS servers terminate there, else HTTP. TLS wins a port shared with plain TCP
+    /// servers: a ClientHello is recognisable, plain TCP is not.
     pub fn port_kind(&self, port: u16) -> PortKind {
+        let terminates = self.tls.contains_key(&port);
         match self.l4.get(&port) {
-            Some(l) => l.kind,
-            None if self.tls.contains_key(&port) => PortKind::Tls,
+            Some(l) if l.kind == PortKind::Tcp && !terminates => PortKind::Tcp,
+            Some(_) => PortKind::Tls,
+            None if terminates => PortKind::Tls,
             None => PortKind::Http,
         }
     }

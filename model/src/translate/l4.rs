@@ -419,6 +419,7 @@ mod tests {
         assert_eq!(s.port_kind(31400), PortKind::Tcp);
         assert_eq!(s.port_kind(31443), PortKind::Tls);
         assert_eq!(s.port_kind(80), PortKind::Http);
+        assert_eq!(s.port_kind(443), PortKind::Http, "no server there");
         let tcp = &s.l4[&31400];
         let r = tcp.tcp_route(&conn(31400, None)).expect("tcp route");
         assert_eq!(r.id, "vs/default/v/tcp/0");
@@ -479,5 +480,11 @@ mod tests {
             .tcp_route(&conn(31500, None))
             .expect("second entry, any address");
         assert_eq!(r.gateway, "default/other");
+    }
+
+    #[test]
+    fn a_port_with_tcp_and_terminating_servers_is_tls() {
+        let t = translate("kind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  servers:\n  - port: {number: 9443, name: tcp, protocol: TCP}\n    hosts: ['*']\n  - port: {number: 9443, name: https, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE, credentialName: missing}\n");
+        assert_eq!(t.snapshot.port_kind(9443), PortKind::Tls);
     }
 }
