@@ -168,9 +168,11 @@ fn downstream(addrs: Option<(SocketAddr, SocketAddr)>, sni: Option<&str>) -> Dow
 }
 
 fn l4_conn(port: u16, addrs: Option<(SocketAddr, SocketAddr)>, sni: Option<&str>) -> L4Conn<'_> {
+    let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     L4Conn {
         port,
-        destination: addrs.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |(local, _)| local.ip()),
+        destination: addrs.map_or(unspecified, |(local, _)| local.ip()),
+        source: addrs.map_or(unspecified, |(_, peer)| peer.ip()),
         sni,
     }
 }

@@ -55,6 +55,9 @@ pub struct L4Match {
     pub port: Option<u16>,
     /// The address the client connected to is in one of these (when not empty).
     pub destination_subnets: Vec<Cidr>,
+    /// `tcp` routes: the client's address is in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_subnet: Option<Cidr>,
     /// `tls` routes: lowercased SNI names (`a.example.com`, `*.example.com`, `*`), already
     /// narrowed to what the server's hosts admit. Never empty for a `tls` route.
     pub sni_hosts: Vec<String>,
@@ -123,6 +126,8 @@ pub struct L4Conn<'a> {
     pub port: u16,
     /// The local address the client connected to.
     pub destination: IpAddr,
+    /// The client's address.
+    pub source: IpAddr,
     /// The ClientHello's SNI (lowercased), for `tls` routes.
     pub sni: Option<&'a str>,
 }
@@ -138,6 +143,9 @@ impl L4Match {
                 .iter()
                 .any(|n| n.contains(c.destination))
         {
+            return false;
+        }
+        if self.source_subnet.is_some_and(|n| !n.contains(c.source)) {
             return false;
         }
         if self.sni_hosts.is_empty() {

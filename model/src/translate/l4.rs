@@ -43,6 +43,9 @@ struct Entry {
     gateways: Option<BTreeSet<String>>,
     port: Option<u16>,
     subnets: Vec<Cidr>,
+    source: Option<Cidr>,
+    /// A condition that cannot be compiled (a `sourceSubnet` that is no address): never matches.
+    dead: bool,
     /// Normalised `sniHosts` (`tls` rules).
     sni: Vec<String>,
 }
@@ -120,7 +123,13 @@ fn virtual_service(
                 .map(|(i, (m, r))| {
                     let entries = m
                         .iter()
-                        .map(|m| (&m.gateways, m.port, &m.destination_subnets, &[][..]))
+                        .map(|m| RawEntry {
+                            gateways: &m.gateways,
+                            port: m.port,
+                            subnets: &m.destination_subnets,
+                            source: m.source_subnet.as_deref(),
+                            sni: &[],
+                        })
                         .collect::<Vec<_>>();
                     compile(i, Rules::Tcp, &entries, r, ns, gws, reg, diag, &key)
                 })
@@ -136,13 +145,12 @@ fn virtual_service(
                     let entries = r
                         .match_
                         .iter()
-                        .map(|m| {
-                            (
-                                &m.gateways,
-                                m.port,
-                                &m.destination_subnets,
-                                m.sni_hosts.as_slice(),
-                            )
+                        .map(|m| RawEntry {
+                            gateways: &m.gateways,
+                            port: m.port,
+                            subnets: &m.destination_subnets,
+                            source: None,
+                            sni: &m.sni_hosts,
                         })
                         .collect::<Vec<_>>();
                     compile(i, Rules::Tls, &entries, &r.route, ns, gws, reg, diag, &key)
@@ -168,8 +176,14 @@ fn virtual_service(
     }
 }
 
-/// `(gateways, port, destinationSubnets, sniHosts)` of one `match` entry.
-type RawEntry<'a> = (&'a Vec<String>, Option<i64>, &'a Vec<String>, &'a [String]);
+/// One `match` entry as written, `tcp` or `tls`.
+struct RawEntry<'a> {
+    gateways: &'a [String],
+    port: Option<i64>,
+    subnets: &'a [String],
+    source: Option<&'a str>,
+    sni: &'a [String],
+}
 
 #[allow(clippy::too_many_arguments)]
 fn compile(
@@ -185,8 +199,9 @@ fn compile(
 ) -> Rule {
     let base = format!("spec.{}[{index}]", kind.field());
     let mut entries = Vec::with_capacity(raw.len());
-    for (k, (gateways, port, subnets, sni)) in raw.iter().enumerate() {
+    for (k, e) in raw.iter().enumerate() {
         let mp = format!("{base}.match[{k}]");
+        let (gateways, subnets) = (e.gateways, e.subnets);
         let gateways = (!gateways.is_empty()).then(|| {
             let mut out = BTreeSet::new();
             for (j, g) in gateways.iter().enumerate() {
@@ -222,11 +237,27 @@ fn compile(
                 parsed
             })
             .collect();
+        let source = e.source.map(str::trim).filter(|s| !s.is_empty());
+        let source_cidr = source.and_then(Cidr::parse);
+        let dead = source.is_some() && source_cidr.is_none();
+        if dead {
+            diag.push(
+                key,
+                Problem::Part,
+                &format!("{mp}.sourceSubnet"),
+                &format!(
+                    "{:?} is not an IP address or CIDR; the match never matches",
+                    e.source.unwrap_or_default()
+                ),
+            );
+        }
         entries.push(Entry {
             gateways,
-            port: port.filter(|&n| n != 0).and_then(port_u16),
+            port: e.port.filter(|&n| n != 0).and_then(port_u16),
             subnets,
-            sni: sni.iter().filter_map(|h| normalize_host(h)).collect(),
+            source: source_cidr,
+            dead,
+            sni: e.sni.iter().filter_map(|h| normalize_host(h)).collect(),
         });
     }
     let mut sink = Sink { diag, key };
@@ -277,9 +308,12 @@ fn place(
     let mut placed_on: BTreeSet<u16> = BTreeSet::new();
     for g in considered {
         // The entries that apply at this gateway; a rule without `match` applies where bound.
-        let applies = |e: &&Entry| match &e.gateways {
-            Some(list) => list.contains(g),
-            None => bound.contains(g),
+        let applies = |e: &&Entry| {
+            !e.dead
+                && match &e.gateways {
+                    Some(list) => list.contains(g),
+                    None => bound.contains(g),
+                }
         };
         let entries: Vec<&Entry> = rule.entries.iter().filter(applies).collect();
         if !rule.entries.is_empty() && entries.is_empty() {
@@ -366,6 +400,7 @@ fn matches_at(
                 .map(|e| L4Match {
                     port: e.port,
                     destination_subnets: e.subnets.clone(),
+                    source_subnet: e.source,
                     sni_hosts: Vec::new(),
                 })
                 .collect();
@@ -380,6 +415,7 @@ fn matches_at(
                     (!sni.is_empty()).then(|| L4Match {
                         port: e.port,
                         destination_subnets: e.subnets.clone(),
+                        source_subnet: e.source,
                         sni_hosts: sni.into_iter().collect(),
                     })
                 })
@@ -408,6 +444,7 @@ mod tests {
         L4Conn {
             port,
             destination: "127.0.0.1".parse().expect("ip"),
+            source: "127.0.0.1".parse().expect("ip"),
             sni,
         }
     }
@@ -486,5 +523,34 @@ mod tests {
     fn a_port_with_tcp_and_terminating_servers_is_tls() {
         let t = translate("kind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  servers:\n  - port: {number: 9443, name: tcp, protocol: TCP}\n    hosts: ['*']\n  - port: {number: 9443, name: https, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE, credentialName: missing}\n");
         assert_eq!(t.snapshot.port_kind(9443), PortKind::Tls);
+    }
+
+    #[test]
+    fn source_subnet_matches_the_client_address() {
+        let t = translate(&format!("{GW}kind: VirtualService\nmetadata: {{name: v, namespace: default}}\nspec:\n  hosts: ['*']\n  tcp:\n  - match: [{{sourceSubnet: 10.0.0.0/8}}]\n    route:\n    - destination: {{host: a.svc, port: {{number: 1}}}}\n  - match: [{{sourceSubnet: not-an-ip}}]\n    route:\n    - destination: {{host: b.svc, port: {{number: 1}}}}\n"));
+        let p = &t.snapshot.l4[&31400];
+        assert!(
+            p.tcp_route(&conn(31400, None)).is_none(),
+            "127.0.0.1 is outside 10/8"
+        );
+        let inside = L4Conn {
+            source: "10.9.9.9".parse().expect("ip"),
+            ..conn(31400, None)
+        };
+        assert_eq!(
+            p.tcp_route(&inside).map(|r| r.id.as_str()),
+            Some("vs/default/v/tcp/0")
+        );
+        assert_eq!(
+            p.tcp.len(),
+            1,
+            "a rule whose only match can never match is not served"
+        );
+        let w: Vec<&String> = t.warnings.values().flatten().collect();
+        assert!(
+            w.iter()
+                .any(|m| m.contains("spec.tcp[1].match[0].sourceSubnet")),
+            "{w:?}"
+        );
     }
 }
