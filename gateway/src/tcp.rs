@@ -1,7 +1,8 @@
 //! The L4 proxy: a connection that a `tcp` or `tls` route took goes to one of the route's weighted
 //! destinations, an endpoint of its cluster chosen by the cluster's balancer (DestinationRule LB
 //! policy, `maxConnections`, outlier ejection), connected within `connectTimeout` with
-//! `tcpKeepalive`, other endpoints tried on connect failure; then bytes flow both ways until both
+//! `tcpKeepalive` (and TLS when the DestinationRule originates it), other endpoints tried on
+//! connect failure; then bytes flow both ways until both
 //! sides have closed (a half-close is passed on: the other side's write side is shut down) or
 //! nothing moved for `idleTimeout` (Istio's default for TCP: 1 h). Counted in the TCP series and
 //! logged as one access-log line per connection.
@@ -124,11 +125,8 @@ impl L4Proxy {
                 Pick::Endpoint(a) => a,
                 Pick::AllEjected | Pick::Empty => break,
             };
-            let mut peer = BasicPeer::new(&addr.to_string());
-            peer.options.connection_timeout = Some(policy.connect_timeout);
-            peer.options.tcp_keepalive = policy.tcp_keepalive.as_ref().map(crate::proxy::keepalive);
             let tracked = state.track(addr);
-            match self.connector.new_stream(&peer).await {
+            match self.connect(addr, &cluster).await {
                 Ok(up) => {
                     connected = Some((addr, up, tracked));
                     break;
@@ -154,6 +152,32 @@ impl L4Proxy {
         let idle = policy.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
         let (moved, flags) = pump(down, up, idle, d.started, (&received, &sent)).await;
         self.log_to(d, Some(route), flags, Some(addr), moved);
+    }
+
+    /// A new upstream connection: plain TCP, or TLS when the DestinationRule originates it
+    /// (`tls` `SIMPLE`/`MUTUAL`, verified as for HTTP; the SNI is the policy's, else the host).
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        cluster: &model::ir::Cluster,
+    ) -> pingora::Result<Stream> {
+        let policy = &cluster.policy;
+        let keepalive = policy.tcp_keepalive.as_ref().map(crate::proxy::keepalive);
+        match &policy.tls {
+            None => {
+                let mut peer = BasicPeer::new(&addr.to_string());
+                peer.options.connection_timeout = Some(policy.connect_timeout);
+                peer.options.tcp_keepalive = keepalive;
+                self.connector.new_stream(&peer).await
+            }
+            Some(tls) => {
+                let mut peer = crate::tls::upstream_peer_tls(addr, tls, "", &cluster.host)
+                    .map_err(|e| pingora::Error::explain(pingora::ErrorType::ConnectError, e))?;
+                peer.options.connection_timeout = Some(policy.connect_timeout);
+                peer.options.tcp_keepalive = keepalive;
+                self.connector.new_stream(&peer).await
+            }
+        }
     }
 
     /// The access-log line of a connection that ended before any byte was proxied.

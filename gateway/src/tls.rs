@@ -133,9 +133,12 @@ pub async fn read_client_hello(mut io: Stream) -> Result<(Stream, Option<Arc<str
             return Err(Failed::Counted("ClientHello too large".to_string()));
         }
         while !fresh.is_empty() {
-            acceptor
+            let took = acceptor
                 .read_tls(&mut fresh)
                 .map_err(|e| Failed::Counted(format!("reading the ClientHello: {e}")))?;
+            if took == 0 {
+                return Err(Failed::Counted("ClientHello not accepted".to_string()));
+            }
         }
         match acceptor.accept() {
             Ok(None) => continue,

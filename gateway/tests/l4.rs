@@ -270,13 +270,17 @@ fn passthrough_by_sni_reaches_the_backend_and_its_certificate() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (backend, default_der, sni_der) = s_server(dir.path(), "pt.example.com");
-    let port = free_port();
+    let (port, plain_port) = (free_port(), free_port());
     let gw = Gateway::start(
         Opts::default()
             .arg("--listen")
-            .arg(format!("31443=127.0.0.1:{port}")),
+            .arg(format!("31443=127.0.0.1:{port}"))
+            .arg("--listen")
+            .arg(format!("31402=127.0.0.1:{plain_port}")),
     );
     apply(&gw, &format!("{}apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: pt}}\nspec:\n  servers:\n  - port: {{number: 31443, name: tls, protocol: TLS}}\n    hosts: ['*.example.com']\n    tls: {{mode: PASSTHROUGH}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: pt}}\nspec:\n  hosts: ['*.example.com']\n  gateways: [pt]\n  tls:\n  - match: [{{sniHosts: [pt.example.com]}}]\n    route:\n    - destination: {{host: backend.internal, port: {{number: {}}}}}\n", service_entry("backend", "backend.internal", backend.port), backend.port));
+    // The same backend behind a plain TCP port, the gateway originating TLS (DestinationRule).
+    apply(&gw, &format!("{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: backend-tls}}\nspec:\n  host: backend-tls.internal\n  trafficPolicy:\n    tls: {{mode: SIMPLE, sni: pt.example.com, insecureSkipVerify: true}}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: plain}}\nspec:\n  servers:\n  - port: {{number: 31402, name: tcp, protocol: TCP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: plain}}\nspec:\n  hosts: ['*']\n  gateways: [plain]\n  tcp:\n  - route:\n    - destination: {{host: backend-tls.internal, port: {{number: {}}}}}\n", service_entry("backend-tls", "backend-tls.internal", backend.port), backend.port));
     assert_ne!(default_der, sni_der);
     rt().block_on(async {
         let mut shook = handshake(local(port), &Client::sni("pt.example.com"))
@@ -303,6 +307,10 @@ fn passthrough_by_sni_reaches_the_backend_and_its_certificate() {
         let none = handshake(local(port), &Client::default()).await;
         assert!(none.is_err(), "no SNI, no route: closed");
     });
+    // Plain bytes in, TLS to the backend: s_server answers only inside its TLS.
+    let answer = exchange(local(plain_port), b"GET / HTTP/1.0\r\n\r\n").expect("exchange");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
     let logged = eventually(Duration::from_secs(5), || {
         gw.access_log()
             .into_iter()
