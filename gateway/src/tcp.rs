@@ -149,7 +149,7 @@ impl L4Proxy {
         };
         let received = self.metrics.tcp_received_bytes.with_label_values(&labels);
         let sent = self.metrics.tcp_sent_bytes.with_label_values(&labels);
-        let idle = policy.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        let idle = policy.tcp_idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
         let (moved, flags) = pump(down, up, idle, d.started, (&received, &sent)).await;
         self.log_to(d, Some(route), flags, Some(addr), moved);
     }

@@ -415,6 +415,10 @@ pub struct ClusterPolicy {
     pub connect_timeout: Duration,
     pub max_connections: Option<u32>,
     pub idle_timeout: Option<Duration>,
+    /// `connectionPool.tcp.idleTimeout` alone (`http.idleTimeout` does not apply): how long an L4
+    /// connection may stay silent both ways; `None` is Istio's default for TCP, 1 h.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_idle_timeout: Option<Duration>,
     pub max_pending_requests: Option<u32>,
     pub max_requests: Option<u32>,
     pub max_requests_per_connection: Option<u32>,
@@ -491,6 +495,7 @@ impl Default for ClusterPolicy {
             connect_timeout: Duration::from_secs(10),
             max_connections: None,
             idle_timeout: None,
+            tcp_idle_timeout: None,
             max_pending_requests: None,
             max_requests: None,
             max_requests_per_connection: None,
