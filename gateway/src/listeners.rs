@@ -1,6 +1,6 @@
 //! The traffic listeners that serve a Gateway port whatever its protocol (`--https` and every
-//! `--listen PORT=ADDR`), each a Pingora listening service so that Pingora's upgrade hand-over
-//! covers them. What a connection is (HTTP, TCP, or TLS: passthrough by SNI, or terminated then
+//! `--listen PORT=ADDR`): one Pingora listening service with each address added by `add_tcp`, so
+//! that Pingora's upgrade hand-over covers them. What a connection is (HTTP, TCP, or TLS: passthrough by SNI, or terminated then
 //! HTTP or `tcp` routes) is decided when it is accepted, from the snapshot current at that moment.
 
 use crate::proxy::ListenerInfo;
