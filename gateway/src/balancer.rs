@@ -147,6 +147,18 @@ impl ClusterState {
         Some(Slot(self.clone(), SlotKind::Request))
     }
 
+    /// Takes a slot for an L4 connection unless `maxConnections` connections are open (a TCP
+    /// proxy has no pending requests to queue: the limit is the connections themselves).
+    pub fn admit_connection(self: &Arc<Self>, policy: &ClusterPolicy) -> Option<Slot> {
+        let limit = policy.max_connections.map_or(u64::MAX, u64::from);
+        let prev = self.active.fetch_add(1, Ordering::AcqRel);
+        if u64::from(prev) >= limit {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(self.clone(), SlotKind::Request))
+    }
+
     /// Takes a retry slot unless `maxRetries` retries are already in flight.
     pub fn admit_retry(self: &Arc<Self>, policy: &ClusterPolicy) -> Option<Slot> {
         let limit = policy.max_retries.map_or(u64::MAX, u64::from);

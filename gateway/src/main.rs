@@ -7,12 +7,14 @@ mod cli;
 mod explain_cmd;
 mod hygiene;
 mod linger;
+mod listeners;
 mod metrics;
 mod mirror;
 mod policy;
 mod proxy;
 mod routing;
 mod shutdown;
+mod tcp;
 mod tls;
 mod upstream;
 mod validate_cmd;
@@ -168,7 +170,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
 
     let mut listeners: HashMap<u16, ListenerInfo> = HashMap::new();
-    let mut plain: Vec<SocketAddr> = vec![cli.http];
+    let plain: Vec<SocketAddr> = vec![cli.http];
     listeners.insert(
         cli.http.port(),
         ListenerInfo {
@@ -178,44 +180,16 @@ fn run(cli: Cli) -> Result<(), String> {
             open_connections: Some(metrics.open_connections.with_label_values(&["http"])),
         },
     );
-    // The TLS listener serves Gateway servers on port 443; its connections remember their SNI.
+    // The port listeners (--https and every --listen) share one TLS acceptor, whose connections
+    // remember their SNI.
     let tls_connections = Arc::new(tls::Connections::default());
-    if cli.https.port() == cli.http.port() {
-        return Err(format!(
-            "--https {}: local port already used by --http",
-            cli.https
-        ));
-    }
-    listeners.insert(
-        cli.https.port(),
-        ListenerInfo {
-            gateway_port: 443,
-            tls: true,
-            connections: Some(tls_connections.clone()),
-            open_connections: Some(metrics.open_connections.with_label_values(&["https"])),
-        },
-    );
-    for (port, addr) in &cli.listen {
-        if listeners.contains_key(&addr.port()) {
-            return Err(format!(
-                "--listen {port}={addr}: local port already used by another listener"
-            ));
-        }
-        listeners.insert(
-            addr.port(),
-            ListenerInfo {
-                gateway_port: *port,
-                tls: false,
-                connections: None,
-                open_connections: Some(
-                    metrics
-                        .open_connections
-                        .with_label_values(&[&port.to_string()]),
-                ),
-            },
-        );
-        plain.push(*addr);
-    }
+    let port_listeners = listeners::table(
+        cli.https,
+        &cli.listen,
+        &mut listeners,
+        &tls_connections,
+        &metrics,
+    )?;
 
     let inflight = Arc::new(AtomicUsize::new(0));
     let balancers = Arc::new(balancer::Balancers::new());
@@ -229,7 +203,6 @@ fn run(cli: Cli) -> Result<(), String> {
             metrics::CertExpiryCollector::new(snapshot.clone()).map_err(|e| e.to_string())?,
         ))
         .map_err(|e| e.to_string())?;
-    let handshake_failures = metrics.tls_handshake_failures.with_label_values(&["https"]);
     let access_log_dropped = metrics.access_log_dropped.clone();
     let gateway = GatewayProxy {
         snapshot: snapshot.clone(),
@@ -240,9 +213,9 @@ fn run(cli: Cli) -> Result<(), String> {
         inflight: inflight.clone(),
         access_log: accesslog::AccessLogger::start(cli.access_log, access_log_dropped),
     };
-    // The same proxy behind the TLS terminator (its own Pingora service: a listener's
-    // application is fixed, and this one does the handshake itself).
-    let gateway_tls = GatewayProxy {
+    // The same proxy behind the port listeners (their own Pingora service: a listener's
+    // application is fixed, and this one decides per connection what it is).
+    let gateway_ports = GatewayProxy {
         snapshot: gateway.snapshot.clone(),
         upstreams: gateway.upstreams.clone(),
         balancers: gateway.balancers.clone(),
@@ -251,15 +224,23 @@ fn run(cli: Cli) -> Result<(), String> {
         inflight: gateway.inflight.clone(),
         access_log: gateway.access_log.clone(),
     };
-    let terminator = tls::TlsTerminator::new(
-        pingora::proxy::http_proxy(&server.configuration, gateway_tls),
-        snapshot.clone(),
-        443,
-        tls_connections,
-        handshake_failures,
-    )?;
-    let mut tls_service = pingora::services::listening::Service::new("TLS".to_string(), terminator);
-    tls_service.add_tcp(&cli.https.to_string());
+    let mut port_http = pingora::proxy::http_proxy(&server.configuration, gateway_ports);
+    let mut opts = pingora::apps::HttpServerOptions::default();
+    opts.h2c = true;
+    port_http.server_options = Some(opts);
+    let shared = listeners::Shared {
+        http: Arc::new(port_http),
+        l4: Arc::new(tcp::L4Proxy::new(
+            gateway.upstreams.clone(),
+            gateway.balancers.clone(),
+            gateway.metrics.clone(),
+            gateway.access_log.clone(),
+        )),
+        acceptor: Arc::new(tls::TlsAcceptor::new(tls_connections)?),
+        snapshot: snapshot.clone(),
+        metrics: gateway.metrics.clone(),
+    };
+    let tls_service = listeners::service(&shared, &port_listeners);
     let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     if let Some(app) = proxy_service.app_logic_mut() {
         let mut opts = pingora::apps::HttpServerOptions::default();
@@ -277,7 +258,11 @@ fn run(cli: Cli) -> Result<(), String> {
             listener: Mutex::new(Some(admin_listener)),
             router,
             health: health.clone(),
-            probe: plain.iter().copied().chain([cli.https]).collect(),
+            probe: plain
+                .iter()
+                .copied()
+                .chain(port_listeners.iter().map(|(_, _, a)| *a))
+                .collect(),
         },
     );
     admin_service.threads = Some(1);

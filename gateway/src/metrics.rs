@@ -1,5 +1,6 @@
 //! Data-plane metrics on the gateway's one explicit registry: request counts and latencies with
-//! bounded labels (route ids, never raw paths), TLS handshake failures by listener, and the
+//! bounded labels (route ids, never raw paths), TCP connections and bytes by L4 route, TLS
+//! handshake failures by listener, and the
 //! expiry of every TLS Secret's certificate (read from the served snapshot at scrape time).
 
 use model::ir::Route;
@@ -23,7 +24,16 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounterVec,
     /// `gateway_open_connections{listener}`.
     pub open_connections: prometheus::IntGaugeVec,
+    /// `gateway_tcp_connections_total`, by L4 route and destination ([`TCP_LABELS`]).
+    pub tcp_connections: IntCounterVec,
+    /// `gateway_tcp_sent_bytes_total`: bytes sent to the client.
+    pub tcp_sent_bytes: IntCounterVec,
+    /// `gateway_tcp_received_bytes_total`: bytes received from the client.
+    pub tcp_received_bytes: IntCounterVec,
 }
+
+/// Labels of the TCP series.
+pub const TCP_LABELS: [&str; 4] = ["gateway", "virtual_service", "route", "destination_service"];
 
 const REQUEST_LABELS: [&str; 8] = [
     "gateway",
@@ -127,8 +137,28 @@ impl Metrics {
             &["listener"],
         )?;
         registry.register(Box::new(open_connections.clone()))?;
+        let tcp = |name: &str, help: &str| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), &TCP_LABELS)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let tcp_connections = tcp(
+            "gateway_tcp_connections_total",
+            "TCP and TLS connections a tcp or tls route took, by route and destination.",
+        )?;
+        let tcp_sent_bytes = tcp(
+            "gateway_tcp_sent_bytes_total",
+            "Bytes sent to clients on TCP and TLS connections, by route and destination.",
+        )?;
+        let tcp_received_bytes = tcp(
+            "gateway_tcp_received_bytes_total",
+            "Bytes received from clients on TCP and TLS connections, by route and destination.",
+        )?;
         Ok(Metrics {
             open_connections,
+            tcp_connections,
+            tcp_sent_bytes,
+            tcp_received_bytes,
             requests,
             duration,
             upstream_duration,

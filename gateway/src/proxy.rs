@@ -294,24 +294,27 @@ impl GatewayProxy {
             .map(|a| a.port())
             .unwrap_or(0);
         let info = self.listeners.get(&local_port).unwrap_or(&PLAIN_80);
-        ctx.tls = info.tls;
+        // A port listener decides per connection whether it is TLS: its handshake is registered.
+        let handshake = info.connections.as_ref().and_then(|conns| {
+            let peer = session.client_addr().and_then(|a| a.as_inet()).copied()?;
+            conns.get(local_port, peer)
+        });
+        let tls = info.tls || handshake.is_some();
+        ctx.tls = tls;
         let req = session.req_header();
         let view = RequestView {
             method: req.method.as_str(),
-            scheme: if info.tls { "https" } else { "http" },
+            scheme: if tls { "https" } else { "http" },
             authority: authority_of(req),
             path: req.uri.path(),
             query: req.uri.query(),
             port: info.gateway_port,
             headers: &req.headers,
         };
-        if let Some(conns) = &info.connections {
+        if tls {
             // On TLS, routing is restricted to the hosts of the server the SNI selects (in this
             // request's snapshot): another server's hosts are not reachable through this one.
-            let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
-            ctx.sni = peer
-                .and_then(|p| conns.get(local_port, p))
-                .and_then(|h| h.sni);
+            ctx.sni = handshake.and_then(|h| h.sni);
             if !snapshot.tls_admits(info.gateway_port, ctx.sni.as_deref(), view.authority) {
                 return Ok(Decision::Local(404, "NR", ""));
             }
@@ -319,7 +322,7 @@ impl GatewayProxy {
         let Some((vhost, route)) = snapshot.lookup(&view) else {
             return Ok(Decision::Local(404, "NR", ""));
         };
-        if vhost.https_redirect && !info.tls {
+        if vhost.https_redirect && !tls {
             let host = strip_port(view.authority);
             let loc = match req.uri.path_and_query() {
                 Some(pq) => format!("https://{host}{pq}"),
@@ -1057,7 +1060,7 @@ impl ProxyHttp for GatewayProxy {
 }
 
 /// `tcpKeepalive` as the socket options Pingora sets on a new upstream connection.
-fn keepalive(k: &ir::TcpKeepalive) -> pingora::protocols::TcpKeepalive {
+pub(crate) fn keepalive(k: &ir::TcpKeepalive) -> pingora::protocols::TcpKeepalive {
     pingora::protocols::TcpKeepalive {
         idle: k.time,
         interval: k.interval,

@@ -1,10 +1,11 @@
-//! TLS at the edge. Downstream: [`TlsTerminator`] accepts the TCP connections of the `--https`
-//! listener, reads the ClientHello, picks the Gateway server by SNI in the snapshot current at
-//! that moment and finishes the handshake with that server's whole `rustls::ServerConfig`
-//! (certificate, client verification, versions, cipher suites, ALPN), then hands the decrypted
-//! stream to the same Pingora HTTP proxy as the plaintext listener. Choosing the config after the
-//! ClientHello is what lets mTLS, versions and cipher suites differ per SNI, which one
-//! Pingora-built acceptor (one `ServerConfig` for the whole listener) cannot do.
+//! TLS at the edge. Downstream: [`TlsAcceptor`] serves every listener that speaks TLS: the
+//! listener (`crate::listeners`) has the ClientHello read, picks by SNI in the snapshot current at
+//! that moment either a passthrough route (the bytes go upstream untouched) or the Gateway server
+//! whose whole `rustls::ServerConfig` (certificate, client verification, versions, cipher suites,
+//! ALPN) finishes the handshake; the decrypted stream then goes to the HTTP proxy (HTTPS) or to
+//! `tcp` routes (TLS). Choosing the config after the ClientHello is what lets mTLS, versions and
+//! cipher suites differ per SNI, which one Pingora-built acceptor (one `ServerConfig` for the
+//! whole listener) cannot do.
 //!
 //! Invariants: a handshake parses no PEM and does no I/O besides the socket (the snapshot holds
 //! ready configs); a snapshot swap applies to the next handshake and never touches established
@@ -13,20 +14,16 @@
 //! Upstream: [`upstream_peer_tls`] turns a cluster's [`UpstreamTls`] into Pingora peer options,
 //! memoised in the snapshot so that requests do not rebuild them.
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use model::ir::{Snapshot, UpstreamTls};
-use pingora::apps::ServerApp;
+use model::ir::{TlsServer, UpstreamTls};
 use pingora::protocols::tls::SslDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use pingora::protocols::{Stream, IO};
-use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
-use prometheus::IntCounter;
 use rustls::server::{Acceptor, ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
@@ -40,7 +37,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 /// How long a client may take to complete the handshake (a slow or silent client would otherwise
 /// hold a task and a socket forever).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a connection's handshake chose, for the requests that follow on it.
 #[derive(Debug, Clone)]
@@ -65,7 +62,7 @@ impl Connections {
             .and_then(|m| m.get(&(port, peer)).cloned())
     }
 
-    fn insert(self: &Arc<Self>, key: (u16, SocketAddr), h: Handshake) -> Registered {
+    pub(crate) fn insert(self: &Arc<Self>, key: (u16, SocketAddr), h: Handshake) -> Registered {
         if let Ok(mut m) = self.map.lock() {
             m.insert(key, h);
         }
@@ -77,7 +74,7 @@ impl Connections {
 }
 
 /// Removes a connection from [`Connections`] when it ends, however it ends.
-struct Registered {
+pub struct Registered {
     conns: Arc<Connections>,
     key: (u16, SocketAddr),
 }
@@ -90,27 +87,88 @@ impl Drop for Registered {
     }
 }
 
-/// The `--https` listener's application: TLS by SNI, then the HTTP proxy `A`.
-pub struct TlsTerminator<A> {
-    pub proxy: Arc<A>,
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    /// The Gateway server port this listener serves (443).
-    pub gateway_port: u16,
+/// The one per-SNI TLS acceptor of every listener that speaks TLS (`--https`, and `--listen`
+/// ports with HTTPS or TLS servers). A handshake is two steps, so that the caller can route on the
+/// SNI in between: [`read_client_hello`] reads the ClientHello (and puts its bytes back), then
+/// [`TlsAcceptor::terminate`] finishes the handshake with the chosen server's config, or the
+/// caller passes the untouched bytes through.
+pub struct TlsAcceptor {
     pub connections: Arc<Connections>,
-    /// `gateway_tls_handshake_failures_total{listener}` for this listener.
-    pub failures: IntCounter,
     /// Answers a ClientHello that no server claims with an alert instead of a bare close.
     reject: Arc<rustls::ServerConfig>,
 }
 
-impl<A> TlsTerminator<A> {
-    pub fn new(
-        proxy: A,
-        snapshot: Arc<ArcSwap<Snapshot>>,
-        gateway_port: u16,
-        connections: Arc<Connections>,
-        failures: IntCounter,
-    ) -> Result<Self, String> {
+/// The most a ClientHello may take (a TLS record is at most 16 KiB; a hello with a post-quantum
+/// key share and many extensions can span two or three).
+const CLIENT_HELLO_MAX: usize = 64 * 1024;
+
+/// Reads a ClientHello from `io` without decrypting anything, and puts the bytes read back at the
+/// head of the stream, so that a terminating handshake or a passthrough upstream reads them again.
+/// Returns the stream and the SNI (lowercased).
+pub async fn read_client_hello(mut io: Stream) -> Result<(Stream, Option<Arc<str>>), Failed> {
+    use tokio::io::AsyncReadExt;
+    let mut acceptor = Acceptor::default();
+    let mut seen: Vec<u8> = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    let sni = loop {
+        let n = io.read(&mut chunk).await.map_err(|e| {
+            if seen.is_empty() {
+                Failed::Silent
+            } else {
+                Failed::Counted(format!("reading the ClientHello: {e}"))
+            }
+        })?;
+        if n == 0 {
+            // A connection closed before any ClientHello (a TCP probe, a port scan) is not a
+            // handshake that failed.
+            return Err(if seen.is_empty() {
+                Failed::Silent
+            } else {
+                Failed::Counted("closed in the middle of the ClientHello".to_string())
+            });
+        }
+        let mut fresh = chunk.get(..n).unwrap_or_default();
+        seen.extend_from_slice(fresh);
+        if seen.len() > CLIENT_HELLO_MAX {
+            return Err(Failed::Counted("ClientHello too large".to_string()));
+        }
+        while !fresh.is_empty() {
+            let took = acceptor
+                .read_tls(&mut fresh)
+                .map_err(|e| Failed::Counted(format!("reading the ClientHello: {e}")))?;
+            if took == 0 {
+                return Err(Failed::Counted("ClientHello not accepted".to_string()));
+            }
+        }
+        match acceptor.accept() {
+            Ok(None) => continue,
+            Ok(Some(accepted)) => {
+                break accepted
+                    .client_hello()
+                    .server_name()
+                    .map(|s| Arc::from(s.to_ascii_lowercase()));
+            }
+            Err((e, _)) => return Err(Failed::Counted(format!("reading the ClientHello: {e}"))),
+        }
+    };
+    // Every listener is a Pingora TCP listener, whose streams can take bytes back.
+    match io
+        .into_any()
+        .downcast::<pingora::protocols::l4::stream::Stream>()
+    {
+        Ok(mut l4) => {
+            l4.rewind(&seen);
+            let io: Stream = l4;
+            Ok((io, sni))
+        }
+        Err(_) => Err(Failed::Counted(
+            "internal: the connection is not a TCP stream".to_string(),
+        )),
+    }
+}
+
+impl TlsAcceptor {
+    pub fn new(connections: Arc<Connections>) -> Result<Self, String> {
         let reject = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -118,50 +176,33 @@ impl<A> TlsTerminator<A> {
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(NoCertificate));
-        Ok(TlsTerminator {
-            proxy: Arc::new(proxy),
-            snapshot,
-            gateway_port,
+        Ok(TlsAcceptor {
             connections,
-            failures,
             reject: Arc::new(reject),
         })
     }
 
-    async fn handshake(&self, io: Stream) -> Result<(TlsConn, Handshake), Failed> {
+    /// Finishes the handshake of a stream whose ClientHello [`read_client_hello`] put back, with
+    /// `server`'s whole config (the caller chose it by SNI in the snapshot current at accept
+    /// time); `None` (no server claims the SNI) ends it with an alert.
+    pub async fn terminate(
+        &self,
+        io: Stream,
+        server: Option<&Arc<TlsServer>>,
+    ) -> Result<TlsConn, Failed> {
         let start = LazyConfigAcceptor::new(Acceptor::default(), io)
             .await
-            .map_err(|e| {
-                // A connection closed before any ClientHello (a TCP probe, a port scan) is not
-                // a handshake that failed.
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    Failed::Silent
-                } else {
-                    Failed::Counted(format!("reading the ClientHello: {e}"))
-                }
-            })?;
-        let sni: Option<Arc<str>> = start
-            .client_hello()
-            .server_name()
-            .map(|s| Arc::from(s.to_ascii_lowercase()));
-        // One load: the server and its config come from the same snapshot.
-        let chosen = {
-            let snapshot = self.snapshot.load();
-            snapshot
-                .tls
-                .get(&self.gateway_port)
-                .and_then(|l| l.server_for(sni.as_deref()))
-                .map(|s| (s.config.clone(), s.name.clone()))
-        };
-        let config = match chosen {
+            .map_err(|e| Failed::Counted(format!("reading the ClientHello: {e}")))?;
+        let config = match server.map(|s| (s.config.clone(), &s.name)) {
             Some((Some(config), _)) => config,
-            Some((None, server)) => {
+            Some((None, name)) => {
                 let _ = start.into_stream(self.reject.clone()).await;
                 return Err(Failed::Counted(format!(
-                    "server {server} has no usable certificate"
+                    "server {name} has no usable certificate"
                 )));
             }
             None => {
+                let sni = start.client_hello().server_name().map(str::to_string);
                 let _ = start.into_stream(self.reject.clone()).await;
                 return Err(Failed::Counted(format!("no server for SNI {sni:?}")));
             }
@@ -170,51 +211,17 @@ impl<A> TlsTerminator<A> {
             .into_stream(config)
             .await
             .map_err(|e| Failed::Counted(format!("handshake: {e}")))?;
-        let conn = TlsConn::new(tls);
-        Ok((conn, Handshake { sni }))
-    }
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsTerminator<A> {
-    async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let key = io.get_socket_digest().and_then(|d| {
-            let local = d.local_addr()?.as_inet()?.port();
-            let peer = *d.peer_addr()?.as_inet()?;
-            Some((local, peer))
-        });
-        let (conn, handshake) =
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(io)).await {
-                Ok(Ok(done)) => done,
-                Ok(Err(Failed::Counted(e))) => {
-                    self.failures.inc();
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return None;
-                }
-                Ok(Err(Failed::Silent)) => return None,
-                Err(_) => {
-                    self.failures.inc();
-                    tracing::debug!("TLS handshake timed out");
-                    return None;
-                }
-            };
-        let _registered = key.map(|k| self.connections.insert(k, handshake));
-        // The proxy returns the stream while the connection may serve another request (HTTP/1.1
-        // keep-alive); Pingora's own loop would hand it back here, so loop in place instead.
-        let mut next: Option<Stream> = Some(Box::new(conn));
-        while let Some(stream) = next.take() {
-            next = self.proxy.process_new(stream, shutdown).await;
-        }
-        None
+        Ok(TlsConn::new(tls))
     }
 
-    async fn cleanup(&self) {
-        self.proxy.cleanup().await;
+    /// Remembers what a connection's handshake chose until the returned guard drops.
+    pub fn register(&self, key: (u16, SocketAddr), h: Handshake) -> Registered {
+        self.connections.insert(key, h)
     }
 }
 
 /// Why a handshake did not complete.
-enum Failed {
+pub enum Failed {
     /// Counted in `gateway_tls_handshake_failures_total`.
     Counted(String),
     /// The peer went away before saying anything.

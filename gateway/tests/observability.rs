@@ -4,6 +4,7 @@
 //!   with the admin token, and EVERY PromQL expression of every dashboard under `dashboards/`
 //!   parses, and returns data whenever the metrics it reads are exported (traffic metrics must be),
 //!   with every label it groups by;
+//!   (TCP connections through a `--listen` TCP port included);
 //! - the JSON access log names the route, the flags and the upstream of a routed request, a 404
 //!   and an injected abort;
 //! - `compose.yaml` passes `docker-compose config` and the Compose Specification's schema, and the
@@ -67,6 +68,56 @@ const MISSING_HOST: &str = "nothing.obs.test";
 const SHOP_ROUTE: &str = "vs/default/shop/http/0";
 const FAULT_ROUTE: &str = "vs/default/faulty/http/0";
 const DEAD_ROUTE: &str = "vs/default/dead/http/0";
+const TCP_ROUTE: &str = "vs/default/tcp-echo/tcp/0";
+
+/// A TCP server on a fresh port that echoes each connection's bytes until the client closes.
+fn tcp_echo() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                if let Ok(mut r) = c.try_clone() {
+                    let _ = std::io::copy(&mut r, &mut c);
+                }
+                let _ = c.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// A Gateway TCP server (port 31400) and a `tcp` route from it to a TCP echo server.
+fn tcp_resources(echo_port: u16) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+         "metadata": {"name": "tcp-edge"},
+         "spec": {"servers": [
+            {"port": {"number": 31400, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]}]}}),
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+         "metadata": {"name": "tcp-echo"},
+         "spec": {"hosts": ["echo.internal"],
+                  "ports": [{"number": echo_port, "name": "tcp", "protocol": "TCP"}],
+                  "resolution": "STATIC", "endpoints": [{"address": "127.0.0.1"}]}}),
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+         "metadata": {"name": "tcp-echo"},
+         "spec": {"hosts": ["*"], "gateways": ["tcp-edge"], "tcp": [{"route": [
+            {"destination": {"host": "echo.internal", "port": {"number": echo_port}}}]}]}}),
+    ]
+}
+
+/// One TCP connection through the gateway: a line out, the same line back.
+fn tcp_round_trip(addr: SocketAddr) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the TCP listener");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"ping over tcp\n").expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).expect("read");
+    assert_eq!(back, b"ping over tcp\n");
+}
 
 /// A service with two versions split 90/10 by subset, a route with an injected abort, a route to a
 /// subset whose endpoint is a port nobody listens on (connect failures and retries), and a Gateway
@@ -465,7 +516,7 @@ fn sample_names(exposition: &str) -> BTreeSet<String> {
 }
 
 /// CONTRACT §5's series, as the sample names that prove each is exported.
-const CONTRACT_SAMPLES: [&str; 13] = [
+const CONTRACT_SAMPLES: [&str; 16] = [
     "gateway_requests_total",
     "gateway_request_duration_seconds_bucket",
     "gateway_upstream_request_duration_seconds_bucket",
@@ -479,11 +530,14 @@ const CONTRACT_SAMPLES: [&str; 13] = [
     "gateway_config_last_reload_success_timestamp_seconds",
     "gateway_tls_certificate_expiry_timestamp_seconds",
     "gateway_build_info",
+    "gateway_tcp_connections_total",
+    "gateway_tcp_sent_bytes_total",
+    "gateway_tcp_received_bytes_total",
 ];
 
 /// The ones this test's traffic must produce: requests, latencies, retries and connect failures,
-/// the configuration, the build.
-const TRAFFIC_SAMPLES: [&str; 9] = [
+/// TCP connections and bytes, the configuration, the build.
+const TRAFFIC_SAMPLES: [&str; 12] = [
     "gateway_requests_total",
     "gateway_request_duration_seconds_bucket",
     "gateway_upstream_request_duration_seconds_bucket",
@@ -493,6 +547,9 @@ const TRAFFIC_SAMPLES: [&str; 9] = [
     "gateway_config_reloads_total",
     "gateway_config_last_reload_success_timestamp_seconds",
     "gateway_build_info",
+    "gateway_tcp_connections_total",
+    "gateway_tcp_sent_bytes_total",
+    "gateway_tcp_received_bytes_total",
 ];
 
 fn unix_now() -> f64 {
@@ -522,9 +579,21 @@ fn metrics_pass_promtool_and_every_dashboard_query_runs_on_prometheus() {
     let token = "obs-test-token";
     let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
     let dead_port = free_port();
-    let gw = Gateway::start(Opts::default().token(token).arg("--access-log").arg("off"));
+    let tcp_port = free_port();
+    let gw = Gateway::start(
+        Opts::default()
+            .token(token)
+            .arg("--access-log")
+            .arg("off")
+            .arg("--listen")
+            .arg(format!("31400=127.0.0.1:{tcp_port}")),
+    );
+    let tcp_addr = SocketAddr::from(([127, 0, 0, 1], tcp_port));
     put_secret(&gw);
-    let items = resources(&v1, &v2, dead_port);
+    let mut items = resources(&v1, &v2, dead_port);
+    if let Some(list) = items.as_array_mut() {
+        list.extend(tcp_resources(tcp_echo()));
+    }
     apply(&gw, &items);
 
     let promtool = tool("promtool", "promtool check metrics / check config");
@@ -583,6 +652,7 @@ fn metrics_pass_promtool_and_every_dashboard_query_runs_on_prometheus() {
             assert_eq!((uf.status, first_flag(&uf).as_str()), (503, "UF"));
             // Some TLS handshake failures for the HTTPS listener's counter (when it is served).
             let _ = request(gw.https, "GET", "/", &[], b"");
+            tcp_round_trip(tcp_addr);
         }
         if i == 100 {
             let bad = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
@@ -661,6 +731,10 @@ fn metrics_pass_promtool_and_every_dashboard_query_runs_on_prometheus() {
         "requests carry the route id label"
     );
     assert!(exposition.contains("response_flags=\"NR\""));
+    assert!(
+        exposition.contains(&format!("route=\"{TCP_ROUTE}\"")),
+        "TCP series carry the route id label"
+    );
 
     // (b) Every dashboard query against the real Prometheus.
     let Some(prom) = prom else {

@@ -3,10 +3,12 @@
 //! by `translate`; swapped whole, never mutated.
 
 mod explain;
+mod l4;
 mod lookup;
 mod tls;
 
 pub use explain::*;
+pub use l4::*;
 pub use lookup::*;
 pub use tls::*;
 
@@ -25,6 +27,9 @@ pub struct Snapshot {
     /// TLS termination by Gateway server `port.number` (443 is `--https`): the servers chosen by SNI.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tls: BTreeMap<u16, TlsListener>,
+    /// TCP and TLS (passthrough, or terminated then `tcp` routes) by Gateway server `port.number`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub l4: BTreeMap<u16, L4Port>,
     /// The leaf certificate of every TLS Secret that parses, by namespace and name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secret_certificates: Vec<SecretCertificate>,
@@ -410,6 +415,10 @@ pub struct ClusterPolicy {
     pub connect_timeout: Duration,
     pub max_connections: Option<u32>,
     pub idle_timeout: Option<Duration>,
+    /// `connectionPool.tcp.idleTimeout` alone (`http.idleTimeout` does not apply): how long an L4
+    /// connection may stay silent both ways; `None` is Istio's default for TCP, 1 h.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_idle_timeout: Option<Duration>,
     pub max_pending_requests: Option<u32>,
     pub max_requests: Option<u32>,
     pub max_requests_per_connection: Option<u32>,
@@ -486,6 +495,7 @@ impl Default for ClusterPolicy {
             connect_timeout: Duration::from_secs(10),
             max_connections: None,
             idle_timeout: None,
+            tcp_idle_timeout: None,
             max_pending_requests: None,
             max_requests: None,
             max_requests_per_connection: None,

@@ -121,6 +121,9 @@ pub struct TlsServer {
     pub subject_alt_names: Vec<String>,
     /// Why handshakes for this server fail, when they do (`config` is `None`).
     pub problem: Option<String>,
+    /// A `TLS` server (not `HTTPS`): the decrypted stream goes to `tcp` routes, not to HTTP.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tcp: bool,
     /// The whole handshake configuration; `None` makes every handshake for this server fail.
     #[serde(skip)]
     pub config: Option<Arc<rustls::ServerConfig>>,
@@ -395,6 +398,7 @@ mod tests {
             client_ca: Vec::new(),
             subject_alt_names: Vec::new(),
             problem: None,
+            tcp: false,
             config: None,
         }
     }

@@ -362,6 +362,9 @@ pub struct L4MatchAttributes {
     pub destination_subnets: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
+    /// The client's address (IP or CIDR). In Istio's schema (undocumented) and not validated there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_subnet: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub source_labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -586,6 +586,7 @@ fn policy(host_level: Option<&TrafficPolicy>, subset: Option<&Subset>, port: u16
                 p.connect_timeout = d;
             }
             p.idle_timeout = tcp.idle_timeout.as_ref().and_then(|d| d.parse().ok());
+            p.tcp_idle_timeout = p.idle_timeout;
             p.tcp_keepalive = tcp.tcp_keepalive.as_ref().map(tcp_keepalive);
         }
         if let Some(http) = &pool.http {

@@ -1,6 +1,7 @@
 //! Gateways to the servers that carry HTTP: port, admitted `ns/host` filters, `httpsRedirect`;
-//! the implicit port-80 `*` gateway while the store holds none; and the Gateway's own problems
-//! (servers the gateway cannot serve, `credentialName`s with no Secret).
+//! the servers that carry TCP and TLS (for the L4 translation); the implicit port-80 `*` gateway
+//! while the store holds none; and the Gateway's own problems (servers the gateway cannot serve,
+//! `credentialName`s with no Secret).
 
 use super::clusters::port_u16;
 use super::diag::{Diag, Problem};
@@ -24,10 +25,31 @@ pub(crate) struct ServerInfo {
     pub https_redirect: bool,
 }
 
+/// How an L4 server treats its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum L4Mode {
+    /// Protocol `TCP`: `tcp` routes.
+    Tcp,
+    /// Protocol `TLS`, mode `PASSTHROUGH`: `tls` routes by SNI.
+    Passthrough,
+    /// Protocol `TLS`, mode `SIMPLE`, `MUTUAL` or `OPTIONAL_MUTUAL`: terminated, then `tcp` routes.
+    Terminated,
+}
+
+/// One TCP or TLS server of a Gateway.
+#[derive(Debug)]
+pub(crate) struct L4ServerInfo {
+    pub port: u16,
+    pub hosts: Vec<(NsFilter, String)>,
+    pub mode: L4Mode,
+}
+
 /// Every Gateway by `ns/name`, with its HTTP servers.
 #[derive(Debug, Default)]
 pub(crate) struct Gateways {
     pub by_label: BTreeMap<String, Vec<ServerInfo>>,
+    /// Every Gateway by `ns/name`, with its TCP and TLS servers.
+    pub l4: BTreeMap<String, Vec<L4ServerInfo>>,
     /// No Gateway exists: every VirtualService binds to the implicit one.
     pub implicit: bool,
 }
@@ -44,7 +66,8 @@ impl Gateways {
         let mut out = Gateways::default();
         for gw in set.gateways() {
             let label = format!("{}/{}", gw.metadata.namespace(), gw.metadata.name);
-            let servers = servers(gw, set, gateway_namespace, served, diag);
+            let (servers, l4) = servers(gw, set, gateway_namespace, served, diag);
+            out.l4.insert(label.clone(), l4);
             out.by_label.insert(label, servers);
         }
         if out.by_label.is_empty() {
@@ -76,10 +99,11 @@ fn servers(
     gateway_namespace: &str,
     served: Option<&BTreeSet<u16>>,
     diag: &mut Diag,
-) -> Vec<ServerInfo> {
+) -> (Vec<ServerInfo>, Vec<L4ServerInfo>) {
     let ns = gw.metadata.namespace();
     let key = ResourceKey::new(Kind::Gateway, ns, gw.metadata.name.clone());
     let mut out = Vec::new();
+    let mut l4 = Vec::new();
     for (i, s) in gw.spec.servers.iter().enumerate() {
         let path = format!("spec.servers[{i}]");
         check_credentials(s, (ns, gateway_namespace), &path, &key, set, diag);
@@ -93,18 +117,42 @@ fn servers(
             continue;
         };
         let protocol = port.protocol.to_ascii_uppercase();
-        if !HTTP_PROTOCOLS.contains(&protocol.as_str()) {
-            diag.push(
-                &key,
-                Problem::Part,
-                &format!("{path}.port.protocol"),
-                &format!(
-                    "protocol {:?} is not served (only HTTP, HTTPS, HTTP2, GRPC and GRPC-WEB are)",
-                    port.protocol
-                ),
-            );
-            continue;
-        }
+        let mode = match protocol.as_str() {
+            p if HTTP_PROTOCOLS.contains(&p) => None,
+            "TCP" => Some(L4Mode::Tcp),
+            "TLS" => match s.tls.as_ref().and_then(|t| t.mode) {
+                None | Some(ServerTlsMode::Passthrough) => Some(L4Mode::Passthrough),
+                Some(
+                    ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual,
+                ) => Some(L4Mode::Terminated),
+                Some(other) => {
+                    let name = if other == ServerTlsMode::AutoPassthrough {
+                        "AUTO_PASSTHROUGH (it routes by mesh SNI names, which a standalone gateway does not have)"
+                    } else {
+                        "ISTIO_MUTUAL (it needs mesh certificates)"
+                    };
+                    diag.push(
+                        &key,
+                        Problem::Part,
+                        &format!("{path}.tls.mode"),
+                        &format!("mode {name} is not served; server not served"),
+                    );
+                    continue;
+                }
+            },
+            _ => {
+                diag.push(
+                    &key,
+                    Problem::Part,
+                    &format!("{path}.port.protocol"),
+                    &format!(
+                        "protocol {:?} is not served (only HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TCP and TLS are)",
+                        port.protocol
+                    ),
+                );
+                continue;
+            }
+        };
         let Some(number) = port_u16(port.number) else {
             diag.push(
                 &key,
@@ -139,13 +187,20 @@ fn servers(
                 ),
             }
         }
-        out.push(ServerInfo {
-            port: number,
-            hosts,
-            https_redirect: s.tls.as_ref().is_some_and(|t| t.https_redirect),
-        });
+        match mode {
+            Some(mode) => l4.push(L4ServerInfo {
+                port: number,
+                hosts,
+                mode,
+            }),
+            None => out.push(ServerInfo {
+                port: number,
+                hosts,
+                https_redirect: s.tls.as_ref().is_some_and(|t| t.https_redirect),
+            }),
+        }
     }
-    out
+    (out, l4)
 }
 
 /// A `credentialName` names a Secret with a certificate and key, in the Gateway's namespace `ns`

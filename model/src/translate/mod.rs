@@ -4,14 +4,16 @@
 //! The pipeline: `gateways` (servers per port), `clusters` (the registry and DestinationRules),
 //! `routes` (each VirtualService rule compiled once), `ingress` (Kubernetes Ingresses as
 //! Istio derives routes from them), `vhosts` (binding, host admission, merge
-//! order, host index), `tls` (HTTPS servers by SNI, upstream TLS, certificates), `diag` (problems
-//! become warnings and status conditions).
+//! order, host index), `tls` (HTTPS and TLS servers by SNI, upstream TLS, certificates), `l4`
+//! (`tcp` and `tls` rules onto TCP and TLS servers), `diag` (problems become warnings and status
+//! conditions).
 
 mod clusters;
 mod diag;
 mod gateways;
 mod hosts;
 mod ingress;
+mod l4;
 mod routes;
 mod tls;
 mod vhosts;
@@ -96,8 +98,10 @@ pub fn translate_with_files(
     clusters::check_destination_rules(set, &mut diag);
     let ingress_routes = ingress::routes(set, gateway_namespace, &mut reg, &mut diag);
     let listeners = vhosts::build(set, &gws, ingress_routes, &mut reg, &mut diag);
+    let l4 = l4::build(set, &gws, &mut reg, &mut diag);
     let snapshot = Snapshot {
         listeners,
+        l4,
         clusters: std::mem::take(&mut reg.clusters),
         tls: tls_listeners,
         secret_certificates: secrets.expiries(),

@@ -330,7 +330,7 @@ pub(crate) fn destination(
 
 /// One destination takes everything whatever its weight; several keep theirs (0 gets nothing).
 /// Returns the total, never 0.
-fn normalize_weights(dests: &mut [DestTemplate]) -> u32 {
+pub(crate) fn normalize_weights(dests: &mut [DestTemplate]) -> u32 {
     if let [only] = dests {
         only.weight = 1;
         return 1;

@@ -283,7 +283,7 @@ fn material(s: &Secret) -> SecretMaterial {
     }
 }
 
-/// Builds the TLS listeners of every port that has HTTPS servers terminating TLS.
+/// Builds the TLS listeners of every port that has HTTPS or TLS servers terminating TLS.
 pub(crate) fn listeners(
     set: &ResourceSet,
     secrets: &mut Secrets<'_>,
@@ -305,14 +305,6 @@ pub(crate) fn listeners(
             let Some(tls) = terminated(s, &path, &key, diag) else {
                 continue;
             };
-            if port != 443 {
-                diag.push(
-                    &key,
-                    Problem::Part,
-                    &format!("{path}.port.number"),
-                    &format!("TLS is terminated on port 443 (the --https listener) only; a listener for port {port} serves this server's hosts as plain HTTP"),
-                );
-            }
             let server = server(gw, s, tls, &label, &path, &key, secrets, files, diag);
             let l = out.entry(port).or_insert_with(|| TlsListener {
                 port,
@@ -333,12 +325,14 @@ fn terminated<'s>(
     diag: &mut Diag,
 ) -> Option<&'s ServerTlsSettings> {
     let protocol = s.port.as_ref()?.protocol.to_ascii_uppercase();
-    if protocol != "HTTPS" {
+    if protocol != "HTTPS" && protocol != "TLS" {
         return None;
     }
     let tls = s.tls.as_ref()?;
     match tls.mode.unwrap_or(ServerTlsMode::Passthrough) {
         ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => Some(tls),
+        // A TLS server's other modes are the L4 translation's (passthrough by SNI).
+        _ if protocol == "TLS" => None,
         other => {
             let name = match other {
                 ServerTlsMode::Passthrough => "PASSTHROUGH",
@@ -591,8 +585,13 @@ pub(crate) fn server(
         .flatten()
         .filter_map(|c| cert_info(c).ok())
         .collect();
+    let tcp = s
+        .port
+        .as_ref()
+        .is_some_and(|p| p.protocol.eq_ignore_ascii_case("TLS"));
     let config = if problems.is_empty() {
         match server_config(
+            tcp,
             certs.iter().map(|c| c.key.clone()).collect(),
             client_auth,
             client_ca.unwrap_or_default(),
@@ -621,6 +620,7 @@ pub(crate) fn server(
         client_ca: ca_info,
         subject_alt_names: sans,
         problem: (!problems.is_empty()).then(|| problems.join("; ")),
+        tcp,
         config,
     }
 }
@@ -742,6 +742,7 @@ fn cipher_suites(
 
 /// A whole handshake configuration for one server.
 fn server_config(
+    tcp: bool,
     certs: Vec<Arc<CertifiedKey>>,
     client_auth: ClientAuth,
     ca: Vec<CertificateDer<'static>>,
@@ -796,7 +797,10 @@ fn server_config(
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(ServerCertificates(certs)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // A TLS server proxies bytes: it has no application protocol to offer.
+    if !tcp {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
     Ok(config)
 }
 

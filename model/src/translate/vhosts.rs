@@ -106,20 +106,8 @@ impl<'g> Builder<'g, '_, '_> {
     fn virtual_service(&mut self, rank: usize, vs: &VirtualService) {
         let ns = vs.metadata.namespace();
         let key = ResourceKey::new(Kind::VirtualService, ns, vs.metadata.name.clone());
+        // `tcp` and `tls` rules are the L4 translation's.
         if vs.spec.http.is_empty() {
-            for (field, present) in [
-                ("spec.tcp", !vs.spec.tcp.is_empty()),
-                ("spec.tls", !vs.spec.tls.is_empty()),
-            ] {
-                if present {
-                    self.diag.push(
-                        &key,
-                        Problem::Part,
-                        field,
-                        "only http routes are served by this gateway; ignored",
-                    );
-                }
-            }
             return;
         }
         if vs.spec.hosts.is_empty() {
@@ -297,7 +285,7 @@ impl<'g> Builder<'g, '_, '_> {
 }
 
 /// The gateways a VirtualService binds to by its own `gateways` (all of them when it names none).
-fn binding<'g>(
+pub(crate) fn binding<'g>(
     vs: &VirtualService,
     gws: &'g Gateways,
     diag: &mut Diag,

@@ -28,8 +28,8 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.http[*].match[*].name", "not used in metrics or logs"),
     ("spec.http[*].match[*].statPrefix", "no per-route statistics"),
     ("spec.http[*].retries.retryOn~=retriable-headers|envoy-ratelimited|http3-post-connect-failure", "never retried on: no retriable headers are configured, no upstream Envoy rate limits, no HTTP/3"),
-    ("spec.tls", "TLS passthrough routes are not served"),
-    ("spec.tcp", "TCP routes are not served"),
+    ("spec.tcp[*].match[*].sourceNamespace", "a standalone gateway has no source namespace: the match ignores it"),
+    ("spec.tls[*].match[*].sourceNamespace", "a standalone gateway has no source namespace: the match ignores it"),
     // VirtualService, DestinationRule, ServiceEntry
     ("spec.exportTo", "visible to every namespace"),
     // DestinationRule: host level, port level and subset level
@@ -112,13 +112,13 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     // WorkloadEntry
     ("spec.address^=unix://", "unix domain socket endpoints are not connected to"),
     // Gateway
-    ("spec.servers[?port.protocol=TLS].tls", "TLS servers (passthrough, or TCP after termination) are not served"),
-    ("spec.servers[?port.protocol=HTTPS].tls.caCrl", "no revocation check"),
-    ("spec.servers[?port.protocol=HTTPS].tls.verifyCertificateSpki", "client certificates are not pinned"),
-    ("spec.servers[?port.protocol=HTTPS].tls.verifyCertificateHash", "client certificates are not pinned"),
-    ("spec.servers[?port.protocol=HTTPS].tls.caCertCredentialName", "the CA comes from the Secret <credentialName>-cacert, the credential's own CA, or caCertificates"),
-    ("spec.servers[?port.protocol=HTTPS].tls.insecureSkipVerify", "client certificates are verified"),
-    ("spec.servers[?port.protocol=HTTPS].tls.ecdhCurves", "rustls offers its own key exchange groups"),
+    ("spec.servers[?port.protocol=TLS].tls.mode=ISTIO_MUTUAL", "it needs mesh certificates: the server is not served"),
+    ("spec.servers[?port.protocol=HTTPS|TLS].tls.caCrl", "no revocation check"),
+    ("spec.servers[?port.protocol=HTTPS|TLS].tls.verifyCertificateSpki", "client certificates are not pinned"),
+    ("spec.servers[?port.protocol=HTTPS|TLS].tls.verifyCertificateHash", "client certificates are not pinned"),
+    ("spec.servers[?port.protocol=HTTPS|TLS].tls.caCertCredentialName", "the CA comes from the Secret <credentialName>-cacert, the credential's own CA, or caCertificates"),
+    ("spec.servers[?port.protocol=HTTPS|TLS].tls.insecureSkipVerify", "client certificates are verified"),
+    ("spec.servers[?port.protocol=HTTPS|TLS].tls.ecdhCurves", "rustls offers its own key exchange groups"),
     ("spec.servers[*].bind", "the listener flags decide the address"),
     ("spec.servers[*].defaultEndpoint", "traffic goes where VirtualServices route it"),
     ("spec.servers[*].name", "not used in metrics"),
@@ -330,11 +330,14 @@ mod tests {
     #[test]
     fn filters_servers_by_protocol() {
         let w = warnings(
-            "kind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n  - port: {number: 443, name: https, protocol: https}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: c}\n  - port: {number: 8443, name: tls, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n",
+            "kind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n  - port: {number: 443, name: https, protocol: https}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: c}\n  - port: {number: 8443, name: tls, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n  - port: {number: 8444, name: auto, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: ISTIO_MUTUAL, caCrl: x}\n",
         );
         assert_eq!(
             w,
-            vec!["spec.servers[2].tls: accepted but not enforced yet"]
+            vec![
+                "spec.servers[3].tls.mode: accepted but not enforced yet",
+                "spec.servers[3].tls.caCrl: accepted but not enforced yet"
+            ]
         );
     }
 
