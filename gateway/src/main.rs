@@ -124,6 +124,14 @@ fn run(cli: Cli) -> Result<(), String> {
     } else {
         Duration::ZERO
     };
+    // Taking over, the admin address is bound as soon as the old process lets it go, before the
+    // store is loaded: requests meanwhile wait in the listen queue instead of being refused.
+    // Otherwise it is bound once the configuration is loaded (nothing listens before that).
+    let early_admin = if cli.upgrade {
+        Some(upgrade::bind_admin(cli.admin, take_over_wait)?)
+    } else {
+        None
+    };
 
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::register(&registry).map_err(|e| e.to_string())?;
@@ -181,7 +189,10 @@ fn run(cli: Cli) -> Result<(), String> {
         Ok::<_, String>(cp)
     })?;
 
-    let admin_listener = upgrade::bind_admin(cli.admin, take_over_wait)?;
+    let admin_listener = match early_admin {
+        Some(l) => l,
+        None => upgrade::bind_admin(cli.admin, Duration::ZERO)?,
+    };
     admin_listener
         .set_nonblocking(true)
         .map_err(|e| e.to_string())?;

@@ -6,8 +6,9 @@
 //! The admin listener is not passed along with the traffic sockets: two processes taking admin
 //! writes at once would each apply them to their own copy of the store. Instead the store's lock
 //! orders the two: the old process closes its admin listener, lets its admin requests in flight
-//! finish (1 s at most), then releases the lock; the new one takes the lock, loads the configuration (which
-//! now holds every write the old one acknowledged) and binds the admin address at once.
+//! finish (1 s at most), then releases the lock; the new one binds the admin address as soon as it
+//! is free (requests queue there), takes the lock and loads the configuration, which now holds
+//! every write the old one acknowledged, before it answers them.
 
 use admin::FileStore;
 use std::net::SocketAddr;
@@ -119,7 +120,7 @@ pub fn bind_admin(addr: SocketAddr, wait: Duration) -> Result<std::net::TcpListe
         match std::net::TcpListener::bind(addr) {
             Ok(l) => return Ok(l),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(2));
             }
             Err(e) => return Err(format!("cannot bind --admin {addr}: {e}")),
         }

@@ -147,6 +147,35 @@ fn an_upgrade_under_load_loses_no_request_and_the_new_process_takes_config() {
         seen.lock().expect("seen").failures
     );
 
+    // The admin address changes hands too: watch how long it stops answering.
+    let probing = Arc::new(AtomicBool::new(true));
+    let prober = {
+        let (admin, probing) = (gw.admin, probing.clone());
+        std::thread::spawn(move || {
+            let (mut longest, mut since): (Duration, Option<Instant>) = (Duration::ZERO, None);
+            let mut statuses = Vec::new();
+            while probing.load(Ordering::Relaxed) {
+                match request(admin, "GET", "/readyz", &[], b"") {
+                    Ok(r) => {
+                        if statuses.last() != Some(&r.status) {
+                            statuses.push(r.status);
+                        }
+                        if let Some(t) = since.take() {
+                            longest = longest.max(t.elapsed());
+                        }
+                    }
+                    Err(_) => {
+                        since.get_or_insert_with(Instant::now);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if let Some(t) = since {
+                longest = longest.max(t.elapsed());
+            }
+            (longest, statuses)
+        })
+    };
     let mut old = gw.spawn_upgrade().expect("old process");
     let sock = gw.data_dir.join("upgrade.sock");
     assert!(
@@ -173,6 +202,15 @@ fn an_upgrade_under_load_loses_no_request_and_the_new_process_takes_config() {
     );
     gw.wait_ready(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("new process: {e}\n{}", gw.logs()));
+    probing.store(false, Ordering::Relaxed);
+    let (admin_gap, readyz) = prober.join().expect("prober");
+    // Only the moments between the old process closing its admin listener and the new one binding
+    // it (taking the store's lock and loading it in between).
+    assert!(
+        admin_gap < Duration::from_millis(500),
+        "the admin API did not answer for {admin_gap:?} (/readyz said {readyz:?})"
+    );
+    assert_eq!(readyz.last(), Some(&200), "/readyz said {readyz:?}");
 
     std::thread::sleep(Duration::from_secs(2));
     // The new process owns the store: a change through the admin API reaches the traffic.
@@ -213,7 +251,7 @@ fn an_upgrade_under_load_loses_no_request_and_the_new_process_takes_config() {
         "nothing answered after the old process exited"
     );
     eprintln!(
-        "answered {} requests: {during} during the hand-over, {after_exit} after the old exited, {new_config} on the new config",
+        "answered {} requests: {during} during the hand-over, {after_exit} after the old exited, {new_config} on the new config; admin API unanswered for {admin_gap:?} at most, /readyz said {readyz:?}",
         seen.answers.len()
     );
 }
