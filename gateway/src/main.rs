@@ -5,10 +5,12 @@ mod accesslog;
 mod balancer;
 mod cli;
 mod explain_cmd;
+mod grpc;
 mod hygiene;
 mod linger;
 mod metrics;
 mod mirror;
+mod peer;
 mod policy;
 mod proxy;
 mod routing;
@@ -231,11 +233,18 @@ fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let handshake_failures = metrics.tls_handshake_failures.with_label_values(&["https"]);
     let access_log_dropped = metrics.access_log_dropped.clone();
+    let upstreams = Arc::new(upstream::Upstreams::new());
+    let mirrors = mirror::Mirrors::new(
+        upstreams.clone(),
+        balancers.clone(),
+        metrics.mirror_requests.clone(),
+    );
     let gateway = GatewayProxy {
         snapshot: snapshot.clone(),
-        upstreams: Arc::new(upstream::Upstreams::new()),
+        upstreams,
         balancers: balancers.clone(),
         metrics,
+        mirrors,
         listeners: Arc::new(listeners),
         inflight: inflight.clone(),
         access_log: accesslog::AccessLogger::start(cli.access_log, access_log_dropped),
@@ -250,6 +259,7 @@ fn run(cli: Cli) -> Result<(), String> {
         listeners: gateway.listeners.clone(),
         inflight: gateway.inflight.clone(),
         access_log: gateway.access_log.clone(),
+        mirrors: gateway.mirrors.clone(),
     };
     let terminator = tls::TlsTerminator::new(
         pingora::proxy::http_proxy(&server.configuration, gateway_tls),

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounterVec,
     /// `gateway_open_connections{listener}`.
     pub open_connections: prometheus::IntGaugeVec,
+    /// `gateway_mirror_requests_total{destination_service,result}`.
+    pub mirror_requests: IntCounterVec,
 }
 
 const REQUEST_LABELS: [&str; 8] = [
@@ -127,7 +129,16 @@ impl Metrics {
             &["listener"],
         )?;
         registry.register(Box::new(open_connections.clone()))?;
+        let mirror_requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_mirror_requests_total",
+                "Mirrored copies of requests, by mirror host and result: sent (the mirror answered), failed, no_endpoint, body_too_large (a body over 1 MiB is not mirrored).",
+            ),
+            &["destination_service", "result"],
+        )?;
+        registry.register(Box::new(mirror_requests.clone()))?;
         Ok(Metrics {
+            mirror_requests,
             open_connections,
             requests,
             duration,

@@ -35,6 +35,10 @@ pub struct Snapshot {
 pub struct Listener {
     pub port: u16,
     pub hosts: HostIndex,
+    /// A server on this port has protocol GRPC-WEB: gRPC-Web requests are bridged to gRPC (Istio
+    /// adds Envoy's grpc_web filter to such servers only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub grpc_web: bool,
 }
 
 /// Host → virtual host, with Envoy's precedence: exact, then `*.suffix` longest first, then `*`.

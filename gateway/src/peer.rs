@@ -1,0 +1,63 @@
+//! The one place an upstream connection's settings are made from a cluster: TLS (per the
+//! DestinationRule), the HTTP version (the cluster's compiled protocol), HTTP/2 stream limit and
+//! PINGs, connect and idle timeouts, TCP keepalive. Proxied and mirrored requests both connect
+//! through Pingora's connector with a peer built here, so they speak to an upstream alike.
+
+use model::ir::{self, Cluster, UpstreamProtocol};
+use pingora::upstreams::peer::HttpPeer;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Envoy's default limit of concurrent streams on one upstream HTTP/2 connection (2^31 - 1): in
+/// effect the server's `SETTINGS_MAX_CONCURRENT_STREAMS` decides. Pingora's own default is 1.
+const DEFAULT_MAX_STREAMS: usize = 2_147_483_647;
+
+/// A peer for `addr` of `cluster`. `host` is the Host the upstream sees (the SNI by default);
+/// `client_h2`: the client spoke HTTP/2 (for `useClientProtocol`). `Err` says why the cluster's
+/// TLS cannot be used.
+pub fn build(
+    cluster: &Cluster,
+    addr: SocketAddr,
+    host: &str,
+    client_h2: bool,
+) -> Result<HttpPeer, String> {
+    let p = &cluster.policy;
+    let mut peer = match &p.tls {
+        None => HttpPeer::new(addr, false, String::new()),
+        Some(tls) => crate::tls::upstream_peer_tls(addr, tls, host, &cluster.host)?,
+    };
+    let h2 = match p.protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::Client => client_h2,
+    };
+    if h2 {
+        // HTTP/2 only: prior knowledge in plain text, ALPN `h2` alone over TLS (a server that
+        // does not select it is spoken to in HTTP/1.1, as Pingora falls back).
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = p
+            .max_concurrent_streams
+            .map_or(DEFAULT_MAX_STREAMS, |n| n as usize);
+        peer.options.h2_ping_interval = p.h2_ping_interval;
+    } else {
+        peer.options.set_http_version(1, 1);
+    }
+    peer.options.connection_timeout = Some(p.connect_timeout);
+    if let Some(idle) = p.idle_timeout {
+        peer.options.idle_timeout = Some(idle);
+    }
+    peer.options.tcp_keepalive = p.tcp_keepalive.as_ref().map(keepalive);
+    Ok(peer)
+}
+
+/// `tcpKeepalive` as the socket options Pingora sets on a new upstream connection.
+fn keepalive(k: &ir::TcpKeepalive) -> pingora::protocols::TcpKeepalive {
+    pingora::protocols::TcpKeepalive {
+        idle: k.time,
+        interval: k.interval,
+        count: k.probes as usize,
+        // The system default: Envoy's keepalive sets no user timeout either.
+        #[cfg(target_os = "linux")]
+        user_timeout: Duration::ZERO,
+    }
+}
