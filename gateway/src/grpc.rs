@@ -45,6 +45,25 @@ pub fn local_reply(grpc_status: u32, message: &str, flags: &str) -> Result<Respo
     Ok(resp)
 }
 
+/// Writes a [`local_reply`] as a trailers-only response: HTTP/2 HEADERS with END_STREAM, which is
+/// how a gRPC client expects a status without messages (Pingora's plain header write would end
+/// the stream with an empty DATA frame instead, which clients read as a broken stream).
+pub async fn send_local_reply(
+    session: &mut pingora::proxy::Session,
+    mut resp: ResponseHeader,
+) -> Result<()> {
+    if session.req_header().version != http::Version::HTTP_2 {
+        resp.insert_header("content-length", "0")?;
+    }
+    session
+        .write_response_tasks(vec![pingora::protocols::http::HttpTask::Header(
+            Box::new(resp),
+            true,
+        )])
+        .await?;
+    Ok(())
+}
+
 /// gRPC's percent-encoding of `grpc-message`: printable ASCII except `%` as is, the rest `%XX`.
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

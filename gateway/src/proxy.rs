@@ -271,7 +271,7 @@ impl GatewayProxy {
                             "fault filter abort",
                             &ctx.flags_header(),
                         )?;
-                        session.write_response_header(Box::new(resp), true).await?;
+                        crate::grpc::send_local_reply(session, resp).await?;
                     }
                 }
                 return Ok(true);
@@ -846,6 +846,11 @@ impl ProxyHttp for GatewayProxy {
             upstream.insert_header(X_FORWARDED_FOR, xff)?;
         }
         upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        // gRPC servers insist on `te: trailers`, which Pingora strips from HTTP/1.1 requests as a
+        // hop-by-hop header (a gRPC-Web call, or gRPC over HTTP/1.1, bridged to HTTP/2).
+        if session.req_header().version != http::Version::HTTP_2 && crate::grpc::is_grpc(upstream) {
+            upstream.insert_header("te", "trailers")?;
+        }
         if let Some(id) = &ctx.request_id {
             upstream.insert_header(X_REQUEST_ID, id.clone())?;
         }

@@ -29,7 +29,7 @@ pub async fn respond(
 ) -> Result<()> {
     if crate::grpc::is_grpc(session.req_header()) {
         let resp = crate::grpc::local_reply(crate::grpc::status_for_http(status), body, flags)?;
-        return session.write_response_header(Box::new(resp), true).await;
+        return crate::grpc::send_local_reply(session, resp).await;
     }
     let resp = local_response(status, flags, body.len())?;
     let head_only = session.req_header().method == http::Method::HEAD;
