@@ -13,7 +13,7 @@ mod upstream;
 use common::tls::Ca;
 use common::{eventually, Gateway, Opts, Response};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -393,6 +393,64 @@ fn route_timeout_and_grpc_timeout_answer_deadline_exceeded() {
 }
 
 #[test]
+fn retry_on_grpc_status_names() {
+    let server = GrpcServer::start("flaky", None);
+    let gw = Gateway::start(Opts::default());
+    let mut y = service("flaky.svc", "GRPC", server.port);
+    for (name, retries) in [
+        // Istio's default policy retries `unavailable` (and `cancelled`).
+        ("default", ""),
+        (
+            "named",
+            "\n    retries: {attempts: 3, retryOn: unavailable}",
+        ),
+        (
+            "other",
+            "\n    retries: {attempts: 3, retryOn: \"5xx,internal\"}",
+        ),
+    ] {
+        y.push_str(&format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{name}.example.com]\n  http:\n  - route: [{{destination: {{host: flaky.svc, port: {{number: 9000}}}}}}]{retries}\n---\n"
+        ));
+    }
+    apply(&gw, &y);
+    let hits = |key: &str| {
+        server
+            .calls()
+            .iter()
+            .filter(|c| c["requests"] == serde_json::json!([key]))
+            .count()
+    };
+    for name in ["default", "named"] {
+        let r = call(
+            gw.http,
+            &format!("{name}.example.com"),
+            "Flaky",
+            &[name],
+            &[],
+        );
+        assert_eq!(r["code"], "OK", "{name}: {r}");
+        assert_eq!(r["responses"], serde_json::json!([format!("flaky:{name}")]));
+        assert_eq!(hits(name), 2, "{name}: {:?}", server.calls());
+    }
+    // UNAVAILABLE is neither a 5xx (the answer is a 200) nor `internal`: not retried.
+    let r = call(gw.http, "other.example.com", "Flaky", &["other"], &[]);
+    assert_eq!(r["code"], "UNAVAILABLE", "{r}");
+    assert_eq!(r["details"], "try again");
+    assert_eq!(hits("other"), 1);
+    let m = metrics(&gw);
+    assert_eq!(
+        series(
+            &m,
+            "gateway_upstream_retries_total",
+            &["destination_service=\"flaky.svc\""]
+        ),
+        2.0,
+        "{m}"
+    );
+}
+
+#[test]
 fn grpc_web_is_bridged_on_a_grpc_web_server() {
     let server = GrpcServer::start("web", None);
     let gw = Gateway::start(Opts::default());
@@ -485,5 +543,31 @@ fn a_grpc_mirror_gets_a_copy_with_the_shadow_host() {
     });
     assert_eq!(sent, Some(1.0), "{}", metrics(&gw));
     assert_eq!(main.calls().len(), 1);
-    let _ = std::io::stdout().flush();
+
+    // A body over the mirror limit (1 MiB) reaches the route's upstream but not the mirror, and
+    // is counted.
+    let big = vec![b'x'; (1 << 20) + 1];
+    let r = http1_call(
+        &gw,
+        "m.example.com",
+        "/test.Echo/Unary",
+        "application/grpc",
+        &[],
+        &big,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(main.calls().len(), 2);
+    let skipped = eventually(Duration::from_secs(10), || {
+        let n = series(
+            &metrics(&gw),
+            "gateway_mirror_requests_total",
+            &[
+                "destination_service=\"shadow.svc\"",
+                "result=\"body_too_large\"",
+            ],
+        );
+        (n == 1.0).then_some(n)
+    });
+    assert_eq!(skipped, Some(1.0), "{}", metrics(&gw));
+    assert_eq!(shadow.calls().len(), 1);
 }

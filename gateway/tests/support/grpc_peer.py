@@ -11,6 +11,8 @@ server NAME [--cert PEM --key PEM]
       ClientStream  answers "NAME:<the requests joined by ','>"
       Fail          aborts with FAILED_PRECONDITION "precondition failed: <request>" and trailing
                     metadata x-detail: why
+      Flaky         the first call with a given request aborts with UNAVAILABLE, later ones
+                    answer "NAME:<request>"
 client TARGET AUTHORITY METHOD [--ca PEM] [--timeout S] [--meta K=V]... MESSAGE...
     Calls test.Echo/METHOD on TARGET with AUTHORITY as :authority (h2c, or TLS trusting the CA)
     and prints one JSON line: {"code", "details", "responses", "initial", "trailing"}.
@@ -79,7 +81,19 @@ def serve(args):
             "precondition failed: " + request.decode(),
         )
 
+    flaky_seen = set()
+
+    def flaky(request, context):
+        log("Flaky", context, [request])
+        with lock:
+            first = request not in flaky_seen
+            flaky_seen.add(request)
+        if first:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+        return f"{name}:".encode() + request
+
     handlers = {
+        "Flaky": grpc.unary_unary_rpc_method_handler(flaky),
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
