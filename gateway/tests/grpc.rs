@@ -308,6 +308,74 @@ fn grpc_passes_through_h2c_and_tls_upstreams() {
 }
 
 #[test]
+fn the_upstream_protocol_is_chosen_as_istio_chooses_it() {
+    let server = GrpcServer::start("h2", None);
+    let gw = Gateway::start(Opts::default());
+    let port_of = |name: &str, protocol: &str| {
+        let protocol = if protocol.is_empty() {
+            String::new()
+        } else {
+            format!(", protocol: {protocol}")
+        };
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{name}.svc]\n  ports: [{{number: 9000, name: {pname}{protocol}}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{{pname}: {port}}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{name}.example.com]\n  http:\n  - route: [{{destination: {{host: {name}.svc, port: {{number: 9000}}}}}}]\n---\n",
+            pname = if name == "named" { "grpc-api" } else { "api" },
+            port = server.port,
+        )
+    };
+    let dr = |name: &str, http: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}}}\nspec:\n  host: {name}.svc\n  trafficPolicy:\n    connectionPool:\n      http: {http}\n---\n")
+    };
+    let mut y = String::new();
+    y.push_str(&port_of("http1", "HTTP"));
+    y.push_str(&port_of("http2", "HTTP2"));
+    y.push_str(&port_of("named", ""));
+    y.push_str(&port_of("upgraded", "HTTP"));
+    y.push_str(&dr("upgraded", "{h2UpgradePolicy: UPGRADE}"));
+    y.push_str(&port_of("client", "HTTP"));
+    y.push_str(&dr("client", "{useClientProtocol: true}"));
+    // DO_NOT_UPGRADE declines an upgrade; it does not make a GRPC port HTTP/1.1 (nor in Istio).
+    y.push_str(&port_of("kept", "GRPC"));
+    y.push_str(&dr("kept", "{h2UpgradePolicy: DO_NOT_UPGRADE, maxConcurrentStreams: 1, http2KeepAlive: {interval: 1s, timeout: 5s}}"));
+    apply(&gw, &y);
+    for name in ["http2", "named", "upgraded", "client", "kept"] {
+        let r = call(
+            gw.http,
+            &format!("{name}.example.com"),
+            "Unary",
+            &[name],
+            &[],
+        );
+        assert_eq!(r["code"], "OK", "{name}: {r}\n{}", gw.logs());
+        assert_eq!(r["responses"], serde_json::json!([format!("h2:{name}")]));
+    }
+    // HTTP/1.1 to a gRPC server: it never sees the call.
+    let before = server.calls().len();
+    let r = call(gw.http, "http1.example.com", "Unary", &["http1"], &[]);
+    assert_ne!(r["code"], "OK", "{r}");
+    assert_eq!(server.calls().len(), before);
+    // Streams share one connection up to maxConcurrentStreams: several calls at once all succeed.
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let addr = gw.http;
+            std::thread::spawn(move || {
+                call(
+                    addr,
+                    "kept.example.com",
+                    "Unary",
+                    &[&format!("c{i}")],
+                    &["--meta", "x-delay-ms=200"],
+                )
+            })
+        })
+        .collect();
+    for t in threads {
+        let r = t.join().expect("client thread");
+        assert_eq!(r["code"], "OK", "{r}");
+    }
+}
+
+#[test]
 fn route_timeout_and_grpc_timeout_answer_deadline_exceeded() {
     let server = GrpcServer::start("slow", None);
     // An upstream that knows nothing of `grpc-timeout` (a gRPC server would give up at that
