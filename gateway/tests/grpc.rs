@@ -249,9 +249,39 @@ fn grpc_passes_through_h2c_and_tls_upstreams() {
         assert_eq!(r["details"], "fault filter abort");
         assert_eq!(r["trailing"]["x-gateway-error"], "FI", "{name}: {r}");
     }
+    // Streams flow message by message both ways, never held until the end (the route has
+    // Istio's default retries, so the retry buffer is on too).
+    let r = call(
+        gw.http,
+        "plain.example.com",
+        "ServerStream",
+        &["3"],
+        &["--meta", "x-gap-ms=700"],
+    );
+    assert_eq!(r["code"], "OK", "{r}");
+    let at: Vec<i64> = r["arrivals_ms"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+    assert!(at.len() == 3 && at[2] - at[0] >= 1000, "{r}");
+    let r = call(
+        gw.http,
+        "plain.example.com",
+        "ClientStream",
+        &["x", "y", "z"],
+        &["--gap-ms", "700"],
+    );
+    assert_eq!(r["code"], "OK", "{r}");
+    let spread = plain
+        .calls()
+        .iter()
+        .rev()
+        .find(|c| c["method"] == "ClientStream")
+        .and_then(|c| c["spread_ms"].as_i64());
+    assert!(spread.is_some_and(|s| s >= 1000), "{spread:?}");
     // The upstream saw HTTP/2 calls with the client's authority (a gRPC server speaks nothing else).
     let seen = plain.calls();
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen.len(), 6, "{seen:?}");
     assert!(
         seen.iter().all(|c| c["authority"] == "plain.example.com"),
         "{seen:?}"
@@ -280,7 +310,7 @@ fn grpc_passes_through_h2c_and_tls_upstreams() {
     // gRPC requests are counted by route like any other.
     let m = metrics(&gw);
     for (route, code, n) in [
-        ("vs/default/plain/http/1", "200", 4.0),
+        ("vs/default/plain/http/1", "200", 6.0),
         ("vs/default/plain/http/0", "200", 1.0),
         ("vs/default/secure/http/1", "200", 4.0),
     ] {

@@ -7,15 +7,18 @@ server NAME [--cert PEM --key PEM]
     "requests"}. Methods:
       Unary         answers "NAME:<request>", with trailing metadata x-served-by: NAME; request
                     metadata x-delay-ms delays the answer that long
-      ServerStream  answers N messages "NAME:<i>", N being the request (a number)
-      ClientStream  answers "NAME:<the requests joined by ','>"
+      ServerStream  answers N messages "NAME:<i>", N being the request (a number), x-gap-ms apart
+      ClientStream  answers "NAME:<the requests joined by ','>"; logs spread_ms, the time from the
+                    first request message's arrival to the last's
       Fail          aborts with FAILED_PRECONDITION "precondition failed: <request>" and trailing
                     metadata x-detail: why
       Flaky         the first call with a given request aborts with UNAVAILABLE, later ones
                     answer "NAME:<request>"
-client TARGET AUTHORITY METHOD [--ca PEM] [--timeout S] [--meta K=V]... MESSAGE...
-    Calls test.Echo/METHOD on TARGET with AUTHORITY as :authority (h2c, or TLS trusting the CA)
-    and prints one JSON line: {"code", "details", "responses", "initial", "trailing"}.
+client TARGET AUTHORITY METHOD [--ca PEM] [--timeout S] [--gap-ms MS] [--meta K=V]... MESSAGE...
+    Calls test.Echo/METHOD on TARGET with AUTHORITY as :authority (h2c, or TLS trusting the CA),
+    streamed request messages MS apart, and prints one JSON line: {"code", "details",
+    "responses", "arrivals_ms" (each response's arrival since the call began), "initial",
+    "trailing"}.
 """
 
 import argparse
@@ -41,7 +44,7 @@ def serve(args):
     name = args.name
     lock = threading.Lock()
 
-    def log(method, context, requests):
+    def log(method, context, requests, **extra):
         host = getattr(context._rpc_event.call_details, "host", b"")
         line = json.dumps(
             {
@@ -49,6 +52,7 @@ def serve(args):
                 "authority": host.decode("latin-1") if isinstance(host, bytes) else host,
                 "metadata": metadata_dict(context.invocation_metadata()),
                 "requests": [r.decode("latin-1") for r in requests],
+                **extra,
             }
         )
         with lock:
@@ -65,12 +69,20 @@ def serve(args):
 
     def server_stream(request, context):
         log("ServerStream", context, [request])
+        md = metadata_dict(context.invocation_metadata())
+        gap = int(md.get("x-gap-ms", "0")) / 1000
         for i in range(int(request.decode())):
+            if i and gap:
+                time.sleep(gap)
             yield f"{name}:{i}".encode()
 
     def client_stream(request_iterator, context):
-        requests = list(request_iterator)
-        log("ClientStream", context, requests)
+        requests, arrivals = [], []
+        for r in request_iterator:
+            requests.append(r)
+            arrivals.append(time.monotonic())
+        spread = int((arrivals[-1] - arrivals[0]) * 1000) if arrivals else 0
+        log("ClientStream", context, requests, spread_ms=spread)
         return f"{name}:".encode() + b",".join(requests)
 
     def fail(request, context):
@@ -126,23 +138,42 @@ def call(args):
     path = f"/{SERVICE}/{args.method}"
     metadata = [tuple(m.split("=", 1)) for m in args.meta]
     messages = [m.encode() for m in args.messages]
-    out = {"code": "OK", "details": None, "responses": [], "initial": {}, "trailing": {}}
+    out = {
+        "code": "OK",
+        "details": None,
+        "responses": [],
+        "arrivals_ms": [],
+        "initial": {},
+        "trailing": {},
+    }
+    began = time.monotonic()
+
+    def got(r):
+        out["responses"].append(r.decode("latin-1"))
+        out["arrivals_ms"].append(int((time.monotonic() - began) * 1000))
+
+    def paced():
+        for i, m in enumerate(messages):
+            if i and args.gap_ms:
+                time.sleep(args.gap_ms / 1000)
+            yield m
+
     call = None
     try:
         if args.method == "ServerStream":
             call = channel.unary_stream(path)(messages[0], metadata=metadata, timeout=args.timeout)
             for r in call:
-                out["responses"].append(r.decode("latin-1"))
+                got(r)
         elif args.method == "ClientStream":
             r, call = channel.stream_unary(path).with_call(
-                iter(messages), metadata=metadata, timeout=args.timeout
+                paced(), metadata=metadata, timeout=args.timeout
             )
-            out["responses"].append(r.decode("latin-1"))
+            got(r)
         else:
             r, call = channel.unary_unary(path).with_call(
                 messages[0], metadata=metadata, timeout=args.timeout
             )
-            out["responses"].append(r.decode("latin-1"))
+            got(r)
     except grpc.RpcError as e:
         call = e
         out["code"] = e.code().name
@@ -167,6 +198,7 @@ def main():
     c.add_argument("method")
     c.add_argument("--ca")
     c.add_argument("--timeout", type=float, default=10.0)
+    c.add_argument("--gap-ms", type=int, default=0)
     c.add_argument("--meta", action="append", default=[])
     c.add_argument("messages", nargs="+")
     args = p.parse_args()
