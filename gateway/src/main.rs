@@ -6,6 +6,7 @@ mod balancer;
 mod cli;
 mod explain_cmd;
 mod grpc;
+mod grpc_web_text;
 mod hygiene;
 mod linger;
 mod metrics;

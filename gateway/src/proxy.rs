@@ -132,6 +132,8 @@ pub struct Ctx {
     mirror: Option<mirror::Pending>,
     /// The downstream connection's unit of `gateway_open_connections`.
     connection: Option<ConnectionGuard>,
+    /// A gRPC-Web text request on a GRPC-WEB server, bridged here (Pingora's bridge does binary).
+    web_text: Option<crate::grpc_web_text::Bridge>,
 }
 
 impl Ctx {
@@ -213,10 +215,12 @@ impl GatewayProxy {
             .unwrap_or(&PLAIN_80)
             .gateway_port;
         if snapshot.listeners.get(&port).is_some_and(|l| l.grpc_web) {
-            if let Some(bridge) = session
+            if crate::grpc_web_text::is_text(session.req_header()) {
+                ctx.web_text = Some(crate::grpc_web_text::Bridge::default());
+            } else if let Some(bridge) = session
                 .downstream_modules_ctx
-                .get_mut::<pingora::modules::http::grpc_web::GrpcWebBridge>()
-            {
+                .get_mut::<pingora::modules::http::grpc_web::GrpcWebBridge>(
+            ) {
                 bridge.init();
             }
         }
@@ -590,6 +594,7 @@ impl ProxyHttp for GatewayProxy {
             cors_origin: None,
             mirror: None,
             connection: None,
+            web_text: None,
         }
     }
 
@@ -663,6 +668,9 @@ impl ProxyHttp for GatewayProxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(t) = ctx.web_text.as_mut() {
+            t.request_body(body)?;
+        }
         if let Some(m) = ctx.mirror.as_mut() {
             if let Some(b) = body {
                 m.add_body(b);
@@ -851,6 +859,9 @@ impl ProxyHttp for GatewayProxy {
         if session.req_header().version != http::Version::HTTP_2 && crate::grpc::is_grpc(upstream) {
             upstream.insert_header("te", "trailers")?;
         }
+        if let Some(b) = ctx.web_text.as_mut() {
+            b.request_header(upstream)?;
+        }
         if let Some(id) = &ctx.request_id {
             upstream.insert_header(X_REQUEST_ID, id.clone())?;
         }
@@ -916,10 +927,13 @@ impl ProxyHttp for GatewayProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(t) = ctx.web_text.as_mut() {
+            t.response_header(resp, session.req_header().version != http::Version::HTTP_2)?;
+        }
         if let Some(route) = ctx.route.clone() {
             apply_response_ops(resp, &route.response_headers)?;
             if let Some(d) = ctx.destination() {
@@ -935,6 +949,31 @@ impl ProxyHttp for GatewayProxy {
             resp.append_header("set-cookie", c)?;
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(t) = &ctx.web_text {
+            t.response_body(body);
+        }
+        Ok(None)
+    }
+
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Bytes>> {
+        Ok(ctx
+            .web_text
+            .as_ref()
+            .and_then(|t| t.response_trailers(trailers)))
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {

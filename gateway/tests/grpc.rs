@@ -610,6 +610,44 @@ fn grpc_web_is_bridged_on_a_grpc_web_server() {
             .as_deref()
             .is_some_and(|t| t.contains("grpc-status:9"));
     assert!(status_ok, "{:?} {in_trailer_frame:?}", r.headers);
+
+    // The text variant: base64 both ways, the answer in padded pieces, trailers last.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = b64.encode(frame(0, b"as text"));
+    let r = common::request(
+        gw.http,
+        "POST",
+        "/test.Echo/Unary",
+        &[
+            ("Host", "web.example.com"),
+            ("content-type", "application/grpc-web-text"),
+            ("accept", "application/grpc-web-text"),
+        ],
+        body.as_bytes(),
+    )
+    .expect("request");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), gw.logs());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/grpc-web-text"),
+        "{:?}",
+        r.headers
+    );
+    let mut decoded = Vec::new();
+    for quantum in r.body.chunks(4) {
+        decoded.extend(b64.decode(quantum).expect("base64 answer"));
+    }
+    let f = frames(&decoded);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!((f[0].0, f[0].1.as_slice()), (0, &b"web:as text"[..]));
+    assert_eq!(f[1].0, 0x80);
+    let trailers = String::from_utf8_lossy(&f[1].1).to_ascii_lowercase();
+    assert!(trailers.contains("grpc-status:0"), "{trailers:?}");
+    assert_eq!(
+        server.calls().last().map(|c| c["requests"].clone()),
+        Some(serde_json::json!(["as text"]))
+    );
 }
 
 #[test]
