@@ -87,6 +87,16 @@ impl GrpcServer {
     fn calls(&self) -> Vec<Value> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// The calls logged, once there are at least `n` (the log is read on a thread of its own, so
+    /// a call's line may come a moment after its answer).
+    fn wait_calls(&self, n: usize) -> Vec<Value> {
+        eventually(Duration::from_secs(10), || {
+            let c = self.calls();
+            (c.len() >= n).then_some(c)
+        })
+        .unwrap_or_else(|| self.calls())
+    }
 }
 
 impl Drop for GrpcServer {
@@ -206,7 +216,7 @@ fn grpc_passes_through_h2c_and_tls_upstreams() {
     ));
     for (name, dest) in [("plain", "plain.svc"), ("secure", "secure.svc")] {
         y.push_str(&format!(
-            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{name}.example.com]\n  http:\n  - match: [{{headers: {{x-fault: {{exact: abort}}}}}}]\n    fault: {{abort: {{grpcStatus: UNAVAILABLE, percentage: {{value: 100}}}}}}\n    route: [{{destination: {{host: {dest}, port: {{number: 9000}}}}}}]\n  - route: [{{destination: {{host: {dest}, port: {{number: 9000}}}}}}]\n---\n"
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{name}.example.com]\n  http:\n  - match: [{{headers: {{x-fault: {{exact: abort}}}}}}]\n    fault: {{abort: {{grpcStatus: UNAVAILABLE, percentage: {{value: 100}}}}}}\n    route: [{{destination: {{host: {dest}, port: {{number: 9000}}}}}}]\n  - match: [{{headers: {{x-fault: {{exact: http}}}}}}]\n    fault: {{abort: {{httpStatus: 403, percentage: {{value: 100}}}}}}\n    route: [{{destination: {{host: {dest}, port: {{number: 9000}}}}}}]\n  - route: [{{destination: {{host: {dest}, port: {{number: 9000}}}}}}]\n---\n"
         ));
     }
     apply(&gw, &y);
@@ -248,6 +258,16 @@ fn grpc_passes_through_h2c_and_tls_upstreams() {
         assert_eq!(r["code"], "UNAVAILABLE", "{name}: {r}");
         assert_eq!(r["details"], "fault filter abort");
         assert_eq!(r["trailing"]["x-gateway-error"], "FI", "{name}: {r}");
+        // An HTTP abort to a gRPC request is that status's gRPC code (403: PERMISSION_DENIED).
+        let r = call(
+            gw.http,
+            &host,
+            "Unary",
+            &["hi"],
+            &["--meta", "x-fault=http"],
+        );
+        assert_eq!(r["code"], "PERMISSION_DENIED", "{name}: {r}");
+        assert_eq!(r["trailing"]["x-gateway-error"], "FI", "{name}: {r}");
     }
     // Streams flow message by message both ways, never held until the end (the route has
     // Istio's default retries, so the retry buffer is on too).
@@ -273,20 +293,20 @@ fn grpc_passes_through_h2c_and_tls_upstreams() {
     );
     assert_eq!(r["code"], "OK", "{r}");
     let spread = plain
-        .calls()
+        .wait_calls(6)
         .iter()
         .rev()
         .find(|c| c["method"] == "ClientStream")
         .and_then(|c| c["spread_ms"].as_i64());
     assert!(spread.is_some_and(|s| s >= 1000), "{spread:?}");
     // The upstream saw HTTP/2 calls with the client's authority (a gRPC server speaks nothing else).
-    let seen = plain.calls();
+    let seen = plain.wait_calls(6);
     assert_eq!(seen.len(), 6, "{seen:?}");
     assert!(
         seen.iter().all(|c| c["authority"] == "plain.example.com"),
         "{seen:?}"
     );
-    assert_eq!(secure.calls().len(), 4);
+    assert_eq!(secure.wait_calls(4).len(), 4);
 
     // Answers the gateway makes itself are gRPC statuses with the response flags.
     let r = call(gw.http, "nowhere.example.com", "Unary", &["hi"], &[]);
@@ -310,9 +330,10 @@ fn grpc_passes_through_h2c_and_tls_upstreams() {
     // gRPC requests are counted by route like any other.
     let m = metrics(&gw);
     for (route, code, n) in [
-        ("vs/default/plain/http/1", "200", 6.0),
+        ("vs/default/plain/http/2", "200", 6.0),
         ("vs/default/plain/http/0", "200", 1.0),
-        ("vs/default/secure/http/1", "200", 4.0),
+        ("vs/default/plain/http/1", "200", 1.0),
+        ("vs/default/secure/http/2", "200", 4.0),
     ] {
         assert_eq!(
             series(
@@ -512,12 +533,20 @@ fn retry_on_grpc_status_names() {
         ));
     }
     apply(&gw, &y);
-    let hits = |key: &str| {
-        server
-            .calls()
-            .iter()
-            .filter(|c| c["requests"] == serde_json::json!([key]))
-            .count()
+    // How many calls the server logged with `key`, once there are `want` (or after a while).
+    let hits = |key: &str, want: usize| {
+        let count = || {
+            server
+                .calls()
+                .iter()
+                .filter(|c| c["requests"] == serde_json::json!([key]))
+                .count()
+        };
+        eventually(Duration::from_secs(10), || {
+            let n = count();
+            (n >= want).then_some(n)
+        })
+        .unwrap_or_else(count)
     };
     for name in ["default", "named"] {
         let r = call(
@@ -529,13 +558,13 @@ fn retry_on_grpc_status_names() {
         );
         assert_eq!(r["code"], "OK", "{name}: {r}");
         assert_eq!(r["responses"], serde_json::json!([format!("flaky:{name}")]));
-        assert_eq!(hits(name), 2, "{name}: {:?}", server.calls());
+        assert_eq!(hits(name, 2), 2, "{name}: {:?}", server.calls());
     }
     // UNAVAILABLE is neither a 5xx (the answer is a 200) nor `internal`: not retried.
     let r = call(gw.http, "other.example.com", "Flaky", &["other"], &[]);
     assert_eq!(r["code"], "UNAVAILABLE", "{r}");
     assert_eq!(r["details"], "try again");
-    assert_eq!(hits("other"), 1);
+    assert_eq!(hits("other", 1), 1);
     let m = metrics(&gw);
     assert_eq!(
         series(
@@ -587,7 +616,7 @@ fn grpc_web_is_bridged_on_a_grpc_web_server() {
     assert!(trailers.contains("grpc-status:0"), "{trailers:?}");
     assert!(trailers.contains("x-served-by:web"), "{trailers:?}");
     assert_eq!(
-        server.calls().first().map(|c| c["requests"].clone()),
+        server.wait_calls(1).first().map(|c| c["requests"].clone()),
         Some(serde_json::json!(["from the browser"]))
     );
 
@@ -645,7 +674,7 @@ fn grpc_web_is_bridged_on_a_grpc_web_server() {
     let trailers = String::from_utf8_lossy(&f[1].1).to_ascii_lowercase();
     assert!(trailers.contains("grpc-status:0"), "{trailers:?}");
     assert_eq!(
-        server.calls().last().map(|c| c["requests"].clone()),
+        server.wait_calls(3).last().map(|c| c["requests"].clone()),
         Some(serde_json::json!(["as text"]))
     );
 }
@@ -678,7 +707,7 @@ fn a_grpc_mirror_gets_a_copy_with_the_shadow_host() {
         (n == 1.0).then_some(n)
     });
     assert_eq!(sent, Some(1.0), "{}", metrics(&gw));
-    assert_eq!(main.calls().len(), 1);
+    assert_eq!(main.wait_calls(1).len(), 1);
 
     // A body over the mirror limit (1 MiB) reaches the route's upstream but not the mirror, and
     // is counted.
@@ -692,7 +721,7 @@ fn a_grpc_mirror_gets_a_copy_with_the_shadow_host() {
         &big,
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(main.calls().len(), 2);
+    assert_eq!(main.wait_calls(2).len(), 2);
     let skipped = eventually(Duration::from_secs(10), || {
         let n = series(
             &metrics(&gw),
