@@ -2,7 +2,8 @@
 //! `tests/support/grpc_peer.py`): unary, server- and client-streaming calls, an error status with
 //! its message and trailing metadata, answers the gateway makes (no route, injected faults,
 //! timeouts) as gRPC statuses, `grpc-timeout` against the route timeout, upstream HTTP/2 in plain
-//! text (h2c) and over TLS, gRPC-Web on a GRPC-WEB server, and mirrors to a gRPC upstream.
+//! text (h2c) and over TLS, downstream h2c and h2 over TLS, gRPC-Web (binary and text) on a
+//! GRPC-WEB server, and mirrors to a gRPC upstream.
 //!
 //! grpcio comes from `scripts/setup test`, in a virtual environment under `target/test-venv`;
 //! `GATEWAY_TEST_PYTHON` names another python3 that has it. Without it every test fails.
@@ -356,6 +357,36 @@ fn grpc_passes_through_h2c_and_tls_upstreams() {
         ),
         1.0
     );
+}
+
+#[test]
+fn grpc_over_tls_downstream_with_alpn_h2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("edge ca");
+    let edge = ca.server(&["edge.example.com"]);
+    let ca_path = common::write_file(dir.path(), "ca.pem", &ca.pem());
+    let server = GrpcServer::start("behind-tls", None);
+    let gw = Gateway::start(Opts::default());
+    let mut y = common::tls::secret_yaml("edge", &edge, None);
+    y.push_str("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge}\nspec:\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [edge.example.com]\n    tls: {mode: SIMPLE, credentialName: edge}\n---\n");
+    y.push_str(&service("edge.svc", "GRPC", server.port));
+    y.push_str("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: edge}\nspec:\n  hosts: [edge.example.com]\n  http:\n  - route: [{destination: {host: edge.svc, port: {number: 9000}}}]\n");
+    apply(&gw, &y);
+    let ca_arg = ca_path.display().to_string();
+    let tls = ["--ca", ca_arg.as_str()];
+    let r = call(gw.https, "edge.example.com", "Unary", &["sealed"], &tls);
+    assert_eq!(r["code"], "OK", "{r}\n{}", gw.logs());
+    assert_eq!(r["responses"], serde_json::json!(["behind-tls:sealed"]));
+    assert_eq!(r["trailing"]["x-served-by"], "behind-tls");
+    let r = call(gw.https, "edge.example.com", "ServerStream", &["2"], &tls);
+    assert_eq!(
+        r["responses"],
+        serde_json::json!(["behind-tls:0", "behind-tls:1"]),
+        "{r}"
+    );
+    let r = call(gw.https, "edge.example.com", "Fail", &["x"], &tls);
+    assert_eq!(r["code"], "FAILED_PRECONDITION", "{r}");
+    assert_eq!(r["trailing"]["x-detail"], "why", "{r}");
 }
 
 #[test]
