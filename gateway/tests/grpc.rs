@@ -712,12 +712,25 @@ fn grpc_web_is_bridged_on_a_grpc_web_server() {
 
 #[test]
 fn a_grpc_mirror_gets_a_copy_with_the_shadow_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("mirror ca");
+    let leaf = ca.server(&["shadow.internal"]);
+    let cert = common::write_file(dir.path(), "s.pem", &leaf.pem);
+    let key = common::write_file(dir.path(), "s-key.pem", &leaf.key_pem);
+    let ca_path = common::write_file(dir.path(), "ca.pem", &ca.pem());
     let main = GrpcServer::start("main", None);
     let shadow = GrpcServer::start("shadow", None);
+    let shadow_tls = GrpcServer::start("shadow-tls", Some((&cert, &key)));
     let gw = Gateway::start(Opts::default());
     let mut y = service("main.svc", "GRPC", main.port);
     y.push_str(&service("shadow.svc", "GRPC", shadow.port));
-    y.push_str("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: mirrored}\nspec:\n  hosts: [m.example.com]\n  http:\n  - route: [{destination: {host: main.svc, port: {number: 9000}}}]\n    mirror: {host: shadow.svc, port: {number: 9000}}\n");
+    // A second mirror over TLS, per its DestinationRule, as a proxied request would go.
+    y.push_str(&service("shadowtls.svc", "GRPC", shadow_tls.port));
+    y.push_str(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: shadowtls}}\nspec:\n  host: shadowtls.svc\n  trafficPolicy:\n    tls: {{mode: SIMPLE, caCertificates: {}, sni: shadow.internal}}\n---\n",
+        ca_path.display()
+    ));
+    y.push_str("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: mirrored}\nspec:\n  hosts: [m.example.com]\n  http:\n  - route: [{destination: {host: main.svc, port: {number: 9000}}}]\n    mirrors:\n    - destination: {host: shadow.svc, port: {number: 9000}}\n    - destination: {host: shadowtls.svc, port: {number: 9000}}\n");
     apply(&gw, &y);
 
     let r = call(gw.http, "m.example.com", "Unary", &["copy me"], &[]);
@@ -726,6 +739,12 @@ fn a_grpc_mirror_gets_a_copy_with_the_shadow_host() {
     let got = eventually(Duration::from_secs(10), || shadow.calls().first().cloned())
         .unwrap_or_else(|| panic!("the mirror got nothing\n{}", gw.logs()));
     assert_eq!(got["method"], "Unary");
+    assert_eq!(got["authority"], "m.example.com-shadow");
+    assert_eq!(got["requests"], serde_json::json!(["copy me"]));
+    let got = eventually(Duration::from_secs(10), || {
+        shadow_tls.calls().first().cloned()
+    })
+    .unwrap_or_else(|| panic!("the TLS mirror got nothing\n{}", gw.logs()));
     assert_eq!(got["authority"], "m.example.com-shadow");
     assert_eq!(got["requests"], serde_json::json!(["copy me"]));
     let sent = eventually(Duration::from_secs(10), || {
