@@ -61,3 +61,62 @@ fn keepalive(k: &ir::TcpKeepalive) -> pingora::protocols::TcpKeepalive {
         user_timeout: Duration::ZERO,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::ir::{ClusterPolicy, Discovery};
+
+    fn cluster(policy: ClusterPolicy) -> Cluster {
+        Cluster {
+            name: "outbound|9000||a.svc".to_string(),
+            host: "a.svc".to_string(),
+            port: 9000,
+            subset: None,
+            discovery: Discovery::Static(Vec::new()),
+            policy,
+        }
+    }
+
+    fn versions(p: &HttpPeer) -> (u8, u8) {
+        (
+            p.options.alpn.get_min_http_version(),
+            p.options.alpn.get_max_http_version(),
+        )
+    }
+
+    #[test]
+    fn the_cluster_protocol_picks_the_http_version() {
+        let addr: SocketAddr = "127.0.0.1:9000".parse().expect("test value");
+        let h1 = cluster(ClusterPolicy::default());
+        let p = build(&h1, addr, "a.example.com", true).expect("plain text");
+        assert_eq!(versions(&p), (1, 1));
+
+        let h2 = cluster(ClusterPolicy {
+            protocol: UpstreamProtocol::Http2,
+            max_concurrent_streams: Some(7),
+            h2_ping_interval: Some(Duration::from_secs(3)),
+            ..ClusterPolicy::default()
+        });
+        let p = build(&h2, addr, "a.example.com", false).expect("plain text");
+        assert_eq!(versions(&p), (2, 2));
+        assert_eq!(p.options.max_h2_streams, 7);
+        assert_eq!(p.options.h2_ping_interval, Some(Duration::from_secs(3)));
+
+        let unlimited = cluster(ClusterPolicy {
+            protocol: UpstreamProtocol::Http2,
+            ..ClusterPolicy::default()
+        });
+        let p = build(&unlimited, addr, "a.example.com", false).expect("plain text");
+        assert_eq!(p.options.max_h2_streams, DEFAULT_MAX_STREAMS);
+
+        let client = cluster(ClusterPolicy {
+            protocol: UpstreamProtocol::Client,
+            ..ClusterPolicy::default()
+        });
+        let p = build(&client, addr, "a.example.com", true).expect("plain text");
+        assert_eq!(versions(&p), (2, 2));
+        let p = build(&client, addr, "a.example.com", false).expect("plain text");
+        assert_eq!(versions(&p), (1, 1));
+    }
+}
