@@ -6,11 +6,14 @@ mod accesslog;
 mod balancer;
 mod cli;
 mod explain_cmd;
+mod grpc;
+mod grpc_web_text;
 mod hygiene;
 mod linger;
 mod listeners;
 mod metrics;
 mod mirror;
+mod peer;
 mod policy;
 mod proxy;
 mod routing;
@@ -234,12 +237,19 @@ fn run(cli: Cli) -> Result<(), String> {
         ))
         .map_err(|e| e.to_string())?;
     let access_log_dropped = metrics.access_log_dropped.clone();
+    let upstreams = Arc::new(upstream::Upstreams::new());
+    let mirrors = mirror::Mirrors::new(
+        upstreams.clone(),
+        balancers.clone(),
+        metrics.mirror_requests.clone(),
+    );
     let gateway = GatewayProxy {
         health: health.clone(),
         snapshot: snapshot.clone(),
-        upstreams: Arc::new(upstream::Upstreams::new()),
+        upstreams,
         balancers: balancers.clone(),
         metrics,
+        mirrors,
         listeners: Arc::new(listeners),
         inflight: inflight.clone(),
         access_log: accesslog::AccessLogger::start(cli.access_log, access_log_dropped),
@@ -255,6 +265,7 @@ fn run(cli: Cli) -> Result<(), String> {
         listeners: gateway.listeners.clone(),
         inflight: gateway.inflight.clone(),
         access_log: gateway.access_log.clone(),
+        mirrors: gateway.mirrors.clone(),
     };
     let mut port_http = pingora::proxy::http_proxy(&server.configuration, gateway_ports);
     let mut opts = pingora::apps::HttpServerOptions::default();

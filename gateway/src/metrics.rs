@@ -30,6 +30,8 @@ pub struct Metrics {
     pub tcp_sent_bytes: IntCounterVec,
     /// `gateway_tcp_received_bytes_total`: bytes received from the client.
     pub tcp_received_bytes: IntCounterVec,
+    /// `gateway_mirror_requests_total{destination_service,result}`.
+    pub mirror_requests: IntCounterVec,
 }
 
 /// Labels of the TCP series.
@@ -154,7 +156,16 @@ impl Metrics {
             "gateway_tcp_received_bytes_total",
             "Bytes received from clients on TCP and TLS connections, by route and destination.",
         )?;
+        let mirror_requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_mirror_requests_total",
+                "Mirrored copies of requests, by mirror host and result: sent (the mirror answered), failed, no_endpoint, body_too_large (a body over 1 MiB is not mirrored).",
+            ),
+            &["destination_service", "result"],
+        )?;
+        registry.register(Box::new(mirror_requests.clone()))?;
         Ok(Metrics {
+            mirror_requests,
             open_connections,
             tcp_connections,
             tcp_sent_bytes,

@@ -78,6 +78,8 @@ pub struct GatewayProxy {
     /// Draining: every answer closes its connection, so that clients move to the new process
     /// (upgrade) or elsewhere before the listeners close, instead of racing an idle close.
     pub health: Arc<admin::Health>,
+    /// Mirrored copies: their connector and counters.
+    pub mirrors: Arc<mirror::Mirrors>,
 }
 
 /// Decrements the in-flight count when a request's context is dropped, however the request ends.
@@ -133,6 +135,8 @@ pub struct Ctx {
     mirror: Option<mirror::Pending>,
     /// The downstream connection's unit of `gateway_open_connections`.
     connection: Option<ConnectionGuard>,
+    /// A gRPC-Web text request on a GRPC-WEB server, bridged here (Pingora's bridge does binary).
+    web_text: Option<crate::grpc_web_text::Bridge>,
 }
 
 impl Ctx {
@@ -191,19 +195,39 @@ fn forwarded_for(prev: Option<&http::HeaderValue>, ip: std::net::IpAddr) -> http
     http::HeaderValue::from_bytes(&long).unwrap_or_else(|_| http::HeaderValue::from_static(""))
 }
 
-fn grpc_code(resp: &ResponseHeader) -> Option<u32> {
-    resp.headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
 impl GatewayProxy {
     fn labels<'c>(&self, ctx: &'c Ctx) -> [&'c str; 2] {
         match ctx.destination() {
             Some(d) => [d.host.as_str(), d.subset.as_deref().unwrap_or("")],
             None => ["", ""],
         }
+    }
+
+    /// Turns on Pingora's gRPC-Web bridge (a gRPC-Web request goes upstream as gRPC, its answer
+    /// comes back as gRPC-Web with the trailers in the body) when the listener's port has a
+    /// GRPC-WEB server in this request's snapshot, as Istio adds Envoy's grpc_web filter there.
+    fn enable_grpc_web(&self, session: &mut Session, ctx: &mut Ctx) {
+        let snapshot = self.snapshot.load_full();
+        let local_port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(0, |a| a.port());
+        let port = self
+            .listeners
+            .get(&local_port)
+            .unwrap_or(&PLAIN_80)
+            .gateway_port;
+        if snapshot.listeners.get(&port).is_some_and(|l| l.grpc_web) {
+            if crate::grpc_web_text::is_text(session.req_header()) {
+                ctx.web_text = Some(crate::grpc_web_text::Bridge::default());
+            } else if let Some(bridge) = session
+                .downstream_modules_ctx
+                .get_mut::<pingora::modules::http::grpc_web::GrpcWebBridge>(
+            ) {
+                bridge.init();
+            }
+        }
+        ctx.snapshot = Some(snapshot);
     }
 
     /// Routes the request; `Ok(true)` when the gateway already answered.
@@ -249,12 +273,12 @@ impl GatewayProxy {
                         respond(session, status, &ctx.flags_header(), "fault filter abort").await?;
                     }
                     AbortKind::Grpc(code) => {
-                        let mut resp = ResponseHeader::build(200, Some(4))?;
-                        resp.insert_header("content-type", "application/grpc")?;
-                        resp.insert_header("grpc-status", code.to_string())?;
-                        resp.insert_header("grpc-message", "fault filter abort")?;
-                        resp.insert_header("x-gateway-error", ctx.flags_header())?;
-                        session.write_response_header(Box::new(resp), true).await?;
+                        let resp = crate::grpc::local_reply(
+                            code,
+                            "fault filter abort",
+                            &ctx.flags_header(),
+                        )?;
+                        crate::grpc::send_local_reply(session, resp).await?;
                     }
                 }
                 return Ok(true);
@@ -284,13 +308,30 @@ impl GatewayProxy {
         if ctx.retries_left > 0 {
             session.enable_retry_buffering();
         }
-        ctx.deadline = route.timeout.map(|t| Instant::now() + t);
+        // Istio sets Envoy's `max_grpc_timeout` to the route timeout: a gRPC request's
+        // `grpc-timeout` applies when it is shorter (or when the route has none); zero is none.
+        let grpc_timeout = Some(session.req_header())
+            .filter(|r| crate::grpc::is_grpc(r))
+            .and_then(crate::grpc::timeout)
+            .filter(|t| !t.is_zero());
+        let timeout = match (route.timeout, grpc_timeout) {
+            (Some(r), Some(g)) => Some(r.min(g)),
+            (r, g) => r.or(g),
+        };
+        ctx.deadline = timeout.map(|t| Instant::now() + t);
         Ok(false)
     }
 
     fn decide(&self, session: &Session, ctx: &mut Ctx) -> Result<Decision> {
-        let snapshot = self.snapshot.load_full();
-        ctx.snapshot = Some(snapshot.clone());
+        // Loaded once per request, in `early_request_filter`.
+        let snapshot = match &ctx.snapshot {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.snapshot.load_full();
+                ctx.snapshot = Some(s.clone());
+                s
+            }
+        };
         let local_port = session
             .server_addr()
             .and_then(|a| a.as_inet())
@@ -412,13 +453,11 @@ impl GatewayProxy {
                 ctx.cluster = Some(cluster);
                 let mirrors = mirror::chosen(&route.mirrors);
                 if !mirrors.is_empty() {
-                    ctx.mirror = Some(mirror::Pending {
-                        clusters: mirrors,
-                        head: Vec::new(),
-                        host: strip_port(view.authority).to_string(),
-                        body: Vec::new(),
-                        overflow: false,
-                    });
+                    ctx.mirror = Some(mirror::Pending::new(
+                        mirrors,
+                        strip_port(view.authority).to_string(),
+                        req.version == http::Version::HTTP_2,
+                    ));
                 }
                 Ok(Decision::Forward)
             }
@@ -561,6 +600,7 @@ impl ProxyHttp for GatewayProxy {
             cors_origin: None,
             mirror: None,
             connection: None,
+            web_text: None,
         }
     }
 
@@ -582,7 +622,16 @@ impl ProxyHttp for GatewayProxy {
         if self.health.is_draining() {
             session.set_keepalive(None);
         }
+        self.enable_grpc_web(session, ctx);
         crate::hygiene::check(session)
+    }
+
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        // Pingora's default (response compression, off), and its gRPC-Web bridge, enabled per
+        // request on GRPC-WEB servers.
+        modules
+            .add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(0));
+        modules.add_module(Box::new(pingora::modules::http::grpc_web::GrpcWeb));
     }
 
     fn persist_connection_context(
@@ -628,18 +677,17 @@ impl ProxyHttp for GatewayProxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(t) = ctx.web_text.as_mut() {
+            t.request_body(body)?;
+        }
         if let Some(m) = ctx.mirror.as_mut() {
             if let Some(b) = body {
-                if m.body.len() + b.len() > mirror::MAX_MIRROR_BODY {
-                    m.overflow = true;
-                } else {
-                    m.body.extend_from_slice(b);
-                }
+                m.add_body(b);
             }
         }
-        if end_of_stream && ctx.mirror.as_ref().is_some_and(|m| !m.head.is_empty()) {
+        if end_of_stream && ctx.mirror.as_ref().is_some_and(|m| m.head.is_some()) {
             if let Some(m) = ctx.mirror.take() {
-                mirror::fire(m, self.upstreams.clone(), self.balancers.clone());
+                self.mirrors.fire(m);
             }
         }
         Ok(())
@@ -674,44 +722,35 @@ impl ProxyHttp for GatewayProxy {
                 ));
             }
         };
-        let mut peer = match &cluster.policy.tls {
-            None => HttpPeer::new(addr, false, String::new()),
-            Some(tls) => {
-                // The SNI defaults to the Host the upstream will see (after an authority
-                // rewrite), as Envoy's auto SNI does.
-                let rewritten = ctx.route.as_deref().and_then(|r| match &r.action {
-                    RouteAction::Forward(ir::Forward {
-                        rewrite: Some(rw), ..
-                    }) => rw.authority.clone(),
-                    _ => None,
-                });
-                let host = rewritten
-                    .unwrap_or_else(|| strip_port(authority_of(session.req_header())).to_string());
-                match crate::tls::upstream_peer_tls(addr, tls, strip_port(&host), &cluster.host) {
-                    Ok(p) => p,
-                    Err(why) => {
-                        tracing::debug!(cluster = %cluster.name, reason = %why, "upstream TLS unusable");
-                        ctx.local_error = Some((
-                            503,
-                            "UF",
-                            "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS credentials unavailable",
-                        ));
-                        return Err(Error::explain(
-                            ErrorType::HTTPStatus(503),
-                            "upstream TLS credentials unavailable",
-                        ));
-                    }
-                }
+        // The SNI defaults to the Host the upstream will see (after an authority rewrite), as
+        // Envoy's auto SNI does.
+        let rewritten = ctx.route.as_deref().and_then(|r| match &r.action {
+            RouteAction::Forward(ir::Forward {
+                rewrite: Some(rw), ..
+            }) => rw.authority.clone(),
+            _ => None,
+        });
+        let host =
+            rewritten.unwrap_or_else(|| strip_port(authority_of(session.req_header())).to_string());
+        let client_h2 = session.req_header().version == http::Version::HTTP_2;
+        let mut peer = match crate::peer::build(&cluster, addr, strip_port(&host), client_h2) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::debug!(cluster = %cluster.name, reason = %why, "upstream TLS unusable");
+                ctx.local_error = Some((
+                    503,
+                    "UF",
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS credentials unavailable",
+                ));
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    "upstream TLS credentials unavailable",
+                ));
             }
         };
         ctx.tried.push(addr);
         ctx.endpoint_slot = Some(state.track(addr));
         let p = &cluster.policy;
-        peer.options.connection_timeout = Some(p.connect_timeout);
-        if let Some(idle) = p.idle_timeout {
-            peer.options.idle_timeout = Some(idle);
-        }
-        peer.options.tcp_keepalive = p.tcp_keepalive.as_ref().map(keepalive);
         let per_try = ctx.route.as_ref().and_then(|r| r.retries.per_try_timeout);
         let remaining = ctx.deadline.map(|d| {
             d.saturating_duration_since(Instant::now())
@@ -824,6 +863,14 @@ impl ProxyHttp for GatewayProxy {
             upstream.insert_header(X_FORWARDED_FOR, xff)?;
         }
         upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        // gRPC servers insist on `te: trailers`, which Pingora strips from HTTP/1.1 requests as a
+        // hop-by-hop header (a gRPC-Web call, or gRPC over HTTP/1.1, bridged to HTTP/2).
+        if session.req_header().version != http::Version::HTTP_2 && crate::grpc::is_grpc(upstream) {
+            upstream.insert_header("te", "trailers")?;
+        }
+        if let Some(b) = ctx.web_text.as_mut() {
+            b.request_header(upstream)?;
+        }
         if let Some(id) = &ctx.request_id {
             upstream.insert_header(X_REQUEST_ID, id.clone())?;
         }
@@ -831,39 +878,12 @@ impl ProxyHttp for GatewayProxy {
             upstream.insert_header(TRACEPARENT, new_traceparent())?;
         }
         if let Some(m) = ctx.mirror.as_mut() {
-            if m.head.is_empty() {
-                let mut head = format!(
-                    "{} {} HTTP/1.1\r\n",
-                    upstream.method,
-                    upstream.uri.path_and_query().map_or("/", |pq| pq.as_str())
-                )
-                .into_bytes();
-                for (n, v) in upstream.headers.iter() {
-                    if matches!(
-                        n.as_str(),
-                        "host" | "content-length" | "transfer-encoding" | "connection"
-                    ) {
-                        continue;
-                    }
-                    head.extend_from_slice(n.as_str().as_bytes());
-                    head.extend_from_slice(b": ");
-                    head.extend_from_slice(v.as_bytes());
-                    head.extend_from_slice(b"\r\n");
-                }
-                m.head = head;
+            if m.head.is_none() {
+                m.head = Some(Box::new(upstream.clone()));
             }
-            let bodyless = !session
-                .req_header()
-                .headers
-                .contains_key("transfer-encoding")
-                && session
-                    .req_header()
-                    .headers
-                    .get("content-length")
-                    .is_none_or(|v| v.as_bytes() == b"0");
-            if bodyless {
+            if session.as_mut().is_body_empty() {
                 if let Some(m) = ctx.mirror.take() {
-                    mirror::fire(m, self.upstreams.clone(), self.balancers.clone());
+                    self.mirrors.fire(m);
                 }
             }
         }
@@ -894,11 +914,15 @@ impl ProxyHttp for GatewayProxy {
             self.metrics
                 .observe_upstream(route, dest, &labels, took.as_secs_f64());
         }
-        let failure = Failure::Status(status, grpc_code(resp));
+        let grpc_status = crate::grpc::response_status(resp);
+        let failure = Failure::Status(status, grpc_status);
+        // A gRPC error answers 200 with its status in the headers (trailers-only): retried on by
+        // the gRPC names of `retryOn`. A status in the trailers comes after the response started.
+        let failed = status >= 400 || grpc_status.is_some_and(|c| c != 0);
         let retriable = ctx
             .route
             .as_ref()
-            .is_some_and(|r| status >= 400 && policy::retriable(&r.retries, failure));
+            .is_some_and(|r| failed && policy::retriable(&r.retries, failure));
         if retriable && self.decide_retry(session, ctx, failure) {
             ctx.status_retry = true;
             ctx.endpoint_slot = None;
@@ -912,10 +936,13 @@ impl ProxyHttp for GatewayProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(t) = ctx.web_text.as_mut() {
+            t.response_header(resp, session.req_header().version != http::Version::HTTP_2)?;
+        }
         if let Some(route) = ctx.route.clone() {
             apply_response_ops(resp, &route.response_headers)?;
             if let Some(d) = ctx.destination() {
@@ -931,6 +958,31 @@ impl ProxyHttp for GatewayProxy {
             resp.append_header("set-cookie", c)?;
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(t) = &ctx.web_text {
+            t.response_body(body);
+        }
+        Ok(None)
+    }
+
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Bytes>> {
+        Ok(ctx
+            .web_text
+            .as_ref()
+            .and_then(|t| t.response_trailers(trailers)))
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -1062,18 +1114,6 @@ impl ProxyHttp for GatewayProxy {
         // The last hook before Pingora closes or reuses the connection, whichever way the
         // request ended; after the metrics and the log, so that neither counts the lingering.
         crate::linger::discard_unread_body(session).await;
-    }
-}
-
-/// `tcpKeepalive` as the socket options Pingora sets on a new upstream connection.
-pub(crate) fn keepalive(k: &ir::TcpKeepalive) -> pingora::protocols::TcpKeepalive {
-    pingora::protocols::TcpKeepalive {
-        idle: k.time,
-        interval: k.interval,
-        count: k.probes as usize,
-        // The system default: Envoy's keepalive sets no user timeout either.
-        #[cfg(target_os = "linux")]
-        user_timeout: Duration::ZERO,
     }
 }
 

@@ -19,12 +19,18 @@ pub fn local_response(status: u16, flags: &str, body_len: usize) -> Result<Respo
     Ok(resp)
 }
 
+/// Writes a response the gateway makes itself; to a gRPC request, as the gRPC status of `status`
+/// with `body` as its message (Envoy's local replies to gRPC).
 pub async fn respond(
     session: &mut Session,
     status: u16,
     flags: &str,
     body: &'static str,
 ) -> Result<()> {
+    if crate::grpc::is_grpc(session.req_header()) {
+        let resp = crate::grpc::local_reply(crate::grpc::status_for_http(status), body, flags)?;
+        return crate::grpc::send_local_reply(session, resp).await;
+    }
     let resp = local_response(status, flags, body.len())?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session

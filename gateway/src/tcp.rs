@@ -14,7 +14,6 @@ use crate::upstream::Upstreams;
 use model::ir::{HashKey, L4Destination, L4Route, LbPolicy, Target};
 use pingora::connectors::TransportConnector;
 use pingora::protocols::Stream;
-use pingora::upstreams::peer::BasicPeer;
 use prometheus::IntCounter;
 use rand::Rng;
 use std::net::SocketAddr;
@@ -161,23 +160,9 @@ impl L4Proxy {
         addr: SocketAddr,
         cluster: &model::ir::Cluster,
     ) -> pingora::Result<Stream> {
-        let policy = &cluster.policy;
-        let keepalive = policy.tcp_keepalive.as_ref().map(crate::proxy::keepalive);
-        match &policy.tls {
-            None => {
-                let mut peer = BasicPeer::new(&addr.to_string());
-                peer.options.connection_timeout = Some(policy.connect_timeout);
-                peer.options.tcp_keepalive = keepalive;
-                self.connector.new_stream(&peer).await
-            }
-            Some(tls) => {
-                let mut peer = crate::tls::upstream_peer_tls(addr, tls, "", &cluster.host)
-                    .map_err(|e| pingora::Error::explain(pingora::ErrorType::ConnectError, e))?;
-                peer.options.connection_timeout = Some(policy.connect_timeout);
-                peer.options.tcp_keepalive = keepalive;
-                self.connector.new_stream(&peer).await
-            }
-        }
+        let peer = crate::peer::transport(cluster, addr, "")
+            .map_err(|e| pingora::Error::explain(pingora::ErrorType::ConnectError, e))?;
+        self.connector.new_stream(&peer).await
     }
 
     /// The access-log line of a connection that ended before any byte was proxied.

@@ -40,6 +40,10 @@ pub struct Snapshot {
 pub struct Listener {
     pub port: u16,
     pub hosts: HostIndex,
+    /// A server on this port has protocol GRPC-WEB: gRPC-Web requests are bridged to gRPC (Istio
+    /// adds Envoy's grpc_web filter to such servers only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub grpc_web: bool,
 }
 
 /// Host → virtual host, with Envoy's precedence: exact, then `*.suffix` longest first, then `*`.
@@ -432,6 +436,35 @@ pub struct ClusterPolicy {
     /// `tls` with mode SIMPLE or MUTUAL; `None` is plain text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Arc<UpstreamTls>>,
+    /// The HTTP version spoken to the endpoints, chosen as Istio chooses it.
+    #[serde(skip_serializing_if = "UpstreamProtocol::is_http1")]
+    pub protocol: UpstreamProtocol,
+    /// `connectionPool.http.maxConcurrentStreams`: streams at once on one upstream HTTP/2
+    /// connection (more open another connection); `None` is Envoy's default, no limit of ours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+    /// `connectionPool.http.http2KeepAlive.interval`: HTTP/2 PINGs on idle upstream connections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h2_ping_interval: Option<Duration>,
+}
+
+/// Which HTTP version a cluster's upstream connections speak (Istio's `setUpstreamProtocol`,
+/// `applyH2Upgrade` and `useClientProtocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (Istio's default at a gateway: the mesh's `h2UpgradePolicy` is DO_NOT_UPGRADE).
+    #[default]
+    Http1,
+    /// HTTP/2: prior knowledge (h2c) in plain text, ALPN `h2` over TLS.
+    Http2,
+    /// The protocol the client spoke (`useClientProtocol: true`).
+    Client,
+}
+
+impl UpstreamProtocol {
+    pub fn is_http1(&self) -> bool {
+        *self == UpstreamProtocol::Http1
+    }
 }
 
 /// TCP keepalive socket options, each within what Linux accepts (1..=32767 s, 1..=127 probes);
@@ -504,6 +537,9 @@ impl Default for ClusterPolicy {
             outlier: None,
             tcp_keepalive: None,
             tls: None,
+            protocol: UpstreamProtocol::Http1,
+            max_concurrent_streams: None,
+            h2_ping_interval: None,
         }
     }
 }

@@ -7,13 +7,14 @@ use super::diag::{Diag, Problem};
 use super::hosts::{creation_order, is_ip};
 use crate::ir::{
     Cluster, ClusterPolicy, Discovery, Endpoint, HashAlgo, HashKey, LbPolicy, OutlierPolicy,
-    TcpKeepalive,
+    TcpKeepalive, UpstreamProtocol,
 };
 use crate::resource::{
-    ConnectionPoolSettings, CookieAttribute, DestinationRule, Kind, LoadBalancerSettings,
-    OutlierDetection, Resolution, ResourceKey, ResourceSet, ServiceEntry, ServicePort, SimpleLb,
-    Subset, TrafficPolicy, WorkloadEntry, WorkloadEntrySpec,
+    ConnectionPoolSettings, CookieAttribute, DestinationRule, H2UpgradePolicy, HttpSettings, Kind,
+    LoadBalancerSettings, OutlierDetection, Resolution, ResourceKey, ResourceSet, ServiceEntry,
+    ServicePort, SimpleLb, Subset, TrafficPolicy, WorkloadEntry, WorkloadEntrySpec,
 };
+use crate::validate::Protocol;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,6 +186,36 @@ impl<'a> Registry<'a> {
         }
     }
 
+    /// Whether the ServiceEntry port a cluster sends to carries HTTP/2 (Istio's `IsHTTP2`: GRPC,
+    /// GRPC-WEB, HTTP2), by its `protocol`, or when that is unset by its name's prefix
+    /// (`grpc-…`, `http2-…`, `grpc-web-…`), the naming convention of Kubernetes Service ports.
+    fn port_is_http2(&self, host: &str, port: u16) -> bool {
+        let Some(sp) = self.service_entry(host).and_then(|se| {
+            se.spec
+                .ports
+                .iter()
+                .find(|p| port_u16(p.number) == Some(port))
+        }) else {
+            return false;
+        };
+        match sp
+            .protocol
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            Some(p) => Protocol::parse(p).is_some_and(Protocol::is_http2),
+            None => {
+                let name = sp.name.as_str();
+                let prefix = match name.get(..8) {
+                    Some(p) if p.eq_ignore_ascii_case("grpc-web") => p,
+                    _ => name.split('-').next().unwrap_or(name),
+                };
+                Protocol::parse(prefix).is_some_and(Protocol::is_http2)
+            }
+        }
+    }
+
     /// The shared cluster for `outbound|port|subset|host`, built on first use. `subset` must be
     /// defined (callers answer undefined subsets with `Target::NoCluster`).
     pub(crate) fn cluster(&mut self, host: &str, port: u16, subset: Option<&str>) -> Arc<Cluster> {
@@ -195,7 +226,13 @@ impl<'a> Registry<'a> {
         let rule = self.rule_for(host);
         let subset_def = subset.and_then(|s| rule.and_then(|r| r.subset(s)));
         let discovery = self.discovery(host, port, subset_def);
-        let mut policy = policy(rule.and_then(|r| r.traffic_policy), subset_def, port);
+        let port_h2 = self.port_is_http2(host, port);
+        let mut policy = policy(
+            rule.and_then(|r| r.traffic_policy),
+            subset_def,
+            port,
+            port_h2,
+        );
         policy.tls = effective_tls(rule.and_then(|r| r.traffic_policy), subset_def, port)
             .and_then(|t| self.upstream_tls.get(&super::tls::block_id(t)).cloned())
             .flatten();
@@ -549,7 +586,13 @@ fn effective_tls<'a>(
 }
 
 /// Subset over port-level over host-level (Istio's `MergeTrafficPolicy`).
-fn policy(host_level: Option<&TrafficPolicy>, subset: Option<&Subset>, port: u16) -> ClusterPolicy {
+/// `port_h2`: the service port carries HTTP/2 (see [`upstream_protocol`]).
+fn policy(
+    host_level: Option<&TrafficPolicy>,
+    subset: Option<&Subset>,
+    port: u16,
+    port_h2: bool,
+) -> ClusterPolicy {
     let mut eff = Effective::default();
     if let Some(tp) = host_level {
         eff = Effective {
@@ -571,7 +614,10 @@ fn policy(host_level: Option<&TrafficPolicy>, subset: Option<&Subset>, port: u16
         }
         eff = eff.port_level(tp, port);
     }
-    let mut p = ClusterPolicy::default();
+    let mut p = ClusterPolicy {
+        protocol: upstream_protocol(port_h2, eff.pool.and_then(|p| p.http.as_ref())),
+        ..ClusterPolicy::default()
+    };
     if let Some(lb) = eff.lb {
         p.lb = lb_policy(lb);
         p.hash_algo = hash_algo(lb);
@@ -599,9 +645,33 @@ fn policy(host_level: Option<&TrafficPolicy>, subset: Option<&Subset>, port: u16
             if let Some(d) = http.idle_timeout.as_ref().and_then(|d| d.parse().ok()) {
                 p.idle_timeout = Some(d);
             }
+            // 0 (Istio's default) leaves Envoy's: no limit.
+            p.max_concurrent_streams = u32_of(http.max_concurrent_streams).filter(|n| *n > 0);
+            p.h2_ping_interval = http
+                .http2_keep_alive
+                .as_ref()
+                .and_then(|k| k.interval.as_ref())
+                .and_then(|d| d.parse().ok())
+                .filter(|d: &Duration| !d.is_zero());
         }
     }
     p
+}
+
+/// Istio's order: the port's protocol makes the cluster HTTP/2 (`setUpstreamProtocol`); then
+/// `useClientProtocol: true` replaces that with the client's protocol, and otherwise
+/// `h2UpgradePolicy: UPGRADE` makes it HTTP/2 (`applyH2Upgrade`). `DO_NOT_UPGRADE` only declines
+/// an upgrade: it does not turn an HTTP/2 port (GRPC, HTTP2) back into HTTP/1.1, nor does it in
+/// Istio. `DEFAULT` is the mesh's policy, which is DO_NOT_UPGRADE (there is no mesh config here).
+fn upstream_protocol(port_h2: bool, http: Option<&HttpSettings>) -> UpstreamProtocol {
+    if http.is_some_and(|h| h.use_client_protocol == Some(true)) {
+        return UpstreamProtocol::Client;
+    }
+    if port_h2 || http.is_some_and(|h| h.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade)) {
+        UpstreamProtocol::Http2
+    } else {
+        UpstreamProtocol::Http1
+    }
 }
 
 /// Ring hash unless maglev is asked for; Envoy's defaults for unset sizes.

@@ -23,6 +23,8 @@ pub(crate) struct ServerInfo {
     /// Normalised hosts with the namespaces they admit.
     pub hosts: Vec<(NsFilter, String)>,
     pub https_redirect: bool,
+    /// The server's protocol is GRPC-WEB.
+    pub grpc_web: bool,
 }
 
 /// How an L4 server treats its connections.
@@ -78,10 +80,21 @@ impl Gateways {
                     port: 80,
                     hosts: vec![(NsFilter::Any, "*".to_string())],
                     https_redirect: false,
+                    grpc_web: false,
                 }],
             );
         }
         out
+    }
+
+    /// The ports where some server's protocol is GRPC-WEB.
+    pub(crate) fn grpc_web_ports(&self) -> BTreeSet<u16> {
+        self.by_label
+            .values()
+            .flatten()
+            .filter(|s| s.grpc_web)
+            .map(|s| s.port)
+            .collect()
     }
 
     /// The stored label of an existing (non-implicit) Gateway, borrowed for cheap keys.
@@ -197,6 +210,7 @@ fn servers(
                 port: number,
                 hosts,
                 https_redirect: s.tls.as_ref().is_some_and(|t| t.https_redirect),
+                grpc_web: protocol == "GRPC-WEB",
             }),
         }
     }

@@ -97,7 +97,12 @@ pub fn translate_with_files(
     clusters::check_service_entries(set, &reg, &mut diag);
     clusters::check_destination_rules(set, &mut diag);
     let ingress_routes = ingress::routes(set, gateway_namespace, &mut reg, &mut diag);
-    let listeners = vhosts::build(set, &gws, ingress_routes, &mut reg, &mut diag);
+    let mut listeners = vhosts::build(set, &gws, ingress_routes, &mut reg, &mut diag);
+    for port in gws.grpc_web_ports() {
+        if let Some(l) = listeners.get_mut(&port) {
+            l.grpc_web = true;
+        }
+    }
     let l4 = l4::build(set, &gws, &mut reg, &mut diag);
     let snapshot = Snapshot {
         listeners,

@@ -278,7 +278,14 @@ impl<'g> Builder<'g, '_, '_> {
                         routes: order(vb.placed),
                     });
                 }
-                (port, Listener { port, hosts })
+                (
+                    port,
+                    Listener {
+                        port,
+                        hosts,
+                        grpc_web: false,
+                    },
+                )
             })
             .collect()
     }

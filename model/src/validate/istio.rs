@@ -85,6 +85,11 @@ impl Protocol {
         })
     }
 
+    /// HTTP/2 as the transport (Istio's `IsHTTP2`): HTTP2, GRPC, GRPC-WEB.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb)
+    }
+
     /// HTTP as the transport: HTTP, HTTP2, HTTP_PROXY, GRPC, GRPC-WEB.
     pub fn is_http(self) -> bool {
         matches!(

@@ -24,6 +24,7 @@ mod virtual_service;
 mod workload_entry;
 
 pub use common::decode_proto_bytes;
+pub(crate) use istio::Protocol;
 pub use path::FieldPath;
 pub use unenforced::{unenforced_warnings, NOT_ENFORCED};
 pub(crate) use virtual_service::GRPC_CODES;

@@ -40,10 +40,7 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.trafficPolicy.loadBalancer.backendUtilization", "no utilization-based balancing"),
     ("spec.trafficPolicy.loadBalancer.warmupDurationSecs", "no slow start"),
     ("spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection", "connections are reused without limit"),
-    ("spec.trafficPolicy.connectionPool.http.h2UpgradePolicy", "upstream HTTP/1.1"),
-    ("spec.trafficPolicy.connectionPool.http.useClientProtocol", "upstream HTTP/1.1"),
-    ("spec.trafficPolicy.connectionPool.http.maxConcurrentStreams", "no stream limit"),
-    ("spec.trafficPolicy.connectionPool.http.http2KeepAlive", "no HTTP/2 pings"),
+    ("spec.trafficPolicy.connectionPool.http.http2KeepAlive.timeout", "an unanswered PING closes the connection after Pingora's fixed 5 s"),
     ("spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
     ("spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
     ("spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes", "5xx responses count"),
@@ -59,10 +56,7 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.backendUtilization", "no utilization-based balancing"),
     ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.warmupDurationSecs", "no slow start"),
     ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.maxRequestsPerConnection", "connections are reused without limit"),
-    ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.h2UpgradePolicy", "upstream HTTP/1.1"),
-    ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.useClientProtocol", "upstream HTTP/1.1"),
-    ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.maxConcurrentStreams", "no stream limit"),
-    ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.http2KeepAlive", "no HTTP/2 pings"),
+    ("spec.trafficPolicy.portLevelSettings[*].connectionPool.http.http2KeepAlive.timeout", "an unanswered PING closes the connection after Pingora's fixed 5 s"),
     ("spec.trafficPolicy.portLevelSettings[*].connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
     ("spec.trafficPolicy.portLevelSettings[*].outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
     ("spec.trafficPolicy.portLevelSettings[*].loadBalancer.simple=PASSTHROUGH", "there is no original destination at a gateway: endpoints are picked at random"),
@@ -75,10 +69,7 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.subsets[*].trafficPolicy.loadBalancer.backendUtilization", "no utilization-based balancing"),
     ("spec.subsets[*].trafficPolicy.loadBalancer.warmupDurationSecs", "no slow start"),
     ("spec.subsets[*].trafficPolicy.connectionPool.http.maxRequestsPerConnection", "connections are reused without limit"),
-    ("spec.subsets[*].trafficPolicy.connectionPool.http.h2UpgradePolicy", "upstream HTTP/1.1"),
-    ("spec.subsets[*].trafficPolicy.connectionPool.http.useClientProtocol", "upstream HTTP/1.1"),
-    ("spec.subsets[*].trafficPolicy.connectionPool.http.maxConcurrentStreams", "no stream limit"),
-    ("spec.subsets[*].trafficPolicy.connectionPool.http.http2KeepAlive", "no HTTP/2 pings"),
+    ("spec.subsets[*].trafficPolicy.connectionPool.http.http2KeepAlive.timeout", "an unanswered PING closes the connection after Pingora's fixed 5 s"),
     ("spec.subsets[*].trafficPolicy.connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
     ("spec.subsets[*].trafficPolicy.outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
     ("spec.subsets[*].trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes", "5xx responses count"),
@@ -94,10 +85,7 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.backendUtilization", "no utilization-based balancing"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.warmupDurationSecs", "no slow start"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.maxRequestsPerConnection", "connections are reused without limit"),
-    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.h2UpgradePolicy", "upstream HTTP/1.1"),
-    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.useClientProtocol", "upstream HTTP/1.1"),
-    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.maxConcurrentStreams", "no stream limit"),
-    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.http2KeepAlive", "no HTTP/2 pings"),
+    ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.http2KeepAlive.timeout", "an unanswered PING closes the connection after Pingora's fixed 5 s"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.tcp.maxConnectionDuration", "connections live until idle"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].outlierDetection.consecutiveLocalOriginFailures", "local-origin failures count as gateway errors"),
     ("spec.subsets[*].trafficPolicy.portLevelSettings[*].loadBalancer.simple=PASSTHROUGH", "there is no original destination at a gateway: endpoints are picked at random"),
@@ -108,7 +96,6 @@ pub const NOT_ENFORCED: &[(&str, &str)] = &[
     ("spec.subjectAltNames", "upstream certificates are not verified against them"),
     ("spec.resolution=DNS_ROUND_ROBIN", "every resolved address is used, as with DNS"),
     ("spec.endpoints[*].address^=unix://", "unix domain socket endpoints are not connected to"),
-    ("spec.ports[*].protocol=HTTP2|GRPC|GRPC-WEB", "upstream HTTP/1.1"),
     // WorkloadEntry
     ("spec.address^=unix://", "unix domain socket endpoints are not connected to"),
     // Gateway
@@ -351,7 +338,6 @@ mod tests {
             vec![
                 "spec.resolution: accepted but not enforced yet",
                 "spec.endpoints[0].address: accepted but not enforced yet",
-                "spec.ports[1].protocol: accepted but not enforced yet",
             ]
         );
         let w = warnings(
