@@ -185,7 +185,17 @@ fn a_connection_no_route_takes_is_closed() {
     // Closed without an answer: an end of stream, or a reset (the gateway read nothing).
     match exchange(local(port), b"hello") {
         Ok(got) => assert!(got.is_empty(), "closed without an answer: {got:?}"),
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        // Which error depends on when the close lands: during the write, the half-close or
+        // the read.
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::NotConnected
+            ),
+            "{e}"
+        ),
     }
     let logged = eventually(Duration::from_secs(5), || {
         gw.access_log()
