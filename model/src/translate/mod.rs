@@ -13,9 +13,11 @@ mod gateways;
 mod hosts;
 mod ingress;
 mod routes;
+mod security;
 mod tls;
 mod vhosts;
 
+pub use security::{Workload, DEFAULT_INGRESS_LABELS};
 pub use tls::{referenced_files, Files};
 
 use crate::ir::Snapshot;
@@ -96,11 +98,14 @@ pub fn translate_with_files(
     clusters::check_destination_rules(set, &mut diag);
     let ingress_routes = ingress::routes(set, gateway_namespace, &mut reg, &mut diag);
     let listeners = vhosts::build(set, &gws, ingress_routes, &mut reg, &mut diag);
+    let workloads = security::workloads(set, &gws, &listeners, gateway_namespace);
+    let security = security::compile(set, &workloads, gateway_namespace, &mut diag);
     let snapshot = Snapshot {
         listeners,
         clusters: std::mem::take(&mut reg.clusters),
         tls: tls_listeners,
         secret_certificates: secrets.expiries(),
+        security,
     };
     let (statuses, warnings) = diag.finish(set);
     Translation {
