@@ -773,3 +773,6 @@ fn identity(i: usize, p: &JwtProvider, loc: usize, token: &str, claims: Claims) 
 pub fn payload_part(token: &str) -> Option<&str> {
     parse_token(token).ok().map(|t| t.payload_b64)
 }
+
+#[cfg(test)]
+mod tests;
