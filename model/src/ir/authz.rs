@@ -506,3 +506,13 @@ fn value_matches(attr: &Attribute, v: &ValueMatch, f: &RequestFacts<'_>) -> bool
         _ => false,
     }
 }
+
+impl super::Snapshot {
+    /// The security of the gateway a route belongs to ([`super::Route::gateway`]), if any applies.
+    pub fn security_for(&self, gateway: &str) -> Option<&GatewaySecurity> {
+        self.security.get(gateway).map(|s| &**s)
+    }
+}
+
+#[cfg(test)]
+mod tests;
