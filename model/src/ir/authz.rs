@@ -109,7 +109,10 @@ pub enum ValueMatch {
     /// A path with `{*}`/`{**}`.
     Template(PathTemplate),
     /// `iss/sub` with Istio's split at the last `/`.
-    RequestPrincipal { iss: StrMatch, sub: StrMatch },
+    RequestPrincipal {
+        iss: StrMatch,
+        sub: StrMatch,
+    },
     /// Never matches (a value that cannot be compiled, or an attribute absent here).
     Never,
 }
@@ -157,13 +160,23 @@ impl StrMatch {
 
     pub fn matches(&self, s: &str) -> bool {
         fn starts(s: &str, p: &str, ic: bool) -> bool {
-            s.get(..p.len())
-                .is_some_and(|h| if ic { h.eq_ignore_ascii_case(p) } else { h == p })
+            s.get(..p.len()).is_some_and(|h| {
+                if ic {
+                    h.eq_ignore_ascii_case(p)
+                } else {
+                    h == p
+                }
+            })
         }
         fn ends(s: &str, p: &str, ic: bool) -> bool {
             s.len() >= p.len()
-                && s.get(s.len() - p.len()..)
-                    .is_some_and(|t| if ic { t.eq_ignore_ascii_case(p) } else { t == p })
+                && s.get(s.len() - p.len()..).is_some_and(|t| {
+                    if ic {
+                        t.eq_ignore_ascii_case(p)
+                    } else {
+                        t == p
+                    }
+                })
         }
         match self {
             StrMatch::Exact(v, ic) => {
@@ -218,7 +231,9 @@ impl Cidr {
                 u32::from(net) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.bits)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.bits))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -419,8 +434,7 @@ impl GatewaySecurity {
         if let Some(p) = first_match(&self.deny, facts, true) {
             return Some(p.id.clone());
         }
-        if self.allow.iter().any(|p| p.dry_run) && first_match(&self.allow, facts, true).is_none()
-        {
+        if self.allow.iter().any(|p| p.dry_run) && first_match(&self.allow, facts, true).is_none() {
             return Some(String::new());
         }
         None
@@ -485,11 +499,9 @@ fn value_matches(attr: &Attribute, v: &ValueMatch, f: &RequestFacts<'_>) -> bool
             f.destination_ip.is_some_and(|ip| c.contains(ip))
         }
         (Attribute::Principal, ValueMatch::Str(m)) => str_of(m, f.principal),
-        (Attribute::RequestPrincipal, ValueMatch::RequestPrincipal { iss, sub }) => {
-            f.jwt.is_some_and(|c| {
-                str_of(iss, c.issuer()) && str_of(sub, c.subject())
-            })
-        }
+        (Attribute::RequestPrincipal, ValueMatch::RequestPrincipal { iss, sub }) => f
+            .jwt
+            .is_some_and(|c| str_of(iss, c.issuer()) && str_of(sub, c.subject())),
         (Attribute::Audiences, ValueMatch::Str(m)) => f
             .jwt
             .is_some_and(|c| c.audiences().iter().any(|a| m.matches(a))),

@@ -494,7 +494,8 @@ struct Parsed<'a> {
 
 fn parse_token(token: &str) -> Result<Parsed<'_>, JwtError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Malformed("not three parts".to_string()));
     };
@@ -504,15 +505,23 @@ fn parse_token(token: &str) -> Result<Parsed<'_>, JwtError> {
             .map_err(|_| JwtError::Malformed(format!("the {what} is not base64url")))?;
         match serde_json::from_slice(&bytes) {
             Ok(Value::Object(m)) => Ok(m),
-            _ => Err(JwtError::Malformed(format!("the {what} is not a JSON object"))),
+            _ => Err(JwtError::Malformed(format!(
+                "the {what} is not a JSON object"
+            ))),
         }
     };
     let header = json(h, "header")?;
     let claims = json(p, "payload")?;
-    let alg_name = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+    let alg_name = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let alg = algorithm(alg_name)
         .ok_or_else(|| JwtError::UnsupportedAlgorithm(format!("{alg_name:?}")))?;
-    let kid = header.get("kid").and_then(Value::as_str).map(str::to_string);
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let message_len = h.len() + 1 + p.len();
     Ok(Parsed {
         alg,
@@ -557,9 +566,18 @@ fn same_audience(a: &str, b: &str) -> bool {
 
 /// Verifies one token against a provider and a key set at time `now` (UNIX seconds), in Envoy's
 /// order: shape, issuer, keys by `kid`/`alg`, signature, `exp`/`nbf` (± clock skew), audiences.
-pub fn verify(token: &str, provider: &JwtProvider, keys: &Jwks, now: u64) -> Result<Claims, JwtError> {
+pub fn verify(
+    token: &str,
+    provider: &JwtProvider,
+    keys: &Jwks,
+    now: u64,
+) -> Result<Claims, JwtError> {
     let t = parse_token(token)?;
-    let iss = t.claims.get("iss").and_then(Value::as_str).unwrap_or_default();
+    let iss = t
+        .claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !provider.issuer.is_empty() && iss != provider.issuer {
         return Err(JwtError::UnknownIssuer);
     }
@@ -574,7 +592,10 @@ pub fn verify(token: &str, provider: &JwtProvider, keys: &Jwks, now: u64) -> Res
                 continue;
             }
         }
-        if k.alg.as_deref().is_some_and(|a| algorithm(a) != Some(t.alg)) {
+        if k.alg
+            .as_deref()
+            .is_some_and(|a| algorithm(a) != Some(t.alg))
+        {
             continue;
         }
         if !family.fits(t.alg) {
@@ -637,10 +658,7 @@ pub struct TokenSources<'a> {
 }
 
 /// The first token at a provider's locations, and where it was.
-pub fn find_token<'a>(
-    provider: &JwtProvider,
-    req: TokenSources<'a>,
-) -> Option<(usize, String)> {
+pub fn find_token<'a>(provider: &JwtProvider, req: TokenSources<'a>) -> Option<(usize, String)> {
     for (i, loc) in provider.locations.iter().enumerate() {
         let found = match loc {
             TokenLocation::Header { name, prefix } => {
@@ -660,14 +678,16 @@ pub fn find_token<'a>(
                     (k == name && !v.is_empty()).then(|| v.to_string())
                 })
             }),
-            TokenLocation::Cookie(name) => {
-                req.headers.get_all(http::header::COOKIE).iter().find_map(|v| {
+            TokenLocation::Cookie(name) => req
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .find_map(|v| {
                     v.to_str().ok()?.split(';').find_map(|c| {
                         let (k, v) = c.trim().split_once('=')?;
                         (k == name && !v.is_empty()).then(|| v.trim_matches('"').to_string())
                     })
-                })
-            }
+                }),
         };
         if let Some(t) = found {
             return Some((i, t));

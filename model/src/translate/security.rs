@@ -12,13 +12,13 @@
 
 use super::diag::{Diag, Problem};
 use super::hosts::creation_order;
+use crate::ir::authz::Cidr;
 use crate::ir::authz::{
     Attribute, Condition, GatewaySecurity, PathTemplate, Policy, Rule, StrMatch, ValueMatch,
 };
-use crate::ir::authz::Cidr;
 use crate::ir::jwt::{
-    parse_jwks, JwksSource, JwtProvider, KeyNote, TokenLocation, CLOCK_SKEW,
-    DEFAULT_JWKS_TIMEOUT, DEFAULT_SPACE_DELIMITED_CLAIMS,
+    parse_jwks, JwksSource, JwtProvider, KeyNote, TokenLocation, CLOCK_SKEW, DEFAULT_JWKS_TIMEOUT,
+    DEFAULT_SPACE_DELIMITED_CLAIMS,
 };
 use crate::resource::{
     AuthorizationAction, AuthorizationPolicy, JwtPresence, ObjectMeta, RequestAuthentication,
@@ -124,13 +124,23 @@ pub(crate) fn compile(
     for (i, ra) in ras.iter().enumerate() {
         if !used_ra[i] {
             let targeted = ra.spec.target_ref.is_some() || !ra.spec.target_refs.is_empty();
-            diag.push(&key_of(&ra.metadata, true), Problem::Part, "spec", &unattached(&ra.metadata, targeted));
+            diag.push(
+                &key_of(&ra.metadata, true),
+                Problem::Part,
+                "spec",
+                &unattached(&ra.metadata, targeted),
+            );
         }
     }
     for (i, ap) in aps.iter().enumerate() {
         if !used_ap[i] {
             let targeted = ap.spec.target_ref.is_some() || !ap.spec.target_refs.is_empty();
-            diag.push(&key_of(&ap.metadata, false), Problem::Part, "spec", &unattached(&ap.metadata, targeted));
+            diag.push(
+                &key_of(&ap.metadata, false),
+                Problem::Part,
+                "spec",
+                &unattached(&ap.metadata, targeted),
+            );
         }
     }
     for (label, sec) in &out {
@@ -185,13 +195,23 @@ fn providers(ra: &RequestAuthentication, diag: &mut Diag) -> Vec<Arc<JwtProvider
                 Ok(set) => {
                     for (k, note) in set.notes() {
                         if let KeyNote::Unsupported(why) = note {
-                            diag.push(&key, Problem::Part, &format!("{field}.jwks"), &format!("key {k}: {why}; tokens signed with it are refused"));
+                            diag.push(
+                                &key,
+                                Problem::Part,
+                                &format!("{field}.jwks"),
+                                &format!("key {k}: {why}; tokens signed with it are refused"),
+                            );
                         }
                     }
                     JwksSource::Inline(Arc::new(set))
                 }
                 Err(e) => {
-                    diag.push(&key, Problem::Part, &format!("{field}.jwks"), &format!("{e}: every token of this rule is refused"));
+                    diag.push(
+                        &key,
+                        Problem::Part,
+                        &format!("{field}.jwks"),
+                        &format!("{e}: every token of this rule is refused"),
+                    );
                     JwksSource::Inline(Arc::default())
                 }
             }
@@ -205,7 +225,12 @@ fn providers(ra: &RequestAuthentication, diag: &mut Diag) -> Vec<Arc<JwtProvider
                     timeout,
                 },
                 Err(e) => {
-                    diag.push(&key, Problem::Part, &format!("{field}.jwksUri"), &format!("{e}: every token of this rule is refused"));
+                    diag.push(
+                        &key,
+                        Problem::Part,
+                        &format!("{field}.jwksUri"),
+                        &format!("{e}: every token of this rule is refused"),
+                    );
                     JwksSource::Inline(Arc::default())
                 }
             }
@@ -233,7 +258,12 @@ fn providers(ra: &RequestAuthentication, diag: &mut Diag) -> Vec<Arc<JwtProvider
             if http::HeaderName::from_bytes(lower.as_bytes()).is_ok() {
                 Some(lower)
             } else {
-                diag.push(&key, Problem::Part, &at, &format!("{h:?} is not a header name: not added"));
+                diag.push(
+                    &key,
+                    Problem::Part,
+                    &at,
+                    &format!("{h:?} is not a header name: not added"),
+                );
                 None
             }
         };
@@ -384,7 +414,13 @@ fn push(
 
 fn source(s: &Source, meta: &ObjectMeta) -> Vec<Condition> {
     let mut cs = Vec::new();
-    push(&mut cs, Attribute::Principal, &s.principals, &s.not_principals, principal);
+    push(
+        &mut cs,
+        Attribute::Principal,
+        &s.principals,
+        &s.not_principals,
+        principal,
+    );
     push(
         &mut cs,
         Attribute::RequestPrincipal,
@@ -406,9 +442,27 @@ fn source(s: &Source, meta: &ObjectMeta) -> Vec<Condition> {
         &s.not_trust_domains,
         trust_domain,
     );
-    push(&mut cs, Attribute::Principal, &s.namespaces, &s.not_namespaces, namespace);
-    push(&mut cs, Attribute::RemoteIp, &s.remote_ip_blocks, &s.not_remote_ip_blocks, cidr);
-    push(&mut cs, Attribute::SourceIp, &s.ip_blocks, &s.not_ip_blocks, cidr);
+    push(
+        &mut cs,
+        Attribute::Principal,
+        &s.namespaces,
+        &s.not_namespaces,
+        namespace,
+    );
+    push(
+        &mut cs,
+        Attribute::RemoteIp,
+        &s.remote_ip_blocks,
+        &s.not_remote_ip_blocks,
+        cidr,
+    );
+    push(
+        &mut cs,
+        Attribute::SourceIp,
+        &s.ip_blocks,
+        &s.not_ip_blocks,
+        cidr,
+    );
     cs
 }
 
@@ -532,7 +586,9 @@ fn when_attribute(key: &str) -> Option<Attribute> {
         "remote.ip" => Attribute::RemoteIp,
         "destination.ip" => Attribute::DestinationIp,
         "destination.port" => Attribute::Port,
-        "source.principal" | "source.namespace" | "source.serviceAccount"
+        "source.principal"
+        | "source.namespace"
+        | "source.serviceAccount"
         | "source.trustDomain" => Attribute::Principal,
         "request.auth.principal" => Attribute::RequestPrincipal,
         "request.auth.audiences" => Attribute::Audiences,

@@ -74,9 +74,7 @@ pub fn validate(resource: &Resource) -> Report {
         Resource::Secret(o) => secret::validate_secret(o, &mut f),
         Resource::Ingress(o) => ingress::validate_ingress(o, &mut f),
         Resource::IngressClass(o) => ingress::validate_ingress_class(o, &mut f),
-        Resource::RequestAuthentication(o) => {
-            security::validate_request_authentication(o, &mut f)
-        }
+        Resource::RequestAuthentication(o) => security::validate_request_authentication(o, &mut f),
         Resource::AuthorizationPolicy(o) => security::validate_authorization_policy(o, &mut f),
     }
     let mut report = f.into_report();

@@ -38,9 +38,8 @@ const MAX_SERVICE_ACCOUNT_LEN: usize = 320;
 /// Envoy's valid pchar (RFC 3986), as `security.IsValidLiteral` checks path template segments.
 fn is_path_literal(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&b))
 }
 
 pub(crate) fn validate_request_authentication(ra: &RequestAuthentication, f: &mut Findings) {
@@ -158,7 +157,10 @@ fn check_jwt_rule(f: &mut Findings, p: &FieldPath, rule: &JwtRule) {
     }
     let sp = p.field("spaceDelimitedClaims");
     if rule.space_delimited_claims.len() > MAX_SPACE_DELIMITED {
-        f.too_long(&sp, format!("must have at most {MAX_SPACE_DELIMITED} items"));
+        f.too_long(
+            &sp,
+            format!("must have at most {MAX_SPACE_DELIMITED} items"),
+        );
     }
     for (j, c) in rule.space_delimited_claims.iter().enumerate() {
         if c.is_empty() {
@@ -170,8 +172,7 @@ fn check_jwt_rule(f: &mut Findings, p: &FieldPath, rule: &JwtRule) {
 /// Istio's `ValidateStrictHTTPHeaderName`: `^[-_A-Za-z0-9]+$`.
 pub(crate) fn is_strict_header_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -202,10 +203,7 @@ pub fn parse_jwks_uri(uri: &str) -> Result<(bool, String, u16), String> {
     let Some(rest) = rest.strip_prefix("//") else {
         return Ok((https, String::new(), if https { 443 } else { 80 }));
     };
-    let authority = rest
-        .split(|c| c == '/' || c == '?' || c == '#')
-        .next()
-        .unwrap_or_default();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         match v6.split_once(']') {
@@ -377,14 +375,22 @@ fn check_custom_rules(f: &mut Findings, ap: &AuthorizationPolicy, rp: &FieldPath
             for (set, field, name) in [
                 (&s.namespaces, "namespaces", "From.Namespaces"),
                 (&s.not_namespaces, "notNamespaces", "From.NotNamespaces"),
-                (&s.service_accounts, "serviceAccounts", "From.ServiceAccounts"),
+                (
+                    &s.service_accounts,
+                    "serviceAccounts",
+                    "From.ServiceAccounts",
+                ),
                 (
                     &s.not_service_accounts,
                     "notServiceAccounts",
                     "From.NotServiceAccounts",
                 ),
                 (&s.trust_domains, "trustDomains", "From.TrustDomains"),
-                (&s.not_trust_domains, "notTrustDomains", "From.NotTrustDomains"),
+                (
+                    &s.not_trust_domains,
+                    "notTrustDomains",
+                    "From.NotTrustDomains",
+                ),
                 (&s.principals, "principals", "From.Principals"),
                 (&s.not_principals, "notPrincipals", "From.NotPrincipals"),
                 (
@@ -407,7 +413,10 @@ fn check_custom_rules(f: &mut Findings, ap: &AuthorizationPolicy, rp: &FieldPath
             let key = c.key.as_str();
             if matches!(
                 key,
-                "source.namespace" | "source.serviceAccount" | "source.trustDomain" | "source.principal"
+                "source.namespace"
+                    | "source.serviceAccount"
+                    | "source.trustDomain"
+                    | "source.principal"
             ) || key.starts_with("request.auth.")
             {
                 f.forbidden(&ri.field("when").index(k).field("key"), unsupported(key));
@@ -417,10 +426,8 @@ fn check_custom_rules(f: &mut Findings, ap: &AuthorizationPolicy, rp: &FieldPath
 }
 
 fn check_source(f: &mut Findings, p: &FieldPath, s: &Source) {
-    let principal_like = s.principals.len()
-        + s.not_principals.len()
-        + s.namespaces.len()
-        + s.not_namespaces.len();
+    let principal_like =
+        s.principals.len() + s.not_principals.len() + s.namespaces.len() + s.not_namespaces.len();
     if principal_like > 0 && s.service_accounts.len() + s.not_service_accounts.len() > 0 {
         let at = if s.service_accounts.is_empty() {
             "notServiceAccounts"
@@ -454,16 +461,13 @@ fn check_source(f: &mut Findings, p: &FieldPath, s: &Source) {
     }
     for (list, name) in lists {
         let lp = p.field(name);
-        match name {
-            "serviceAccounts" | "notServiceAccounts" => {
-                if list.len() > MAX_SERVICE_ACCOUNTS {
-                    f.too_long(
-                        &lp,
-                        format!("may not have more than {MAX_SERVICE_ACCOUNTS} values"),
-                    );
-                }
-            }
-            _ => {}
+        if matches!(name, "serviceAccounts" | "notServiceAccounts")
+            && list.len() > MAX_SERVICE_ACCOUNTS
+        {
+            f.too_long(
+                &lp,
+                format!("may not have more than {MAX_SERVICE_ACCOUNTS} values"),
+            );
         }
         for (n, v) in list.iter().enumerate() {
             let vp = lp.index(n);
@@ -598,7 +602,10 @@ pub(crate) fn check_path_template(path: &str) -> Result<(), String> {
             _ => {}
         }
         if glob.contains(['{', '}']) {
-            return Err("invalid or unsupported path: contains '{' or '}' beyond a supported path template".into());
+            return Err(
+                "invalid or unsupported path: contains '{' or '}' beyond a supported path template"
+                    .into(),
+            );
         }
         if has_template && !is_path_literal(glob) {
             return Err(format!(
@@ -622,16 +629,24 @@ fn check_attribute_key(key: &str) -> Result<(), String> {
         k if k.starts_with("request.headers") => map_key(k),
         k if k.starts_with("request.auth.claims") => map_key(k),
         k if k.starts_with("experimental.envoy.filters.") => map_key(k),
-        "source.ip" | "remote.ip" | "destination.ip" | "destination.port" | "source.namespace"
-        | "source.serviceAccount" | "source.principal" | "source.trustDomain"
-        | "request.auth.principal" | "request.auth.audiences" | "request.auth.presenter"
+        "source.ip"
+        | "remote.ip"
+        | "destination.ip"
+        | "destination.port"
+        | "source.namespace"
+        | "source.serviceAccount"
+        | "source.principal"
+        | "source.trustDomain"
+        | "request.auth.principal"
+        | "request.auth.audiences"
+        | "request.auth.presenter"
         | "connection.sni" => Ok(()),
         "destination.namespace" => {
             Err("attribute destination.namespace is replaced by the metadata.namespace".into())
         }
-        k if k.starts_with("destination.labels") => {
-            Err(format!("attribute {k} is replaced by the workload selector"))
-        }
+        k if k.starts_with("destination.labels") => Err(format!(
+            "attribute {k} is replaced by the workload selector"
+        )),
         "destination.name" | "destination.user" => Err(format!(
             "deprecated attribute {key}: only supported in v1alpha1"
         )),
@@ -673,7 +688,11 @@ fn check_selection(
         for (k, v) in &sel.match_labels {
             let kp = lp.key(k);
             if k.is_empty() {
-                f.invalid(&kp, "", format!("empty key is not supported in selector: \"={v}\""));
+                f.invalid(
+                    &kp,
+                    "",
+                    format!("empty key is not supported in selector: \"={v}\""),
+                );
             }
             if k.contains('*') || v.contains('*') {
                 f.invalid(
@@ -712,7 +731,11 @@ fn check_target_ref(f: &mut Findings, p: &FieldPath, r: &PolicyTargetReference) 
             "targetRef namespace must not be set; cross namespace referencing is not supported",
         );
     }
-    let group = if r.group == "core" { "" } else { r.group.as_str() };
+    let group = if r.group == "core" {
+        ""
+    } else {
+        r.group.as_str()
+    };
     if !TARGET_KINDS.contains(&(group, r.kind.as_str())) {
         f.not_supported_text(
             &p.field("kind"),

@@ -69,9 +69,17 @@ fn claims() -> Value {
 fn es256_token_signed_at_test_time_verifies_and_yields_its_claims() {
     let (key, jwk) = fresh(&rcgen::PKCS_ECDSA_P256_SHA256, "ec");
     let t = sign(Algorithm::ES256, "ec", &key, claims());
-    let c = verify(&t, &provider("https://issuer.example", &["api"]), &jwks(vec![jwk]), NOW)
-        .expect("verifies");
-    assert_eq!(c.request_principal().as_deref(), Some("https://issuer.example/alice"));
+    let c = verify(
+        &t,
+        &provider("https://issuer.example", &["api"]),
+        &jwks(vec![jwk]),
+        NOW,
+    )
+    .expect("verifies");
+    assert_eq!(
+        c.request_principal().as_deref(),
+        Some("https://issuer.example/alice")
+    );
     assert_eq!(c.audiences(), ["api"]);
     assert_eq!(c.presenter(), Some("web"));
 }
@@ -80,7 +88,12 @@ fn es256_token_signed_at_test_time_verifies_and_yields_its_claims() {
 fn rs256_rs512_and_ps256_verify_with_one_rsa_key() {
     let set = jwks(vec![rsa_jwk("rsa")]);
     let p = provider("https://issuer.example", &[]);
-    for alg in [Algorithm::RS256, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384] {
+    for alg in [
+        Algorithm::RS256,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+    ] {
         let t = sign(alg, "rsa", &rsa_key(), claims());
         assert!(verify(&t, &p, &set, NOW).is_ok(), "{alg:?}");
     }
@@ -101,7 +114,12 @@ fn a_tampered_payload_fails_the_signature() {
     c["sub"] = json!("mallory");
     parts[1] = URL_SAFE_NO_PAD.encode(c.to_string());
     let forged = parts.join(".");
-    let r = verify(&forged, &provider("", &[]), &jwks(vec![rsa_jwk("rsa")]), NOW);
+    let r = verify(
+        &forged,
+        &provider("", &[]),
+        &jwks(vec![rsa_jwk("rsa")]),
+        NOW,
+    );
     assert_eq!(r, Err(JwtError::BadSignature));
 }
 
@@ -109,9 +127,15 @@ fn a_tampered_payload_fails_the_signature() {
 fn a_key_of_another_kind_is_never_tried_and_an_unknown_kid_matches_nothing() {
     let (_, ec) = fresh(&rcgen::PKCS_ECDSA_P256_SHA256, "ec");
     let t = sign(Algorithm::RS256, "rsa", &rsa_key(), claims());
-    assert_eq!(verify(&t, &provider("", &[]), &jwks(vec![ec]), NOW), Err(JwtError::NoMatchingKey));
+    assert_eq!(
+        verify(&t, &provider("", &[]), &jwks(vec![ec]), NOW),
+        Err(JwtError::NoMatchingKey)
+    );
     let other = jwks(vec![rsa_jwk("other")]);
-    assert_eq!(verify(&t, &provider("", &[]), &other, NOW), Err(JwtError::NoMatchingKey));
+    assert_eq!(
+        verify(&t, &provider("", &[]), &other, NOW),
+        Err(JwtError::NoMatchingKey)
+    );
     // A key without a kid is tried for any token (Envoy's jwt_verify_lib).
     let mut nokid = rsa_jwk("x");
     nokid.as_object_mut().map(|m| m.remove("kid"));
@@ -135,17 +159,29 @@ fn exp_and_nbf_allow_sixty_seconds_of_clock_skew() {
     let mut c = claims();
     c["exp"] = json!("tomorrow");
     let t = sign(Algorithm::RS256, "rsa", &rsa_key(), c);
-    assert_eq!(verify(&t, &p, &set, NOW), Err(JwtError::BadTimeClaim("exp")));
+    assert_eq!(
+        verify(&t, &p, &set, NOW),
+        Err(JwtError::BadTimeClaim("exp"))
+    );
 }
 
 #[test]
 fn issuer_and_audiences_must_match_audiences_ignoring_scheme_and_trailing_slash() {
     let set = jwks(vec![rsa_jwk("rsa")]);
     let t = sign(Algorithm::RS256, "rsa", &rsa_key(), claims());
-    assert_eq!(verify(&t, &provider("other", &[]), &set, NOW), Err(JwtError::UnknownIssuer));
+    assert_eq!(
+        verify(&t, &provider("other", &[]), &set, NOW),
+        Err(JwtError::UnknownIssuer)
+    );
     let r = verify(&t, &provider("https://issuer.example", &["web"]), &set, NOW);
     assert_eq!(r, Err(JwtError::AudienceNotAllowed));
-    assert!(verify(&t, &provider("https://issuer.example", &["https://api/"]), &set, NOW).is_ok());
+    assert!(verify(
+        &t,
+        &provider("https://issuer.example", &["https://api/"]),
+        &set,
+        NOW
+    )
+    .is_ok());
 }
 
 #[test]
@@ -154,9 +190,18 @@ fn alg_none_and_garbage_are_refused() {
     let p = URL_SAFE_NO_PAD.encode(claims().to_string());
     let set = jwks(vec![rsa_jwk("rsa")]);
     let none = verify(&format!("{h}.{p}."), &provider("", &[]), &set, NOW);
-    assert!(matches!(none, Err(JwtError::UnsupportedAlgorithm(_))), "{none:?}");
-    assert!(matches!(verify("a.b", &provider("", &[]), &set, NOW), Err(JwtError::Malformed(_))));
-    assert!(matches!(verify("!.!.!", &provider("", &[]), &set, NOW), Err(JwtError::Malformed(_))));
+    assert!(
+        matches!(none, Err(JwtError::UnsupportedAlgorithm(_))),
+        "{none:?}"
+    );
+    assert!(matches!(
+        verify("a.b", &provider("", &[]), &set, NOW),
+        Err(JwtError::Malformed(_))
+    ));
+    assert!(matches!(
+        verify("!.!.!", &provider("", &[]), &set, NOW),
+        Err(JwtError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -173,7 +218,13 @@ fn jwks_notes_private_and_unusable_keys_and_refuses_unknown_types() {
     assert!(parse_jwks(r#"{"keys":[{"kty":"RSA","e":"AQAB"}]}"#).is_err());
     assert!(parse_jwks("foo").is_err());
     // A single key is a set of one.
-    assert_eq!(parse_jwks(&rsa_jwk("a").to_string()).expect("one key").keys.len(), 1);
+    assert_eq!(
+        parse_jwks(&rsa_jwk("a").to_string())
+            .expect("one key")
+            .keys
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -181,11 +232,17 @@ fn nested_claims_are_found_by_dotted_names_and_space_delimited_claims_split() {
     let c = Claims(claims().as_object().cloned().unwrap_or_default());
     assert_eq!(c.get("realm.roles"), Some(&json!(["admin"])));
     assert_eq!(c.values_at(&["realm", "roles"], &[]), ["admin"]);
-    assert_eq!(c.values_at(&["scope"], &["scope".into()]), ["read", "write"]);
+    assert_eq!(
+        c.values_at(&["scope"], &["scope".into()]),
+        ["read", "write"]
+    );
     assert_eq!(c.values_at(&["scope"], &[]), ["read write"]);
     let mut m = Map::new();
     m.insert("https://example.com/groups".into(), json!("g"));
-    assert_eq!(Claims(m).get("https://example.com/groups"), Some(&json!("g")));
+    assert_eq!(
+        Claims(m).get("https://example.com/groups"),
+        Some(&json!("g"))
+    );
 }
 
 fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
@@ -209,24 +266,48 @@ fn no_token_passes_anonymously_and_an_invalid_one_is_refused() {
         _ => None,
     };
     let h = headers(&[]);
-    let src = TokenSources { headers: &h, query: None };
-    assert!(matches!(authenticate(&ps, &keys, src, NOW), AuthnOutcome::Anonymous));
+    let src = TokenSources {
+        headers: &h,
+        query: None,
+    };
+    assert!(matches!(
+        authenticate(&ps, &keys, src, NOW),
+        AuthnOutcome::Anonymous
+    ));
     let h = headers(&[("authorization", "Bearer not.a.jwt")]);
-    let src = TokenSources { headers: &h, query: None };
-    assert!(matches!(authenticate(&ps, &keys, src, NOW), AuthnOutcome::Refused(_)));
+    let src = TokenSources {
+        headers: &h,
+        query: None,
+    };
+    assert!(matches!(
+        authenticate(&ps, &keys, src, NOW),
+        AuthnOutcome::Refused(_)
+    ));
     let t = sign(Algorithm::RS256, "rsa", &rsa_key(), claims());
     let q = format!("a=1&access_token={t}");
     let h = headers(&[]);
-    let src = TokenSources { headers: &h, query: Some(&q) };
-    assert!(matches!(authenticate(&ps, &keys, src, NOW), AuthnOutcome::Authenticated(_)));
+    let src = TokenSources {
+        headers: &h,
+        query: Some(&q),
+    };
+    assert!(matches!(
+        authenticate(&ps, &keys, src, NOW),
+        AuthnOutcome::Authenticated(_)
+    ));
 }
 
 #[test]
 fn custom_header_with_prefix_strips_the_token_and_copies_claims() {
     let mut p = provider("https://issuer.example", &[]);
     p.keys = JwksSource::Inline(Arc::new(jwks(vec![rsa_jwk("rsa")])));
-    p.locations = vec![TokenLocation::Header { name: "x-jwt".into(), prefix: "Token ".into() }];
-    p.output_claim_to_headers = vec![("x-sub".into(), "sub".into()), ("x-role".into(), "realm.roles".into())];
+    p.locations = vec![TokenLocation::Header {
+        name: "x-jwt".into(),
+        prefix: "Token ".into(),
+    }];
+    p.output_claim_to_headers = vec![
+        ("x-sub".into(), "sub".into()),
+        ("x-role".into(), "realm.roles".into()),
+    ];
     p.output_payload_to_header = Some("x-payload".into());
     let ps = vec![Arc::new(p)];
     let keys = |p: &JwtProvider| match &p.keys {
@@ -236,16 +317,34 @@ fn custom_header_with_prefix_strips_the_token_and_copies_claims() {
     let t = sign(Algorithm::RS256, "rsa", &rsa_key(), claims());
     // The default location is not read when the rule names its own.
     let h = headers(&[("authorization", &format!("Bearer {t}"))]);
-    let src = TokenSources { headers: &h, query: None };
-    assert!(matches!(authenticate(&ps, &keys, src, NOW), AuthnOutcome::Anonymous));
+    let src = TokenSources {
+        headers: &h,
+        query: None,
+    };
+    assert!(matches!(
+        authenticate(&ps, &keys, src, NOW),
+        AuthnOutcome::Anonymous
+    ));
     let h = headers(&[("x-jwt", &format!("token {t}"))]);
-    let src = TokenSources { headers: &h, query: None };
+    let src = TokenSources {
+        headers: &h,
+        query: None,
+    };
     let AuthnOutcome::Authenticated(id) = authenticate(&ps, &keys, src, NOW) else {
         panic!("not authenticated");
     };
     assert_eq!(id.header_to_remove.as_deref(), Some("x-jwt"));
-    assert_eq!(id.headers_to_add[0], ("x-payload".to_string(), payload_part(&t).unwrap_or_default().to_string()));
-    assert_eq!(id.headers_to_add[1], ("x-sub".to_string(), "alice".to_string()));
+    assert_eq!(
+        id.headers_to_add[0],
+        (
+            "x-payload".to_string(),
+            payload_part(&t).unwrap_or_default().to_string()
+        )
+    );
+    assert_eq!(
+        id.headers_to_add[1],
+        ("x-sub".to_string(), "alice".to_string())
+    );
     // A list claim is not copied into a header, as Envoy.
     assert_eq!(id.headers_to_add.len(), 2);
 }
@@ -262,12 +361,21 @@ fn a_token_of_another_issuer_is_refused_and_required_presence_refuses_no_token()
     };
     let t = sign(Algorithm::RS256, "rsa", &rsa_key(), claims());
     let h = headers(&[("authorization", &format!("Bearer {t}"))]);
-    let src = TokenSources { headers: &h, query: None };
+    let src = TokenSources {
+        headers: &h,
+        query: None,
+    };
     assert!(matches!(
         authenticate(&ps, &keys, src, NOW),
         AuthnOutcome::Refused(JwtError::UnknownIssuer)
     ));
     let h = headers(&[]);
-    let src = TokenSources { headers: &h, query: None };
-    assert!(matches!(authenticate(&ps, &keys, src, NOW), AuthnOutcome::Refused(JwtError::Missing)));
+    let src = TokenSources {
+        headers: &h,
+        query: None,
+    };
+    assert!(matches!(
+        authenticate(&ps, &keys, src, NOW),
+        AuthnOutcome::Refused(JwtError::Missing)
+    ));
 }
