@@ -711,6 +711,43 @@ mod tests {
     }
 
     #[test]
+    fn security_kinds_take_security_versions_only() {
+        for (v, ok) in [("v1", true), ("v1beta1", true), ("v1alpha3", false)] {
+            for kind in ["RequestAuthentication", "AuthorizationPolicy"] {
+                let body = format!(
+                    r#"{{"apiVersion":"security.istio.io/{v}","kind":"{kind}","metadata":{{"name":"a"}},"spec":{{}}}}"#
+                );
+                let r = decode_resource(body.as_bytes(), Format::Json, None);
+                assert_eq!(r.is_ok(), ok, "{kind} {v}: {r:?}");
+            }
+        }
+        let wrong = br#"{"apiVersion":"networking.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"a"},"spec":{}}"#;
+        assert!(decode_resource(wrong, Format::Json, None).is_err());
+        assert_eq!(
+            Kind::from_plural("authorizationpolicies"),
+            Some(Kind::AuthorizationPolicy)
+        );
+        assert_eq!(
+            Kind::RequestAuthentication.qualified(),
+            "RequestAuthentication.security.istio.io"
+        );
+    }
+
+    #[test]
+    fn unknown_security_fields_and_actions_are_decode_errors() {
+        let body = br#"{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"a"},"spec":{"rules":[{"from":[{"source":{"principal":["x"]}}]}]}}"#;
+        let Err(DecodeError::Field { path, .. }) = decode_resource(body, Format::Json, None) else {
+            panic!("must fail")
+        };
+        assert_eq!(path, "spec.rules[0].from[0].source.principal");
+        let body = br#"{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"a"},"spec":{"action":"REJECT"}}"#;
+        let Err(DecodeError::Field { path, .. }) = decode_resource(body, Format::Json, None) else {
+            panic!("must fail")
+        };
+        assert_eq!(path, "spec.action");
+    }
+
+    #[test]
     fn yaml_multi_document_and_lists() {
         let y = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: a}\nspec: {}\n---\nkind: List\nitems:\n- {kind: Gateway, metadata: {name: b}, spec: {}}\n";
         let docs = parse_documents(y.as_bytes(), Format::Yaml).expect("parse");

@@ -696,3 +696,161 @@ pub(crate) fn workloads(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::resource_from_value;
+    use crate::translate::translate;
+    use serde_json::{json, Value};
+
+    fn gateway(name: &str, selector: Value) -> Value {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+               "metadata": {"name": name, "namespace": "default"},
+               "spec": {"selector": selector,
+                        "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}})
+    }
+
+    fn set(docs: Vec<Value>) -> ResourceSet {
+        let mut s = ResourceSet::new();
+        for d in docs {
+            s.insert(resource_from_value(d, None).expect("test resource decodes"));
+        }
+        s
+    }
+
+    fn ra(ns: &str, spec: Value) -> Value {
+        json!({"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+               "metadata": {"name": "jwt", "namespace": ns}, "spec": spec})
+    }
+
+    #[test]
+    fn jwt_rules_compile_with_istios_defaults() {
+        let t = translate(&set(vec![
+            gateway("gw", json!({"istio": "ingressgateway"})),
+            ra(
+                "istio-system",
+                json!({"jwtRules": [
+                    {"issuer": "https://a", "jwksUri": "https://keys.example/jwks"},
+                    {"issuer": "https://b", "fromHeaders": [{"name": "X-Token"}], "fromCookies": ["t"],
+                     "outputClaimToHeaders": [{"header": "X-Sub", "claim": "sub"}],
+                     "spaceDelimitedClaims": ["roles"], "timeout": "2s"},
+                ]}),
+            ),
+        ]));
+        let sec = t.snapshot.security_for("default/gw").expect("applies");
+        let (a, b) = (&sec.jwt[0], &sec.jwt[1]);
+        assert_eq!(a.id, "ra/istio-system/jwt/jwtRules/0");
+        assert_eq!(a.locations, TokenLocation::defaults());
+        assert!(
+            matches!(&a.keys, JwksSource::Uri { host, port: 443, https: true, timeout, .. }
+            if host == "keys.example" && *timeout == DEFAULT_JWKS_TIMEOUT)
+        );
+        assert_eq!(a.clock_skew, CLOCK_SKEW);
+        assert!(
+            matches!(&b.keys, JwksSource::Discovery { issuer, timeout } if issuer == "https://b" && timeout.as_secs() == 2)
+        );
+        assert_eq!(
+            b.locations,
+            [
+                TokenLocation::Header {
+                    name: "x-token".into(),
+                    prefix: String::new()
+                },
+                TokenLocation::Cookie("t".into())
+            ]
+        );
+        assert_eq!(
+            b.output_claim_to_headers,
+            [("x-sub".to_string(), "sub".to_string())]
+        );
+        assert_eq!(b.space_delimited_claims, ["permission", "roles", "scope"]);
+    }
+
+    #[test]
+    fn a_root_namespace_policy_without_selector_applies_to_every_gateway_and_selectors_pick() {
+        let ap = |name: &str, spec: Value| {
+            json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                   "metadata": {"name": name, "namespace": "istio-system"}, "spec": spec})
+        };
+        let t = translate(&set(vec![
+            gateway("public", json!({"istio": "ingressgateway"})),
+            gateway("internal", json!({"istio": "internal"})),
+            ap(
+                "all",
+                json!({"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/debug*"]}}]}]}),
+            ),
+            ap(
+                "internal-only",
+                json!({"selector": {"matchLabels": {"istio": "internal"}}, "rules": [{}]}),
+            ),
+        ]));
+        let public = t.snapshot.security_for("default/public").expect("public");
+        let internal = t
+            .snapshot
+            .security_for("default/internal")
+            .expect("internal");
+        assert_eq!((public.deny.len(), public.allow.len()), (1, 0));
+        assert_eq!((internal.deny.len(), internal.allow.len()), (1, 1));
+    }
+
+    #[test]
+    fn the_implicit_gateway_has_istios_default_ingress_labels() {
+        let t = translate(&set(vec![ra(
+            "istio-system",
+            json!({"selector": {"matchLabels": {"istio": "ingressgateway"}}, "jwtRules": [{"issuer": "i", "jwks": "{\"keys\":[]}"}]}),
+        )]));
+        assert_eq!(
+            t.snapshot.security_for("implicit").map(|s| s.jwt.len()),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_targeted_policy_applies_to_no_gateway_and_says_so() {
+        let t = translate(&set(vec![
+            gateway("gw", json!({"istio": "ingressgateway"})),
+            ra(
+                "istio-system",
+                json!({"targetRefs": [{"kind": "Service", "name": "x"}]}),
+            ),
+        ]));
+        assert!(t.snapshot.security.is_empty());
+        let key = ResourceKey::new(
+            crate::resource::Kind::RequestAuthentication,
+            "istio-system",
+            "jwt",
+        );
+        assert!(
+            t.warnings_for(&key)[0].contains("targetRef"),
+            "{:?}",
+            t.warnings_for(&key)
+        );
+    }
+
+    #[test]
+    fn claim_keys_follow_istios_bracket_rules() {
+        assert_eq!(claim_path("[a][b]"), ["a", "b"]);
+        assert_eq!(claim_path("[a.b]"), ["a.b"]);
+        assert_eq!(claim_path("[groups]"), ["groups"]);
+    }
+
+    #[test]
+    fn request_principal_values_split_at_the_last_slash() {
+        let m = |v: &str, iss: &str, sub: &str| match request_principal(v) {
+            ValueMatch::RequestPrincipal { iss: i, sub: s } => i.matches(iss) && s.matches(sub),
+            _ => false,
+        };
+        assert!(m(
+            "https://a.example/x/alice",
+            "https://a.example/x",
+            "alice"
+        ));
+        assert!(m("*/alice", "anything", "alice"));
+        assert!(!m("*/alice", "anything", "bob"));
+        assert!(m("https://a.example/*", "https://a.example", "bob"));
+        assert!(m("*", "x", "y"));
+        assert!(!m("*", "", "y"));
+        assert!(m("*example", "i", "my.example"));
+    }
+}

@@ -783,6 +783,133 @@ pub fn parse_go_bool(v: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::{resource_from_value, Resource};
+    use serde_json::json;
+
+    fn report(kind: &str, spec: serde_json::Value) -> crate::validate::Report {
+        let r: Resource = resource_from_value(
+            json!({"apiVersion": "security.istio.io/v1", "kind": kind,
+                   "metadata": {"name": "a", "namespace": "istio-system"}, "spec": spec}),
+            None,
+        )
+        .expect("decodes");
+        crate::validate::validate(&r)
+    }
+
+    fn fields(r: &crate::validate::Report) -> Vec<String> {
+        r.errors
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.message))
+            .collect()
+    }
+
+    #[test]
+    fn each_bad_value_is_named_by_its_own_field_path() {
+        let r = report(
+            "AuthorizationPolicy",
+            json!({"rules": [{
+                "from": [{"source": {"ipBlocks": ["10.0.0.0/8", "10.0.0.0/33"], "principals": [""]}}],
+                "to": [{"operation": {"ports": ["80", "70000"], "paths": ["/a/{**}/{*}"]}}],
+                "when": [{"key": "request.auth.claims[groups]", "values": ["x"]},
+                         {"key": "destination.labels[app]", "values": ["x"]},
+                         {"key": "remote.ip", "notValues": ["nope"]}]}]}),
+        );
+        let f = fields(&r);
+        let at = |p: &str| f.iter().any(|e| e.starts_with(&format!("{p}: ")));
+        for p in [
+            "spec.rules[0].from[0].source.ipBlocks[1]",
+            "spec.rules[0].from[0].source.principals[0]",
+            "spec.rules[0].to[0].operation.ports[1]",
+            "spec.rules[0].to[0].operation.paths[0]",
+            "spec.rules[0].when[1].key",
+            "spec.rules[0].when[2].notValues[0]",
+        ] {
+            assert!(at(p), "no error at {p}: {f:#?}");
+        }
+        assert_eq!(f.len(), 6, "{f:#?}");
+    }
+
+    #[test]
+    fn deny_without_rules_and_custom_without_provider_are_refused() {
+        let f = fields(&report("AuthorizationPolicy", json!({"action": "DENY"})));
+        assert!(
+            f[0].starts_with("spec.rules: Required value: DENY action without `rules`"),
+            "{f:?}"
+        );
+        let f = fields(&report(
+            "AuthorizationPolicy",
+            json!({"action": "CUSTOM", "rules": [{"from": [{"source": {"principals": ["a"]}}]}]}),
+        ));
+        assert!(
+            f.iter()
+                .any(|e| e.starts_with("spec.provider.name: Required value")),
+            "{f:?}"
+        );
+        assert!(f.iter().any(|e| e.starts_with("spec.rules[0].from[0].source.principals: Forbidden: From.Principals is currently not supported with CUSTOM action")), "{f:?}");
+        let f = fields(&report(
+            "AuthorizationPolicy",
+            json!({"provider": {"name": "x"}, "rules": [{}]}),
+        ));
+        assert!(f[0].starts_with("spec.provider: Forbidden: `provider` must not be with non CUSTOM action, found ALLOW"), "{f:?}");
+    }
+
+    #[test]
+    fn an_http_only_deny_rule_warns_about_tcp_ports_as_istio_does() {
+        let r = report(
+            "AuthorizationPolicy",
+            json!({"action": "DENY", "rules": [{"to": [{"operation": {"methods": ["GET"]}}]}]}),
+        );
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert!(
+            r.warnings[0].starts_with(
+                "spec.rules[0]: configured AuthorizationPolicy will deny all traffic to TCP ports"
+            ),
+            "{:?}",
+            r.warnings
+        );
+    }
+
+    #[test]
+    fn jwt_rules_are_checked_field_by_field() {
+        let r = report(
+            "RequestAuthentication",
+            json!({"jwtRules": [
+                {"audiences": [""], "fromParams": [""], "timeout": "0.5ms"},
+                {"issuer": "i", "jwksUri": "ftp://x", "jwks": "{}"},
+                {"issuer": "i", "outputClaimToHeaders": [{"header": "a b", "claim": "sub"}]}]}),
+        );
+        let f = fields(&r);
+        for p in [
+            "spec.jwtRules[0].audiences[0]: Invalid value",
+            "spec.jwtRules[0].issuer: Required value: issuer or jwksUri must be non-empty string",
+            "spec.jwtRules[0].fromParams[0]: Invalid value",
+            "spec.jwtRules[0].timeout: Invalid value",
+            "spec.jwtRules[1].jwksUri: Invalid value: \"ftp://x\": URI scheme \"ftp\" is not supported",
+            "spec.jwtRules[1].jwks: Forbidden: only one of jwks or jwksUri can be set",
+            "spec.jwtRules[1].jwks: Invalid value",
+            "spec.jwtRules[2].outputClaimToHeaders[0].header: Invalid value",
+        ] {
+            assert!(f.iter().any(|e| e.starts_with(p)), "no {p}: {f:#?}");
+        }
+    }
+
+    #[test]
+    fn the_dry_run_annotation_is_for_allow_and_deny_policies_only() {
+        let with = |kind: &str, action: &str, v: &str| {
+            let r: Resource = resource_from_value(
+                json!({"apiVersion": "security.istio.io/v1", "kind": kind,
+                       "metadata": {"name": "a", "annotations": {"istio.io/dry-run": v}},
+                       "spec": if kind == "AuthorizationPolicy" { json!({"action": action, "rules": [{}], "provider": if action == "CUSTOM" { json!({"name": "p"}) } else { json!(null) }}) } else { json!({}) }}),
+                None,
+            )
+            .expect("decodes");
+            crate::validate::validate(&r).errors.len()
+        };
+        assert_eq!(with("AuthorizationPolicy", "DENY", "true"), 0);
+        assert_eq!(with("AuthorizationPolicy", "ALLOW", "yes"), 1);
+        assert_eq!(with("AuthorizationPolicy", "AUDIT", "true"), 1);
+        assert_eq!(with("RequestAuthentication", "", "true"), 1);
+    }
 
     #[test]
     fn path_templates_follow_istio() {
