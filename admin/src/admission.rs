@@ -171,6 +171,8 @@ pub(crate) fn set_api_version(r: &mut Resource) {
         Resource::Secret(o) => Arc::make_mut(o).api_version = v,
         Resource::IngressClass(o) => Arc::make_mut(o).api_version = v,
         Resource::Ingress(o) => Arc::make_mut(o).api_version = v,
+        Resource::RequestAuthentication(o) => Arc::make_mut(o).api_version = v,
+        Resource::AuthorizationPolicy(o) => Arc::make_mut(o).api_version = v,
     }
 }
 

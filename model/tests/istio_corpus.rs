@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 const UNENFORCED_SUFFIX: &str = ": accepted but not enforced yet";
 
 /// The corpus may only grow: a smaller one means cases were lost.
-const MIN_CASES: usize = 726;
+const MIN_CASES: usize = 847;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Verdict {

@@ -2,7 +2,9 @@
 //! index per listener leading to ordered routes, and the clusters those routes send to. Built only
 //! by `translate`; swapped whole, never mutated.
 
+pub mod authz;
 mod explain;
+pub mod jwt;
 mod l4;
 mod lookup;
 mod tls;
@@ -33,6 +35,10 @@ pub struct Snapshot {
     /// The leaf certificate of every TLS Secret that parses, by namespace and name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secret_certificates: Vec<SecretCertificate>,
+    /// JWT rules and AuthorizationPolicies by gateway (`ns/name`, as [`Route::gateway`]); a
+    /// gateway with none is absent. Gateways with the same workload labels share one entry.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub security: BTreeMap<String, Arc<authz::GatewaySecurity>>,
 }
 
 /// The HTTP routing of one port: the union of every Gateway server on that port.

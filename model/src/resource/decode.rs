@@ -19,11 +19,13 @@ pub enum Kind {
     Secret,
     IngressClass,
     Ingress,
+    RequestAuthentication,
+    AuthorizationPolicy,
 }
 
 impl Kind {
     /// All kinds, in the order they are applied within a batch (credentials and registry first).
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Secret,
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
@@ -32,6 +34,8 @@ impl Kind {
         Kind::VirtualService,
         Kind::IngressClass,
         Kind::Ingress,
+        Kind::RequestAuthentication,
+        Kind::AuthorizationPolicy,
     ];
 
     /// The `kind` string.
@@ -45,6 +49,8 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::IngressClass => "IngressClass",
             Kind::Ingress => "Ingress",
+            Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
         }
     }
 
@@ -59,6 +65,8 @@ impl Kind {
             Kind::Secret => "secrets",
             Kind::IngressClass => "ingressclasses",
             Kind::Ingress => "ingresses",
+            Kind::RequestAuthentication => "requestauthentications",
+            Kind::AuthorizationPolicy => "authorizationpolicies",
         }
     }
 
@@ -75,6 +83,7 @@ impl Kind {
         match self {
             Kind::Secret => "",
             Kind::Ingress | Kind::IngressClass => INGRESS_GROUP,
+            Kind::RequestAuthentication | Kind::AuthorizationPolicy => SECURITY_GROUP,
             _ => NETWORKING_GROUP,
         }
     }
@@ -84,6 +93,7 @@ impl Kind {
         match self {
             Kind::Secret => "v1",
             Kind::Ingress | Kind::IngressClass => INGRESS_API_VERSION,
+            Kind::RequestAuthentication | Kind::AuthorizationPolicy => "security.istio.io/v1",
             _ => "networking.istio.io/v1",
         }
     }
@@ -101,6 +111,9 @@ impl Kind {
         match self {
             Kind::Secret => api_version == "v1",
             Kind::Ingress | Kind::IngressClass => api_version == INGRESS_API_VERSION,
+            Kind::RequestAuthentication | Kind::AuthorizationPolicy => api_version
+                .strip_prefix("security.istio.io/")
+                .is_some_and(|v| SECURITY_VERSIONS.contains(&v)),
             _ => api_version
                 .strip_prefix("networking.istio.io/")
                 .is_some_and(|v| NETWORKING_VERSIONS.contains(&v)),
@@ -112,6 +125,9 @@ impl Kind {
         match self {
             Kind::Secret => "v1",
             Kind::Ingress | Kind::IngressClass => INGRESS_API_VERSION,
+            Kind::RequestAuthentication | Kind::AuthorizationPolicy => {
+                "security.istio.io/v1 or v1beta1"
+            }
             _ => "networking.istio.io/v1, v1beta1 or v1alpha3",
         }
     }
@@ -168,6 +184,8 @@ pub enum Resource {
     Secret(Arc<Secret>),
     IngressClass(Arc<IngressClass>),
     Ingress(Arc<Ingress>),
+    RequestAuthentication(Arc<RequestAuthentication>),
+    AuthorizationPolicy(Arc<AuthorizationPolicy>),
 }
 
 impl Resource {
@@ -181,6 +199,8 @@ impl Resource {
             Resource::Secret(_) => Kind::Secret,
             Resource::IngressClass(_) => Kind::IngressClass,
             Resource::Ingress(_) => Kind::Ingress,
+            Resource::RequestAuthentication(_) => Kind::RequestAuthentication,
+            Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
         }
     }
 
@@ -194,6 +214,8 @@ impl Resource {
             Resource::Secret(o) => &o.metadata,
             Resource::IngressClass(o) => &o.metadata,
             Resource::Ingress(o) => &o.metadata,
+            Resource::RequestAuthentication(o) => &o.metadata,
+            Resource::AuthorizationPolicy(o) => &o.metadata,
         }
     }
 
@@ -208,6 +230,8 @@ impl Resource {
             Resource::Secret(o) => &mut Arc::make_mut(o).metadata,
             Resource::IngressClass(o) => &mut Arc::make_mut(o).metadata,
             Resource::Ingress(o) => &mut Arc::make_mut(o).metadata,
+            Resource::RequestAuthentication(o) => &mut Arc::make_mut(o).metadata,
+            Resource::AuthorizationPolicy(o) => &mut Arc::make_mut(o).metadata,
         }
     }
 
@@ -232,6 +256,8 @@ impl Resource {
             Resource::Secret(o) => &o.api_version,
             Resource::IngressClass(o) => &o.api_version,
             Resource::Ingress(o) => &o.api_version,
+            Resource::RequestAuthentication(o) => &o.api_version,
+            Resource::AuthorizationPolicy(o) => &o.api_version,
         }
     }
 
@@ -245,6 +271,8 @@ impl Resource {
             Resource::WorkloadEntry(o) => serde_json::to_value(&o.spec),
             Resource::IngressClass(o) => serde_json::to_value(&o.spec),
             Resource::Ingress(o) => serde_json::to_value(&o.spec),
+            Resource::RequestAuthentication(o) => serde_json::to_value(&o.spec),
+            Resource::AuthorizationPolicy(o) => serde_json::to_value(&o.spec),
             Resource::Secret(s) => serde_json::to_value((&s.type_, &s.data, &s.string_data)),
         };
         r.unwrap_or(Value::Null)
@@ -270,6 +298,8 @@ impl Resource {
             Resource::WorkloadEntry(o) => clear(o),
             Resource::IngressClass(o) => clear(o),
             Resource::Ingress(o) => clear(o),
+            Resource::RequestAuthentication(o) => clear(o),
+            Resource::AuthorizationPolicy(o) => clear(o),
             Resource::Secret(s) => {
                 if !s.string_data.is_empty() {
                     Arc::make_mut(s).normalize();
@@ -299,6 +329,8 @@ impl serde::Serialize for Resource {
             Resource::WorkloadEntry(o) => without_status(o, s),
             Resource::IngressClass(o) => without_status(o, s),
             Resource::Ingress(o) => without_status(o, s),
+            Resource::RequestAuthentication(o) => without_status(o, s),
+            Resource::AuthorizationPolicy(o) => without_status(o, s),
             Resource::Secret(o) => o.serialize(s),
         }
     }
@@ -488,6 +520,8 @@ pub fn resource_from_value(v: Value, expected: Option<Kind>) -> Result<Resource,
         Kind::Secret => Resource::Secret(Arc::new(typed(v)?)),
         Kind::IngressClass => Resource::IngressClass(Arc::new(typed(v)?)),
         Kind::Ingress => Resource::Ingress(Arc::new(typed(v)?)),
+        Kind::RequestAuthentication => Resource::RequestAuthentication(Arc::new(typed(v)?)),
+        Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(Arc::new(typed(v)?)),
     };
     Ok(r)
 }
@@ -593,6 +627,20 @@ impl ResourceSet {
         })
     }
 
+    pub fn request_authentications(&self) -> impl Iterator<Item = &RequestAuthentication> {
+        self.items.values().filter_map(|r| match r {
+            Resource::RequestAuthentication(o) => Some(&**o),
+            _ => None,
+        })
+    }
+
+    pub fn authorization_policies(&self) -> impl Iterator<Item = &AuthorizationPolicy> {
+        self.items.values().filter_map(|r| match r {
+            Resource::AuthorizationPolicy(o) => Some(&**o),
+            _ => None,
+        })
+    }
+
     pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
         self.items.values().filter_map(|r| match r {
             Resource::Secret(o) => Some(&**o),
@@ -660,6 +708,43 @@ mod tests {
             );
             decode_resource(body.as_bytes(), Format::Json, Some(Kind::Gateway)).expect(v);
         }
+    }
+
+    #[test]
+    fn security_kinds_take_security_versions_only() {
+        for (v, ok) in [("v1", true), ("v1beta1", true), ("v1alpha3", false)] {
+            for kind in ["RequestAuthentication", "AuthorizationPolicy"] {
+                let body = format!(
+                    r#"{{"apiVersion":"security.istio.io/{v}","kind":"{kind}","metadata":{{"name":"a"}},"spec":{{}}}}"#
+                );
+                let r = decode_resource(body.as_bytes(), Format::Json, None);
+                assert_eq!(r.is_ok(), ok, "{kind} {v}: {r:?}");
+            }
+        }
+        let wrong = br#"{"apiVersion":"networking.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"a"},"spec":{}}"#;
+        assert!(decode_resource(wrong, Format::Json, None).is_err());
+        assert_eq!(
+            Kind::from_plural("authorizationpolicies"),
+            Some(Kind::AuthorizationPolicy)
+        );
+        assert_eq!(
+            Kind::RequestAuthentication.qualified(),
+            "RequestAuthentication.security.istio.io"
+        );
+    }
+
+    #[test]
+    fn unknown_security_fields_and_actions_are_decode_errors() {
+        let body = br#"{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"a"},"spec":{"rules":[{"from":[{"source":{"principal":["x"]}}]}]}}"#;
+        let Err(DecodeError::Field { path, .. }) = decode_resource(body, Format::Json, None) else {
+            panic!("must fail")
+        };
+        assert_eq!(path, "spec.rules[0].from[0].source.principal");
+        let body = br#"{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"a"},"spec":{"action":"REJECT"}}"#;
+        let Err(DecodeError::Field { path, .. }) = decode_resource(body, Format::Json, None) else {
+            panic!("must fail")
+        };
+        assert_eq!(path, "spec.action");
     }
 
     #[test]

@@ -15,9 +15,11 @@ mod hosts;
 mod ingress;
 mod l4;
 mod routes;
+mod security;
 mod tls;
 mod vhosts;
 
+pub use security::{Workload, DEFAULT_INGRESS_LABELS};
 pub use tls::{referenced_files, Files};
 
 use crate::ir::Snapshot;
@@ -104,12 +106,15 @@ pub fn translate_with_files(
         }
     }
     let l4 = l4::build(set, &gws, &mut reg, &mut diag);
+    let workloads = security::workloads(set, &gws, &listeners, gateway_namespace);
+    let security = security::compile(set, &workloads, gateway_namespace, &mut diag);
     let snapshot = Snapshot {
         listeners,
         l4,
         clusters: std::mem::take(&mut reg.clusters),
         tls: tls_listeners,
         secret_certificates: secrets.expiries(),
+        security,
     };
     let (statuses, warnings) = diag.finish(set);
     Translation {

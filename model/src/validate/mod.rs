@@ -18,6 +18,7 @@ mod istio;
 mod locality;
 mod path;
 mod secret;
+mod security;
 mod service_entry;
 mod unenforced;
 mod virtual_service;
@@ -26,6 +27,7 @@ mod workload_entry;
 pub use common::decode_proto_bytes;
 pub(crate) use istio::Protocol;
 pub use path::FieldPath;
+pub use security::{parse_go_bool, parse_jwks_uri, DRY_RUN_ANNOTATION};
 pub use unenforced::{unenforced_warnings, NOT_ENFORCED};
 pub(crate) use virtual_service::GRPC_CODES;
 
@@ -73,6 +75,8 @@ pub fn validate(resource: &Resource) -> Report {
         Resource::Secret(o) => secret::validate_secret(o, &mut f),
         Resource::Ingress(o) => ingress::validate_ingress(o, &mut f),
         Resource::IngressClass(o) => ingress::validate_ingress_class(o, &mut f),
+        Resource::RequestAuthentication(o) => security::validate_request_authentication(o, &mut f),
+        Resource::AuthorizationPolicy(o) => security::validate_authorization_policy(o, &mut f),
     }
     let mut report = f.into_report();
     report.warnings.extend(unenforced_warnings(resource));

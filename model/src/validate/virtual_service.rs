@@ -638,7 +638,7 @@ fn check_match_header_name(f: &mut Findings, p: &FieldPath, name: &str) {
     } else if is_jwt_claim(name) {
         f.warn(
             p,
-            format!("JWT claim matches need a RequestAuthentication, which this gateway does not support: the match entry is skipped{NOT_ENFORCED}"),
+            format!("JWT claim matches are not evaluated by this gateway yet: the match entry is skipped{NOT_ENFORCED}"),
         );
     } else if PSEUDO_HEADERS.contains(&name) {
         f.warn(
