@@ -161,6 +161,11 @@ impl Findings {
         self.warnings.push(format!("{path}: {text}"));
     }
 
+    /// A warning about a path already rendered as text (from outside the validator).
+    pub fn warn_text(&mut self, path: &str, text: impl Display) {
+        self.warnings.push(format!("{path}: {text}"));
+    }
+
     pub fn into_report(self) -> Report {
         Report {
             errors: self.errors,

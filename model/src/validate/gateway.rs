@@ -48,6 +48,10 @@ pub(crate) fn validate_gateway(g: &Gateway, f: &mut Findings) {
     for (i, s) in g.spec.servers.iter().enumerate() {
         check_server(f, &sp.index(i), s);
     }
+    // Opted in to ACME: the servers and hosts it cannot manage are said, not skipped silently.
+    for (path, text) in crate::acme::servers(g).1 {
+        f.warn_text(&path, text);
+    }
     // Port names compare case-sensitively, as Istio's do.
     let mut port_names: HashMap<&str, FieldPath> = HashMap::new();
     for (i, s) in g.spec.servers.iter().enumerate() {
