@@ -241,6 +241,23 @@ impl ControlPlane {
             .ok_or_else(|| AdminError::not_found(key.kind, &key.name))
     }
 
+    /// One stored object as it is, Secrets unredacted (for the control plane's own clients, such
+    /// as ACME, never for the API).
+    pub fn resource(&self, key: &ResourceKey) -> Option<Resource> {
+        self.view.load().set.get(key).cloned()
+    }
+
+    /// Every stored object of one kind, as it is.
+    pub fn resources(&self, kind: Kind) -> Vec<Resource> {
+        let view = self.view.load();
+        view.set
+            .items
+            .iter()
+            .filter(|(k, _)| k.kind == kind)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
     /// A `<Kind>List` of one kind, in one namespace or all, sorted by namespace then name.
     pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Value {
         let view = self.view.load();

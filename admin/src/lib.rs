@@ -2,6 +2,7 @@
 //! ([`ControlPlane`]), readiness ([`Health`]) and durable storage ([`Store`], [`FileStore`]).
 //! Nothing here touches traffic: the data plane only sees the `Snapshot` the pipeline swaps in.
 
+pub mod acme;
 mod admission;
 mod api;
 mod body;

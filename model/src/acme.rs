@@ -8,6 +8,43 @@ use crate::resource::{Gateway, ServerTlsMode};
 /// The annotation that opts a Gateway in.
 pub const ACME_ANNOTATION: &str = "acme.gateway/enabled";
 
+/// The annotation that chooses the challenge: `http-01` (the default) or `tls-alpn-01`.
+pub const CHALLENGE_ANNOTATION: &str = "acme.gateway/challenge";
+
+/// How the ACME server checks that the gateway serves a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// A token under `/.well-known/acme-challenge/` on the port-80 listener.
+    Http01,
+    /// A challenge certificate on the HTTPS listener for ALPN `acme-tls/1` (RFC 8737).
+    TlsAlpn01,
+}
+
+impl Challenge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Challenge::Http01 => "http-01",
+            Challenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+/// The Gateway's challenge, and a warning when the annotation names none the gateway answers.
+pub fn challenge(g: &Gateway) -> (Challenge, Option<Skipped>) {
+    match g.metadata.annotations.get(CHALLENGE_ANNOTATION).map(|v| v.trim().to_ascii_lowercase()) {
+        None => (Challenge::Http01, None),
+        Some(v) if v == "http-01" => (Challenge::Http01, None),
+        Some(v) if v == "tls-alpn-01" => (Challenge::TlsAlpn01, None),
+        Some(v) => (
+            Challenge::Http01,
+            Some((
+                format!("metadata.annotations[{CHALLENGE_ANNOTATION}]"),
+                format!("{v:?} is not a challenge the gateway answers (http-01, tls-alpn-01): http-01 is used"),
+            )),
+        ),
+    }
+}
+
 /// One server whose certificate ACME obtains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeServer {
@@ -38,6 +75,9 @@ pub fn servers(g: &Gateway) -> (Vec<AcmeServer>, Vec<Skipped>) {
     let mut skipped = Vec::new();
     if !opted_in(g) {
         return (out, skipped);
+    }
+    if let (_, Some(w)) = challenge(g) {
+        skipped.push(w);
     }
     for (i, s) in g.spec.servers.iter().enumerate() {
         let https = s
