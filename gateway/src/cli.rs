@@ -48,6 +48,38 @@ pub struct Cli {
     /// After SIGTERM (or SIGQUIT), how long requests in flight may take to finish.
     #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: std::time::Duration,
+    /// Turn on ACME (RFC 8555) with this directory URL: certificates for the HTTPS servers of
+    /// Gateways annotated `acme.gateway/enabled: "true"`.
+    #[arg(long, env = "GATEWAY_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// The ACME account's contact e-mail.
+    #[arg(
+        long,
+        env = "GATEWAY_ACME_EMAIL",
+        value_name = "EMAIL",
+        requires = "acme_directory"
+    )]
+    pub acme_email: Option<String>,
+    /// PEM CA the ACME server's own TLS is checked with (a private or test CA); default: the
+    /// system's trust store.
+    #[arg(
+        long,
+        env = "GATEWAY_ACME_CA_FILE",
+        value_name = "FILE",
+        requires = "acme_directory"
+    )]
+    pub acme_ca_file: Option<PathBuf>,
+    /// External Account Binding key id (with --acme-eab-hmac-key).
+    #[arg(long, env = "GATEWAY_ACME_EAB_KID", value_name = "ID", requires_all = ["acme_directory", "acme_eab_hmac_key"])]
+    pub acme_eab_kid: Option<String>,
+    /// External Account Binding HMAC key, base64url as CAs hand it out (with --acme-eab-kid).
+    #[arg(
+        long,
+        env = "GATEWAY_ACME_EAB_HMAC_KEY",
+        value_name = "KEY",
+        requires = "acme_eab_kid"
+    )]
+    pub acme_eab_hmac_key: Option<String>,
     /// Take over from the gateway running on the same --data-dir: wait for its listening sockets
     /// (sent when it gets SIGQUIT), then serve them while it drains. Same listener flags as the old.
     #[arg(long, env = "GATEWAY_UPGRADE", value_parser = clap::builder::BoolishValueParser::new())]

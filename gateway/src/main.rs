@@ -3,6 +3,7 @@
 //! hands it over to a new process started with `--upgrade`.
 
 mod accesslog;
+mod acme_http;
 mod balancer;
 mod cli;
 mod explain_cmd;
@@ -153,6 +154,10 @@ fn run(cli: Cli) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let mut file_store = None;
+    let acme_config = acme_config(&cli)?;
+    let challenges = acme_config
+        .as_ref()
+        .map(|_| Arc::new(admin::acme::Challenges::default()));
     let control = control_runtime.block_on(async {
         let cp = match &store {
             StoreUrl::File => {
@@ -190,6 +195,17 @@ fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("--bootstrap {}: {e}", b.display()))?;
             tracing::info!(resources = n, path = %b.display(), "bootstrap applied");
+        }
+        if let (Some(config), Some(challenges)) = (acme_config, &challenges) {
+            let kv: Arc<dyn admin::acme::kv::Kv> = match &store {
+                StoreUrl::File => Arc::new(admin::acme::kv::FileKv::open(&cli.data_dir)?),
+                StoreUrl::Etcd(c) => Arc::new(
+                    admin::acme::kv::EtcdKv::connect(&c.endpoints, &c.prefix)
+                        .await
+                        .map_err(|e| format!("ACME state in etcd: {e}"))?,
+                ),
+            };
+            admin::acme::start(cp.clone(), kv, config, challenges.clone())?;
         }
         Ok::<_, String>(cp)
     })?;
@@ -253,6 +269,7 @@ fn run(cli: Cli) -> Result<(), String> {
         listeners: Arc::new(listeners),
         inflight: inflight.clone(),
         access_log: accesslog::AccessLogger::start(cli.access_log, access_log_dropped),
+        acme: challenges.clone(),
     };
     // The same proxy behind the port listeners (their own Pingora service: a listener's
     // application is fixed, and this one decides per connection what it is).
@@ -266,6 +283,7 @@ fn run(cli: Cli) -> Result<(), String> {
         inflight: gateway.inflight.clone(),
         access_log: gateway.access_log.clone(),
         mirrors: gateway.mirrors.clone(),
+        acme: gateway.acme.clone(),
     };
     let mut port_http = pingora::proxy::http_proxy(&server.configuration, gateway_ports);
     let mut opts = pingora::apps::HttpServerOptions::default();
@@ -279,7 +297,7 @@ fn run(cli: Cli) -> Result<(), String> {
             gateway.metrics.clone(),
             gateway.access_log.clone(),
         )),
-        acceptor: Arc::new(tls::TlsAcceptor::new(tls_connections)?),
+        acceptor: Arc::new(tls::TlsAcceptor::new(tls_connections, challenges)?),
         snapshot: snapshot.clone(),
         metrics: gateway.metrics.clone(),
     };
@@ -397,6 +415,41 @@ impl BackgroundService for AdminService {
             tracing::error!(error = %e, "admin server failed");
         }
     }
+}
+
+/// The `--acme-*` flags, checked. `GATEWAY_ACME_TEST_RENEW_AFTER` (a duration, tests only)
+/// renews a certificate once it is that old instead of at two thirds of its lifetime.
+fn acme_config(cli: &Cli) -> Result<Option<admin::acme::AcmeConfig>, String> {
+    use base64::Engine as _;
+    let Some(directory) = &cli.acme_directory else {
+        return Ok(None);
+    };
+    if !directory.starts_with("https://") {
+        return Err(format!(
+            "--acme-directory {directory:?}: expected an https:// URL (RFC 8555 requires TLS)"
+        ));
+    }
+    let mut config = admin::acme::AcmeConfig::new(directory.clone());
+    config.email = cli.acme_email.iter().cloned().collect();
+    if let Some(ca) = &cli.acme_ca_file {
+        std::fs::metadata(ca).map_err(|e| format!("--acme-ca-file {}: {e}", ca.display()))?;
+        config.ca_file = Some(ca.clone());
+    }
+    if let (Some(kid), Some(key)) = (&cli.acme_eab_kid, &cli.acme_eab_hmac_key) {
+        let key = key.trim().trim_end_matches('=');
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(key)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(key))
+            .map_err(|e| format!("--acme-eab-hmac-key: not base64url: {e}"))?;
+        config.eab = Some((kid.clone(), decoded));
+    }
+    if let Ok(v) = std::env::var("GATEWAY_ACME_TEST_RENEW_AFTER") {
+        let d = model::parse_duration(&v)
+            .map_err(|e| format!("GATEWAY_ACME_TEST_RENEW_AFTER {v:?}: {e}"))?;
+        tracing::warn!(renew_after = ?d, "GATEWAY_ACME_TEST_RENEW_AFTER is set: ACME certificates are renewed early (tests only)");
+        config.renew_after = Some(d);
+    }
+    Ok(Some(config))
 }
 
 /// The parsed `--store`.

@@ -80,6 +80,8 @@ pub struct GatewayProxy {
     pub health: Arc<admin::Health>,
     /// Mirrored copies: their connector and counters.
     pub mirrors: Arc<mirror::Mirrors>,
+    /// ACME HTTP-01 challenges to answer on the port-80 listener (with `--acme-directory`).
+    pub acme: Option<Arc<admin::acme::Challenges>>,
 }
 
 /// Decrements the in-flight count when a request's context is dropped, however the request ends.
@@ -666,6 +668,11 @@ impl ProxyHttp for GatewayProxy {
             .is_some_and(|v| !v.is_empty());
         if !has_id {
             ctx.request_id = Some(new_request_id());
+        }
+        if let Some(acme) = &self.acme {
+            if crate::acme_http::answer(session, acme, &self.listeners).await? {
+                return Ok(true);
+            }
         }
         self.route(session, ctx).await
     }

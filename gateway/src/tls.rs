@@ -96,6 +96,8 @@ pub struct TlsAcceptor {
     pub connections: Arc<Connections>,
     /// Answers a ClientHello that no server claims with an alert instead of a bare close.
     reject: Arc<rustls::ServerConfig>,
+    /// ACME TLS-ALPN-01 challenge certificates (with `--acme-directory`).
+    acme: Option<Arc<admin::acme::Challenges>>,
 }
 
 /// The most a ClientHello may take (a TLS record is at most 16 KiB; a hello with a post-quantum
@@ -168,7 +170,10 @@ pub async fn read_client_hello(mut io: Stream) -> Result<(Stream, Option<Arc<str
 }
 
 impl TlsAcceptor {
-    pub fn new(connections: Arc<Connections>) -> Result<Self, String> {
+    pub fn new(
+        connections: Arc<Connections>,
+        acme: Option<Arc<admin::acme::Challenges>>,
+    ) -> Result<Self, String> {
         let reject = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -179,7 +184,54 @@ impl TlsAcceptor {
         Ok(TlsAcceptor {
             connections,
             reject: Arc::new(reject),
+            acme,
         })
+    }
+
+    /// RFC 8737: a ClientHello offering `acme-tls/1` for a host with a published
+    /// challenge gets the challenge certificate, whatever server (if any) the SNI selects.
+    fn acme_challenge(&self, hello: &ClientHello<'_>) -> Option<Arc<rustls::ServerConfig>> {
+        let acme = self.acme.as_ref()?;
+        let offered = hello
+            .alpn()
+            .is_some_and(|mut a| a.any(|p| p == admin::acme::ACME_TLS_ALPN));
+        tracing::debug!(offered, sni = ?hello.server_name(), "ClientHello ALPN");
+        if !offered {
+            return None;
+        }
+        let sni = hello.server_name()?.to_ascii_lowercase();
+        let Some(cert) = acme.alpn(&sni) else {
+            tracing::info!(host = %sni, "acme-tls/1 offered for a host with no pending challenge");
+            return None;
+        };
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.key_der.clone().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // Not `with_single_cert`: its certificate check refuses the critical acmeIdentifier
+        // extension that RFC 8737 requires.
+        let built = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| e.to_string())
+            .and_then(|signer| {
+                let key = CertifiedKey::new(vec![cert.cert_der.clone().into()], signer);
+                rustls::ServerConfig::builder_with_provider(provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())
+                    .map(|b| {
+                        b.with_no_client_auth()
+                            .with_cert_resolver(Arc::new(Fixed(Arc::new(key))))
+                    })
+            });
+        let mut config = match built {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(host = %sni, error = %e, "unusable TLS-ALPN-01 challenge certificate");
+                return None;
+            }
+        };
+        config.alpn_protocols = vec![admin::acme::ACME_TLS_ALPN.to_vec()];
+        tracing::info!(host = %sni, "answering an ACME TLS-ALPN-01 challenge");
+        Some(Arc::new(config))
     }
 
     /// Finishes the handshake of a stream whose ClientHello [`read_client_hello`] put back, with
@@ -193,6 +245,13 @@ impl TlsAcceptor {
         let start = LazyConfigAcceptor::new(Acceptor::default(), io)
             .await
             .map_err(|e| Failed::Counted(format!("reading the ClientHello: {e}")))?;
+        if let Some(challenge) = self.acme_challenge(&start.client_hello()) {
+            // The validation is the handshake itself; nothing is served on this connection.
+            return match start.into_stream(challenge).await {
+                Ok(_) => Err(Failed::Silent),
+                Err(e) => Err(Failed::Counted(format!("ACME TLS-ALPN-01 handshake: {e}"))),
+            };
+        }
         let config = match server.map(|s| (s.config.clone(), &s.name)) {
             Some((Some(config), _)) => config,
             Some((None, name)) => {
@@ -226,6 +285,16 @@ pub enum Failed {
     Counted(String),
     /// The peer went away before saying anything.
     Silent,
+}
+
+/// A resolver that always answers with one certificate (the TLS-ALPN-01 challenge's).
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
 }
 
 /// A resolver that never finds a certificate: rustls then ends the handshake with an alert.

@@ -67,15 +67,15 @@ pub async fn account(config: &AcmeConfig, kv: &dyn Kv) -> Result<Account, Failur
                 tracing::info!(directory = %config.directory, id = account.id(), "ACME account loaded from the store");
                 return Ok(account);
             }
-            Ok(_) => tracing::info!(directory = %config.directory, "the stored ACME account is for another directory: registering"),
-            Err(e) => tracing::warn!(error = %e, "the stored ACME account is unreadable: registering a new one"),
+            Ok(_) => {
+                tracing::info!(directory = %config.directory, "the stored ACME account is for another directory: registering")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the stored ACME account is unreadable: registering a new one")
+            }
         }
     }
-    let contact: Vec<String> = config
-        .email
-        .iter()
-        .map(|e| format!("mailto:{e}"))
-        .collect();
+    let contact: Vec<String> = config.email.iter().map(|e| format!("mailto:{e}")).collect();
     let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
     let eab = config
         .eab
@@ -108,6 +108,13 @@ pub async fn account(config: &AcmeConfig, kv: &dyn Kv) -> Result<Account, Failur
     // Another replica stored its account meanwhile: use that one, so that all share one.
     tracing::info!("another replica registered the ACME account first: using it");
     Box::pin(account_from_store(config, kv)).await
+}
+
+/// Drops the stored account, so that the next order registers a new one.
+pub async fn forget_account(kv: &dyn Kv) {
+    if let Err(e) = kv.delete(ACCOUNT_KEY).await {
+        tracing::warn!(error = %e, "cannot drop the stored ACME account");
+    }
 }
 
 async fn account_from_store(config: &AcmeConfig, kv: &dyn Kv) -> Result<Account, Failure> {
@@ -233,10 +240,17 @@ async fn order_inner(
         published.push(key);
         // Every replica polls the shared state; give them a moment to answer.
         tokio::time::sleep(super::PUBLISH_DELAY).await;
-        tracing::info!(host, challenge = challenge.as_str(), "ACME challenge published; telling the server it is ready");
+        tracing::info!(
+            host,
+            challenge = challenge.as_str(),
+            "ACME challenge published; telling the server it is ready"
+        );
         ch.set_ready().await.map_err(fail("challenge"))?;
     }
-    let status = order.poll_ready(&patience()).await.map_err(fail("challenge"))?;
+    let status = order
+        .poll_ready(&patience())
+        .await
+        .map_err(fail("challenge"))?;
     if status != OrderStatus::Ready {
         let why = order
             .state()
@@ -250,10 +264,11 @@ async fn order_inner(
         });
     }
     tracing::info!(hosts = ?hosts, "ACME authorizations valid; finalizing");
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Failure {
-        step: "finalize",
-        message: e.to_string(),
-    })?;
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Failure {
+            step: "finalize",
+            message: e.to_string(),
+        })?;
     let params = rcgen::CertificateParams::new(hosts.to_vec()).map_err(|e| Failure {
         step: "finalize",
         message: e.to_string(),

@@ -133,7 +133,11 @@ impl Manager {
             let Resource::Gateway(g) = r else { continue };
             let (servers, _) = model::acme::servers(&g);
             let (challenge, _) = model::acme::challenge(&g);
-            let ns = g.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
+            let ns = g
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_string());
             for s in servers {
                 out.push(Target {
                     secret: ResourceKey::new(Kind::Secret, &ns, &s.credential_name),
@@ -154,7 +158,11 @@ impl Manager {
         };
         let pem = s.value(model::TLS_CRT)?;
         let (not_before, not_after, sans) = leaf_validity(&pem)?;
-        if !t.hosts.iter().all(|h| sans.iter().any(|s| s.eq_ignore_ascii_case(h))) {
+        if !t
+            .hosts
+            .iter()
+            .all(|h| sans.iter().any(|s| s.eq_ignore_ascii_case(h)))
+        {
             return None;
         }
         let at = self.renewal_time(not_before, not_after);
@@ -251,6 +259,15 @@ impl Manager {
                     .orders
                     .with_label_values(&[t.challenge.as_str(), "failed"])
                     .inc();
+                if f.message.contains("accountDoesNotExist") {
+                    // The ACME server forgot the account (a reset test CA, a deactivation):
+                    // the next attempt registers a new one for every replica.
+                    tracing::warn!(
+                        "the ACME server does not know the stored account: registering a new one"
+                    );
+                    *self.account.lock().await = None;
+                    client::forget_account(self.kv.as_ref()).await;
+                }
                 return Err(f);
             }
         };
