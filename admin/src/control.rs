@@ -50,6 +50,8 @@ pub struct ControlPlane {
     gateway_namespace: String,
     /// The Gateway ports the process's listeners serve, once told ([`Self::serve_ports`]).
     listener_ports: std::sync::OnceLock<std::collections::BTreeSet<u16>>,
+    /// Conditions a control-plane client adds to a resource's status (ACME, per Gateway).
+    extra_conditions: ArcSwap<BTreeMap<ResourceKey, Vec<Condition>>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -143,6 +145,7 @@ impl ControlPlane {
             registry,
             gateway_namespace,
             listener_ports: std::sync::OnceLock::new(),
+            extra_conditions: ArcSwap::from_pointee(BTreeMap::new()),
         });
         {
             let _writer = cp.writer.lock().await;
@@ -237,8 +240,47 @@ impl ControlPlane {
         let view = self.view.load();
         view.set
             .get(key)
-            .map(|r| render(r, &view.statuses))
+            .map(|r| self.with_extra(render(r, &view.statuses), r))
             .ok_or_else(|| AdminError::not_found(key.kind, &key.name))
+    }
+
+    /// Replaces the conditions a control-plane client (ACME) adds to `key`'s status; empty
+    /// removes them. Reads show them after the translation's own.
+    pub fn set_extra_conditions(&self, key: &ResourceKey, conditions: Vec<Condition>) {
+        let current = self.extra_conditions.load();
+        if current
+            .get(key)
+            .map_or(conditions.is_empty(), |c| *c == conditions)
+        {
+            return;
+        }
+        let mut next = (**current).clone();
+        if conditions.is_empty() {
+            next.remove(key);
+        } else {
+            next.insert(key.clone(), conditions);
+        }
+        self.extra_conditions.store(Arc::new(next));
+    }
+
+    fn with_extra(&self, mut v: Value, r: &Resource) -> Value {
+        let extra = self.extra_conditions.load();
+        let Some(conds) = extra.get(&r.key()) else {
+            return v;
+        };
+        if let Value::Object(m) = &mut v {
+            let status = m
+                .entry("status")
+                .or_insert_with(|| json!({ "conditions": [] }));
+            if let Some(list) = status.as_object_mut().and_then(|s| {
+                s.entry("conditions")
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()
+            }) {
+                list.extend(conds.iter().filter_map(|c| serde_json::to_value(c).ok()));
+            }
+        }
+        v
     }
 
     /// One stored object as it is, Secrets unredacted (for the control plane's own clients, such
@@ -266,7 +308,7 @@ impl ControlPlane {
             .items
             .iter()
             .filter(|(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
-            .map(|(_, r)| render(r, &view.statuses))
+            .map(|(_, r)| self.with_extra(render(r, &view.statuses), r))
             .collect();
         json!({
             "apiVersion": kind.api_version(),

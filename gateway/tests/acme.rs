@@ -282,6 +282,27 @@ fn served_by_root(g: &Gateway, hosts: &[&str], root: &str, within: Duration) -> 
         .collect()
 }
 
+/// The ACME conditions of a Gateway's status.
+fn acme_conditions(g: &Gateway, name: &str) -> Vec<Value> {
+    let r = g.get(&format!(
+        "/apis/networking.istio.io/v1/namespaces/default/gateways/{name}"
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["status"]["conditions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| {
+                    c["type"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("AcmeCertificate/"))
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn metric_sum(g: &Gateway, name: &str, label: &str) -> f64 {
     g.get("/metrics")
         .text()
@@ -393,6 +414,26 @@ fn certificates_by_both_challenges_renew_and_survive_an_outage() {
     assert_eq!(s.status, 200, "{}", s.text());
     assert_eq!(s.json()["type"], "kubernetes.io/tls", "{}", s.text());
     assert!(!s.text().contains("PRIVATE KEY"), "{}", s.text());
+    // The Gateway's status says, per server, that its certificate is issued.
+    for gw in ["web", "alpn"] {
+        // The conditions follow the store within a planning round (a second).
+        let conds = eventually(Duration::from_secs(5), || {
+            let c = acme_conditions(&g, gw);
+            c.iter().all(|c| c["status"] == "True").then_some(c)
+        })
+        .unwrap_or_else(|| acme_conditions(&g, gw));
+        assert_eq!(conds.len(), 2, "{gw}: {conds:?}");
+        for c in &conds {
+            assert_eq!(c["status"], "True", "{gw}: {c}");
+            assert_eq!(c["reason"], "Issued", "{gw}: {c}");
+            assert!(
+                c["type"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("AcmeCertificate/servers[")),
+                "{c}"
+            );
+        }
+    }
     // The next renewal is published.
     assert!(
         metric_sum(
@@ -469,6 +510,20 @@ fn certificates_by_both_challenges_renew_and_survive_an_outage() {
         retried.is_some(),
         "no failed attempt while pebble was down:\n{}",
         g.logs()
+    );
+    let failing = eventually(Duration::from_secs(30), || {
+        acme_conditions(&g, "web")
+            .into_iter()
+            .chain(acme_conditions(&g, "alpn"))
+            .find(|c| c["reason"] == "Failing")
+    })
+    .expect("a Failing condition while pebble is down");
+    assert_eq!(failing["status"], "False", "{failing}");
+    assert!(
+        failing["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("retrying in")),
+        "{failing}"
     );
     // Past the renewal time: still served, still the same certificates.
     let during = served_by_root(&g, &all, &root, Duration::from_secs(5));

@@ -12,10 +12,11 @@ use super::{AcmeConfig, POLL};
 use crate::control::ControlPlane;
 use instant_acme::Account;
 use model::acme::Challenge;
+use model::translate::Condition;
 use model::{Format, Kind, Resource, ResourceKey};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +31,8 @@ const PLAN_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Target {
     secret: ResourceKey,
+    /// The Gateway whose status says how it goes.
+    gateway_key: ResourceKey,
     /// `namespace/gateway` and server name, for logs.
     gateway: String,
     server: String,
@@ -43,6 +46,8 @@ struct Attempts {
     running: bool,
     failures: u32,
     not_before: Option<Instant>,
+    /// What the status says while there is no valid certificate: (failing, why).
+    why: Option<(bool, String)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -70,6 +75,8 @@ struct Manager {
     holder: String,
     account: tokio::sync::Mutex<Option<Account>>,
     attempts: Mutex<HashMap<ResourceKey, Attempts>>,
+    /// The Gateways whose status has ACME conditions.
+    shown: Mutex<BTreeSet<ResourceKey>>,
 }
 
 /// Starts the client on the current tokio runtime: challenges are answered from now on, and
@@ -90,6 +97,7 @@ pub fn start(
         holder: uuid::Uuid::new_v4().to_string(),
         account: tokio::sync::Mutex::new(None),
         attempts: Mutex::new(HashMap::new()),
+        shown: Mutex::new(BTreeSet::new()),
     });
     tracing::info!(directory = %m.config.directory, "ACME enabled");
     Ok(tokio::spawn(async move { m.run().await }))
@@ -141,6 +149,7 @@ impl Manager {
             for s in servers {
                 out.push(Target {
                     secret: ResourceKey::new(Kind::Secret, &ns, &s.credential_name),
+                    gateway_key: ResourceKey::new(Kind::Gateway, &ns, &g.metadata.name),
                     gateway: format!("{ns}/{}", g.metadata.name),
                     server: s.name,
                     hosts: s.hosts,
@@ -178,8 +187,14 @@ impl Manager {
     }
 
     fn plan(self: &Arc<Self>) {
+        let mut conditions: BTreeMap<ResourceKey, Vec<Condition>> = BTreeMap::new();
         for t in self.targets() {
-            if let Some(at) = self.due_at(&t) {
+            let due = self.due_at(&t);
+            conditions
+                .entry(t.gateway_key.clone())
+                .or_default()
+                .push(self.condition(&t, due));
+            if let Some(at) = due {
                 self.metrics
                     .next_renewal
                     .with_label_values(&[t.secret.namespace.as_str(), t.secret.name.as_str()])
@@ -199,6 +214,62 @@ impl Manager {
             let me = self.clone();
             tokio::spawn(async move { me.attempt(t).await });
         }
+        let Ok(mut shown) = self.shown.lock() else {
+            return;
+        };
+        for gone in shown.iter().filter(|k| !conditions.contains_key(*k)) {
+            self.cp.set_extra_conditions(gone, Vec::new());
+        }
+        *shown = conditions.keys().cloned().collect();
+        for (key, conds) in conditions {
+            self.cp.set_extra_conditions(&key, conds);
+        }
+    }
+
+    /// The Gateway status condition of one managed server: `AcmeCertificate/<server>`, True
+    /// (`Issued`) while its certificate is valid and not due, else False with `Pending` (and why)
+    /// or `Failing` (the last error; retried with backoff).
+    fn condition(&self, t: &Target, due: Option<i64>) -> Condition {
+        let type_ = format!("AcmeCertificate/{}", t.server);
+        let at = |secs: i64| {
+            crate::rfc3339(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
+        };
+        if let Some(renew) = due {
+            return Condition {
+                type_: type_.into(),
+                status: "True".into(),
+                reason: "Issued".into(),
+                message: format!(
+                    "certificate for {} in Secret {}/{}; renewal from {}",
+                    t.hosts.join(", "),
+                    t.secret.namespace,
+                    t.secret.name,
+                    at(renew)
+                ),
+            };
+        }
+        let why = self
+            .attempts
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&t.secret).and_then(|a| a.why.clone()));
+        let (failing, message) = why.unwrap_or_else(|| {
+            (
+                false,
+                format!(
+                    "no valid certificate for {} in Secret {}/{} yet: ordering",
+                    t.hosts.join(", "),
+                    t.secret.namespace,
+                    t.secret.name
+                ),
+            )
+        });
+        Condition {
+            type_: type_.into(),
+            status: "False".into(),
+            reason: if failing { "Failing" } else { "Pending" }.into(),
+            message,
+        }
     }
 
     async fn attempt(self: Arc<Self>, t: Target) {
@@ -212,12 +283,26 @@ impl Manager {
             Ok(Outcome::Issued) | Ok(Outcome::Fresh) => {
                 a.failures = 0;
                 a.not_before = None;
+                a.why = None;
             }
-            Ok(Outcome::Busy) => a.not_before = Some(Instant::now() + LOCK_BUSY_RETRY),
+            Ok(Outcome::Busy) => {
+                a.not_before = Some(Instant::now() + LOCK_BUSY_RETRY);
+                a.why = Some((false, "another replica is ordering this certificate".into()));
+            }
             Err(f) => {
                 a.failures = a.failures.saturating_add(1);
                 let delay = backoff(&self.config, a.failures);
                 a.not_before = Some(Instant::now() + delay);
+                a.why = Some((
+                    true,
+                    format!(
+                        "{} failed ({} in a row): {}; retrying in {}s",
+                        f.step,
+                        a.failures,
+                        f.message,
+                        delay.as_secs()
+                    ),
+                ));
                 self.metrics.failures.with_label_values(&[f.step]).inc();
                 tracing::warn!(gateway = %t.gateway, server = %t.server, hosts = ?t.hosts, step = f.step, error = %f.message, retry_in = ?delay, "ACME certificate not obtained; the current certificate (if any) keeps serving");
             }
