@@ -515,10 +515,17 @@ fn certificates_by_both_challenges_renew_and_survive_an_outage() {
         acme_conditions(&g, "web")
             .into_iter()
             .chain(acme_conditions(&g, "alpn"))
-            .find(|c| c["reason"] == "Failing")
+            .find(|c| c["reason"] == "RenewalFailing")
     })
-    .expect("a Failing condition while pebble is down");
-    assert_eq!(failing["status"], "False", "{failing}");
+    .expect("a RenewalFailing condition while pebble is down");
+    // Still a valid certificate: the condition is True and says it keeps serving.
+    assert_eq!(failing["status"], "True", "{failing}");
+    assert!(
+        failing["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("keeps serving")),
+        "{failing}"
+    );
     assert!(
         failing["message"]
             .as_str()

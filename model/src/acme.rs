@@ -183,6 +183,32 @@ mod tests {
         assert!(servers_of_unannotated_is_empty());
     }
 
+    #[test]
+    fn validation_warns_naming_the_field() {
+        let body = format!(
+            r#"{{"apiVersion":"networking.istio.io/v1","kind":"Gateway","metadata":{{"name":"g","annotations":{{"{ACME_ANNOTATION}":"true","{CHALLENGE_ANNOTATION}":"dns-01"}}}},
+               "spec":{{"servers":[{{"port":{{"number":443,"name":"a","protocol":"HTTPS"}},"hosts":["*.example.com"],"tls":{{"mode":"SIMPLE","credentialName":"c"}}}},
+                                   {{"port":{{"number":443,"name":"b","protocol":"HTTPS"}},"hosts":["b.example.com"],"tls":{{"mode":"SIMPLE","serverCertificate":"/c","privateKey":"/k"}}}}]}}}}"#
+        );
+        let r = crate::decode_resource(body.as_bytes(), crate::Format::Json, None).expect("decode");
+        let report = crate::validate::validate(&r);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        for path in [
+            "metadata.annotations[acme.gateway/challenge]",
+            "spec.servers[0].hosts[0]",
+            "spec.servers[1].tls.credentialName",
+        ] {
+            assert!(
+                report
+                    .warnings
+                    .iter()
+                    .any(|w| w.starts_with(&format!("{path}: "))),
+                "{path}: {:?}",
+                report.warnings
+            );
+        }
+    }
+
     fn servers_of_unannotated_is_empty() -> bool {
         let g = gw(
             false,

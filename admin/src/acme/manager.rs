@@ -227,8 +227,8 @@ impl Manager {
     }
 
     /// The Gateway status condition of one managed server: `AcmeCertificate/<server>`, True
-    /// (`Issued`) while its certificate is valid and not due, else False with `Pending` (and why)
-    /// or `Failing` (the last error; retried with backoff).
+    /// while a valid certificate is served (`Issued`; `Renewing` or `RenewalFailing` once due),
+    /// else False with `Pending` (and why) or `Failing` (the last error; retried with backoff).
     fn condition(&self, t: &Target, due: Option<i64>) -> Condition {
         let type_ = format!("AcmeCertificate/{}", t.server);
         let at = |secs: i64| {
@@ -253,6 +253,33 @@ impl Manager {
             .lock()
             .ok()
             .and_then(|a| a.get(&t.secret).and_then(|a| a.why.clone()));
+        // Due for renewal while still valid: it keeps serving, so the server is still issued.
+        let current = match self.cp.resource(&t.secret) {
+            Some(Resource::Secret(s)) => s
+                .value(model::TLS_CRT)
+                .and_then(|pem| leaf_validity(&pem))
+                .filter(|(_, not_after, _)| now_unix() < *not_after),
+            _ => None,
+        };
+        if let Some((_, not_after, _)) = current {
+            let mut message = format!(
+                "renewing; the current certificate (valid until {}) keeps serving",
+                at(not_after)
+            );
+            let mut reason = "Renewing";
+            if let Some((failing, w)) = &why {
+                message.push_str(&format!(": {w}"));
+                if *failing {
+                    reason = "RenewalFailing";
+                }
+            }
+            return Condition {
+                type_: type_.into(),
+                status: "True".into(),
+                reason: reason.into(),
+                message,
+            };
+        }
         let (failing, message) = why.unwrap_or_else(|| {
             (
                 false,
