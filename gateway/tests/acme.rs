@@ -347,8 +347,10 @@ fn certificates_by_both_challenges_renew_and_survive_an_outage() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new("pebble test CA");
+    // A bundle whose first CA is not pebble's: every certificate of --acme-ca-file counts.
     let ca_file = dir.path().join("pebble-ca.pem");
-    std::fs::write(&ca_file, ca.pem()).expect("ca");
+    let other = Ca::new("some other CA");
+    std::fs::write(&ca_file, format!("{}{}", other.pem(), ca.pem())).expect("ca");
     let dns = Dns::start(dir.path());
     let mut pebble = Pebble::new(dir.path(), &ca, dns.port);
     let g = acme_gateway(

@@ -40,11 +40,58 @@ fn fail(step: &'static str) -> impl Fn(instant_acme::Error) -> Failure {
 }
 
 fn builder(config: &AcmeConfig) -> Result<instant_acme::AccountBuilder, Failure> {
-    let r = match &config.ca_file {
-        Some(path) => Account::builder_with_root(path),
-        None => Account::builder(),
+    match &config.ca_file {
+        Some(path) => Ok(Account::builder_with_http(Box::new(client_with_roots(
+            path,
+        )?))),
+        None => Account::builder().map_err(fail("account")),
+    }
+}
+
+/// An HTTPS client that trusts every certificate of the PEM bundle at `path` (and nothing
+/// else), on ring. instant-acme's own `builder_with_root` reads only the first one.
+fn client_with_roots(
+    path: &std::path::Path,
+) -> Result<
+    hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        instant_acme::BodyWrapper<bytes::Bytes>,
+    >,
+    Failure,
+> {
+    use rustls_pki_types::pem::PemObject as _;
+    let err = |message: String| Failure {
+        step: "account",
+        message: format!("--acme-ca-file {}: {message}", path.display()),
     };
-    r.map_err(fail("account"))
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?
+    {
+        roots
+            .add(cert.map_err(|e| err(e.to_string()))?)
+            .map_err(|e| err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no certificate in it".into()));
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| err(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
 }
 
 /// The account: the stored one for this directory, or a new registration stored for the others
