@@ -185,3 +185,37 @@ impl Kv for EtcdKv {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn file_kv_compares_and_swaps_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = FileKv::open(dir.path()).expect("open");
+        assert!(kv.cas("lock/a", "me".into(), None).await.expect("cas"));
+        // Present now: creating again, or replacing at a wrong version, fails.
+        assert!(!kv.cas("lock/a", "you".into(), None).await.expect("cas"));
+        let (_, v) = kv.get("lock/a").await.expect("get").expect("present");
+        assert!(!kv
+            .cas("lock/a", "you".into(), Some(v + 1))
+            .await
+            .expect("cas"));
+        assert!(kv.cas("lock/a", "you".into(), Some(v)).await.expect("cas"));
+        assert!(kv.cas("challenge/x", "1".into(), None).await.expect("cas"));
+        drop(kv);
+        let kv = FileKv::open(dir.path()).expect("reopen");
+        assert_eq!(
+            kv.get("lock/a")
+                .await
+                .expect("get")
+                .map(|(b, _)| b)
+                .as_deref(),
+            Some("you")
+        );
+        assert_eq!(kv.list("challenge/").await.expect("list").len(), 1);
+        kv.delete("challenge/x").await.expect("delete");
+        assert!(kv.list("challenge/").await.expect("list").is_empty());
+    }
+}
