@@ -31,6 +31,12 @@ pub struct Entry<'a> {
     pub upstream_host: Option<String>,
     pub route: &'a str,
     pub sni: Option<&'a str>,
+    /// The client certificate's identity (mTLS), Envoy's `%DOWNSTREAM_PEER_URI_SAN%`.
+    pub peer_principal: Option<&'a str>,
+    /// `iss/sub` of the verified JWT.
+    pub request_principal: Option<&'a str>,
+    /// The AuthorizationPolicy that decided (`ap/<ns>/<name>`).
+    pub authz_policy: Option<&'a str>,
 }
 
 /// The sending side; cheap to clone into every worker.
@@ -150,6 +156,9 @@ fn json_line(e: &Entry<'_>) -> String {
         "upstream_host": e.upstream_host,
         "route_name": e.route,
         "requested_server_name": e.sni,
+        "downstream_peer_principal": e.peer_principal,
+        "request_principal": e.request_principal,
+        "authz_policy": e.authz_policy,
     });
     let mut s = v.to_string();
     s.push('\n');
@@ -163,7 +172,8 @@ fn dash(v: Option<&str>) -> &str {
     }
 }
 
-/// Envoy's default format, with the route id and SNI appended.
+/// Envoy's default format, with the route id, SNI, peer principal, request principal and deciding
+/// policy appended.
 fn text_line(e: &Entry<'_>) -> String {
     let mut s = String::with_capacity(256);
     let ust = e
@@ -172,7 +182,7 @@ fn text_line(e: &Entry<'_>) -> String {
         .unwrap_or_else(|| "-".to_string());
     let _ = writeln!(
         s,
-        "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"",
+        "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"",
         rfc3339_millis(e.start),
         e.method,
         e.path,
@@ -190,6 +200,9 @@ fn text_line(e: &Entry<'_>) -> String {
         dash(e.upstream_host.as_deref()),
         dash(Some(e.route)),
         dash(e.sni),
+        dash(e.peer_principal),
+        dash(e.request_principal),
+        dash(e.authz_policy),
     );
     s
 }
@@ -218,6 +231,9 @@ mod tests {
             upstream_host: None,
             route: "",
             sni: None,
+            peer_principal: None,
+            request_principal: None,
+            authz_policy: None,
         }
     }
 
@@ -234,7 +250,7 @@ mod tests {
     fn text_line_follows_envoy_default_format() {
         assert_eq!(
             text_line(&entry()),
-            "[2026-11-21T22:26:35.123Z] \"GET /a?b=1 HTTP/1.1\" 404 NR 0 0 3 - \"-\" \"curl/8\" \"rid\" \"a.test\" \"-\" \"-\" \"-\"\n"
+            "[2026-11-21T22:26:35.123Z] \"GET /a?b=1 HTTP/1.1\" 404 NR 0 0 3 - \"-\" \"curl/8\" \"rid\" \"a.test\" \"-\" \"-\" \"-\" \"-\" \"-\" \"-\"\n"
         );
     }
 

@@ -126,6 +126,7 @@ impl<A: ServerApp + Send + Sync + 'static> PortApp<A> {
                 Ok(Err(e)) => return p.failed(e),
                 Err(_) => return p.failed(Failed::Counted("TLS handshake timed out".to_string())),
             };
+        let principal = tls.principal();
         let stream: Stream = Box::new(tls);
         if server.is_some_and(|s| s.tcp) {
             let _open = p.open();
@@ -138,7 +139,13 @@ impl<A: ServerApp + Send + Sync + 'static> PortApp<A> {
         }
         let _registered = addrs.map(|(local, peer)| {
             self.acceptor
-                .register((local.port(), peer), Handshake { sni: sni.clone() })
+                .register(
+                    (local.port(), peer),
+                    Handshake {
+                        sni: sni.clone(),
+                        principal: principal.clone(),
+                    },
+                )
         });
         self.http(stream, shutdown).await;
     }

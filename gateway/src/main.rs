@@ -6,17 +6,21 @@ mod accesslog;
 mod balancer;
 mod cli;
 mod explain_cmd;
+mod ext_authz;
 mod grpc;
 mod grpc_web_text;
 mod hygiene;
+mod jwks;
 mod linger;
 mod listeners;
 mod metrics;
 mod mirror;
+mod outbound;
 mod peer;
 mod policy;
 mod proxy;
 mod routing;
+mod security;
 mod shutdown;
 mod tcp;
 mod tls;
@@ -243,7 +247,17 @@ fn run(cli: Cli) -> Result<(), String> {
         balancers.clone(),
         metrics.mirror_requests.clone(),
     );
+    let security = Arc::new(security::Security {
+        jwks: jwks::JwksCache::new(metrics.security.jwks_fetches.clone()),
+        ext_authz: ext_authz::ExtAuthz::new(
+            Vec::new(),
+            upstreams.clone(),
+            metrics.security.clone(),
+        ),
+        metrics: metrics.security.clone(),
+    });
     let gateway = GatewayProxy {
+        security,
         health: health.clone(),
         snapshot: snapshot.clone(),
         upstreams,
@@ -266,6 +280,7 @@ fn run(cli: Cli) -> Result<(), String> {
         inflight: gateway.inflight.clone(),
         access_log: gateway.access_log.clone(),
         mirrors: gateway.mirrors.clone(),
+        security: gateway.security.clone(),
     };
     let mut port_http = pingora::proxy::http_proxy(&server.configuration, gateway_ports);
     let mut opts = pingora::apps::HttpServerOptions::default();

@@ -80,6 +80,8 @@ pub struct GatewayProxy {
     pub health: Arc<admin::Health>,
     /// Mirrored copies: their connector and counters.
     pub mirrors: Arc<mirror::Mirrors>,
+    /// JWT keys, the external authorizer, their counters.
+    pub security: Arc<crate::security::Security>,
 }
 
 /// Decrements the in-flight count when a request's context is dropped, however the request ends.
@@ -137,6 +139,8 @@ pub struct Ctx {
     connection: Option<ConnectionGuard>,
     /// A gRPC-Web text request on a GRPC-WEB server, bridged here (Pingora's bridge does binary).
     web_text: Option<crate::grpc_web_text::Bridge>,
+    /// What authentication and authorization decided (identity, deciding policy, header changes).
+    auth: crate::security::RequestAuth,
 }
 
 impl Ctx {
@@ -228,6 +232,27 @@ impl GatewayProxy {
             }
         }
         ctx.snapshot = Some(snapshot);
+    }
+
+    /// The connection as authorization sees it: ports, addresses, what the TLS handshake chose.
+    fn conn(&self, session: &Session) -> crate::security::Conn {
+        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+        let local_port = local.map_or(0, |a| a.port());
+        let info = self.listeners.get(&local_port).unwrap_or(&PLAIN_80);
+        let handshake = info
+            .connections
+            .as_ref()
+            .zip(peer)
+            .and_then(|(c, p)| c.get(local_port, p));
+        let (sni, principal) = handshake.map_or((None, None), |h| (h.sni, h.principal));
+        crate::security::Conn {
+            gateway_port: info.gateway_port,
+            local,
+            peer,
+            sni,
+            principal,
+        }
     }
 
     /// Routes the request; `Ok(true)` when the gateway already answered.
@@ -346,6 +371,7 @@ impl GatewayProxy {
         let tls = info.tls || handshake.is_some();
         ctx.tls = tls;
         let req = session.req_header();
+        let identity = ctx.auth.identity.clone();
         let view = RequestView {
             method: req.method.as_str(),
             scheme: if tls { "https" } else { "http" },
@@ -354,6 +380,7 @@ impl GatewayProxy {
             query: req.uri.query(),
             port: info.gateway_port,
             headers: &req.headers,
+            claims: identity.as_deref().map(|i| &i.claims),
         };
         if tls {
             // On TLS, routing is restricted to the hosts of the server the SNI selects (in this
@@ -601,6 +628,7 @@ impl ProxyHttp for GatewayProxy {
             mirror: None,
             connection: None,
             web_text: None,
+            auth: crate::security::RequestAuth::default(),
         }
     }
 
@@ -666,6 +694,20 @@ impl ProxyHttp for GatewayProxy {
             .is_some_and(|v| !v.is_empty());
         if !has_id {
             ctx.request_id = Some(new_request_id());
+        }
+        let snapshot = match &ctx.snapshot {
+            Some(s) => s.clone(),
+            None => self.snapshot.load_full(),
+        };
+        if !snapshot.security.is_empty() {
+            let conn = self.conn(session);
+            let answered = self
+                .security
+                .check(session, &snapshot, &conn, &mut ctx.auth, &mut ctx.flags)
+                .await?;
+            if answered {
+                return Ok(true);
+            }
         }
         self.route(session, ctx).await
     }
@@ -849,6 +891,12 @@ impl ProxyHttp for GatewayProxy {
             if let Some(a) = &rw.authority {
                 upstream.insert_header(http::header::HOST, a.as_str())?;
             }
+        }
+        for name in &ctx.auth.upstream_remove {
+            upstream.remove_header(name.as_str());
+        }
+        for (n, v) in &ctx.auth.upstream_set {
+            upstream.insert_header(n.clone(), v.clone())?;
         }
         apply_request_ops(upstream, &route.request_headers)?;
         if let Some(d) = ctx.destination() {
@@ -1109,6 +1157,9 @@ impl ProxyHttp for GatewayProxy {
                 upstream_host: ctx.tried.last().map(|a| a.to_string()),
                 route: route_id,
                 sni: ctx.sni.as_deref(),
+                peer_principal: ctx.auth.peer_principal.as_deref(),
+                request_principal: ctx.auth.request_principal.as_deref(),
+                authz_policy: ctx.auth.policy.as_deref(),
             });
         }
         // The last hook before Pingora closes or reuses the connection, whichever way the

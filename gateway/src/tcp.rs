@@ -200,6 +200,9 @@ impl L4Proxy {
             upstream_host: upstream.map(|a| a.to_string()),
             route: route.map_or("-", |r| r.id.as_str()),
             sni: d.sni,
+            peer_principal: None,
+            request_principal: None,
+            authz_policy: None,
         });
     }
 }

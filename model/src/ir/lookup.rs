@@ -4,7 +4,7 @@
 //! makes a temporary copy).
 
 use super::{
-    HeaderMatch, HostIndex, Listener, Matcher, QueryMatch, Route, RouteMatch, Snapshot, VirtualHost,
+    ClaimMatch, HeaderMatch, HostIndex, Listener, Matcher, QueryMatch, Route, RouteMatch, Snapshot, VirtualHost,
 };
 use std::borrow::Cow;
 
@@ -23,6 +23,8 @@ pub struct RequestView<'a> {
     /// Gateway port the request arrived on (80, 443, or a `--listen` port).
     pub port: u16,
     pub headers: &'a http::HeaderMap,
+    /// The verified JWT's claims (after authentication), for `@request.auth.claims` matches.
+    pub claims: Option<&'a super::jwt::Claims>,
 }
 
 impl Snapshot {
@@ -120,6 +122,11 @@ pub enum Mismatch<'a> {
     Query {
         query: &'a QueryMatch,
         got: Option<&'a str>,
+    },
+    /// `got` is the claim's string values; `None` without a verified token or the claim.
+    Claim {
+        claim: &'a ClaimMatch,
+        got: Option<Vec<&'a str>>,
     },
 }
 
@@ -322,7 +329,34 @@ pub fn first_mismatch<'a>(m: &'a RouteMatch, req: &RequestView<'a>) -> Option<Mi
             return Some(Mismatch::Query { query: q, got });
         }
     }
+    for c in &m.claims {
+        if let Err(got) = claim_accepts(c, req.claims) {
+            return Some(Mismatch::Claim { claim: c, got });
+        }
+    }
     None
+}
+
+/// `Err` with the claim's values when the condition fails.
+fn claim_accepts<'c>(
+    c: &ClaimMatch,
+    claims: Option<&'c super::jwt::Claims>,
+) -> Result<(), Option<Vec<&'c str>>> {
+    let path: Vec<&str> = c.path.iter().map(String::as_str).collect();
+    let values = claims.and_then(|cl| {
+        cl.get_path(&path)?;
+        Some(cl.values_at(&path, &[]))
+    });
+    let hit = match (&c.matcher, &values) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(m), Some(vs)) => vs.iter().any(|v| m.matches(v)),
+    };
+    if hit != c.invert {
+        Ok(())
+    } else {
+        Err(values)
+    }
 }
 
 /// `Err` with the request's value when the condition fails.

@@ -110,6 +110,20 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatch>,
     pub query_params: Vec<QueryMatch>,
     pub port: Option<u16>,
+    /// `@request.auth.claims.<name>` header matches: evaluated on the verified JWT.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<ClaimMatch>,
+}
+
+/// A JWT claim condition (Istio's metadata match on `request.auth.claims`): a string claim, or
+/// any string of a list claim, matches; `matcher: None` is a presence test. A request without a
+/// verified token has no claims: a `headers` claim match fails, a `withoutHeaders` one holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClaimMatch {
+    /// The claim's path of names (`a.b` is `["a", "b"]`).
+    pub path: Vec<String>,
+    pub matcher: Option<Matcher>,
+    pub invert: bool,
 }
 
 /// A compiled `StringMatch`. `ignore_case` is `ignoreUriCase` (exact and prefix only).
