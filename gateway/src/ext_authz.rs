@@ -20,9 +20,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Istio's default `timeout` of an HTTP authorizer.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-
 /// A header name pattern as Istio writes them: `exact`, `prefix*`, `*suffix`, `*`; case ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderPattern(String);
@@ -64,14 +61,65 @@ pub struct Provider {
     pub headers_to_upstream_on_allow: Vec<HeaderPattern>,
     /// Empty: every header of the denial (but Host).
     pub headers_to_downstream_on_deny: Vec<HeaderPattern>,
+    pub headers_to_downstream_on_allow: Vec<HeaderPattern>,
+}
+
+impl Provider {
+    /// The providers of a MeshConfig; a warning for each that cannot be served here.
+    pub fn from_mesh(mesh: &model::mesh::MeshConfig) -> (Vec<Provider>, Vec<String>) {
+        use model::mesh::ProviderKind;
+        let mut out = Vec::new();
+        let mut warnings = Vec::new();
+        for (i, p) in mesh.extension_providers.iter().enumerate() {
+            let h = match &p.kind {
+                ProviderKind::ExtAuthzHttp(h) => h,
+                ProviderKind::Other(kind) => {
+                    warnings.push(format!("extensionProviders[{i}] ({}): {kind} is not served by this gateway; CUSTOM policies naming it deny", p.name));
+                    continue;
+                }
+            };
+            if h.include_request_body_in_check.is_some() {
+                warnings.push(format!("extensionProviders[{i}].envoyExtAuthzHttp.includeRequestBodyInCheck ({}): the request body is not sent to the authorizer: accepted but not enforced yet", p.name));
+            }
+            let patterns = |v: &[String]| v.iter().map(|s| HeaderPattern::new(s)).collect();
+            let additional_headers = h
+                .include_additional_headers_in_check
+                .iter()
+                .filter_map(|(n, v)| {
+                    Some((
+                        http::HeaderName::from_bytes(n.as_bytes()).ok()?,
+                        http::HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect();
+            // `namespace/host`: there are no namespaces of Services here, only hosts.
+            let service = h.service.rsplit('/').next().unwrap_or_default().to_string();
+            out.push(Provider {
+                name: p.name.clone(),
+                service,
+                port: h.port,
+                timeout: h.timeout,
+                path_prefix: h.path_prefix.clone().unwrap_or_default(),
+                fail_open: h.fail_open,
+                status_on_error: h.status_on_error,
+                include_request_headers: patterns(&h.include_request_headers_in_check),
+                additional_headers,
+                headers_to_upstream_on_allow: patterns(&h.headers_to_upstream_on_allow),
+                headers_to_downstream_on_deny: patterns(&h.headers_to_downstream_on_deny),
+                headers_to_downstream_on_allow: patterns(&h.headers_to_downstream_on_allow),
+            });
+        }
+        (out, warnings)
+    }
 }
 
 /// What the authorizer said.
 #[derive(Debug)]
 pub enum Check {
-    /// Allowed: these headers go on the upstream request.
+    /// Allowed: these headers go on the upstream request, and these on the client's answer.
     Allow {
         upstream: Vec<(http::HeaderName, http::HeaderValue)>,
+        downstream: Vec<(http::HeaderName, http::HeaderValue)>,
     },
     /// Denied: the authorizer's answer, its headers already filtered.
     Deny(Answer),
@@ -120,7 +168,10 @@ impl ExtAuthz {
                 .ext_authz_errors
                 .with_label_values(&[name, "unknown_provider"])
                 .inc();
-            tracing::warn!(provider = name, "CUSTOM policy names a provider MeshConfig does not declare: denied");
+            tracing::warn!(
+                provider = name,
+                "CUSTOM policy names a provider MeshConfig does not declare: denied"
+            );
             return Check::UnknownProvider;
         };
         let start = Instant::now();
@@ -132,7 +183,12 @@ impl ExtAuthz {
         match asked {
             Ok(answer) if answer.status == 200 => Check::Allow {
                 upstream: picked(&answer.headers, &p.headers_to_upstream_on_allow, false),
+                downstream: picked(&answer.headers, &p.headers_to_downstream_on_allow, false),
             },
+            // Envoy counts a 5xx of an HTTP authorizer as a failure to authorize (failOpen applies).
+            Ok(answer) if answer.status >= 500 => {
+                self.failed(p, "status", &format!("answered {}", answer.status))
+            }
             Ok(mut answer) => {
                 let headers = picked(&answer.headers, &p.headers_to_downstream_on_deny, true);
                 answer.headers = http::HeaderMap::new();
@@ -141,21 +197,24 @@ impl ExtAuthz {
                 }
                 Check::Deny(answer)
             }
-            Err((reason, why)) => {
-                self.metrics
-                    .ext_authz_errors
-                    .with_label_values(&[name, reason])
-                    .inc();
-                tracing::warn!(provider = name, error = %why, fail_open = p.fail_open, "external authorizer unavailable");
-                if p.fail_open {
-                    Check::Allow {
-                        upstream: Vec::new(),
-                    }
-                } else {
-                    Check::Fail {
-                        status: p.status_on_error,
-                    }
-                }
+            Err((reason, why)) => self.failed(p, reason, &why),
+        }
+    }
+
+    fn failed(&self, p: &Provider, reason: &str, why: &str) -> Check {
+        self.metrics
+            .ext_authz_errors
+            .with_label_values(&[p.name.as_str(), reason])
+            .inc();
+        tracing::warn!(provider = %p.name, error = %why, fail_open = p.fail_open, "external authorizer failed");
+        if p.fail_open {
+            Check::Allow {
+                upstream: Vec::new(),
+                downstream: Vec::new(),
+            }
+        } else {
+            Check::Fail {
+                status: p.status_on_error,
             }
         }
     }
@@ -193,10 +252,13 @@ impl ExtAuthz {
             .await
             .map_err(|_| ("timeout", format!("resolving {}", p.service)))?;
         let Some(ep) = endpoints.first() else {
-            return Err(("connect", format!("{}:{} has no endpoint", p.service, p.port)));
+            return Err((
+                "connect",
+                format!("{}:{} has no endpoint", p.service, p.port),
+            ));
         };
-        let mut peer = crate::peer::build(&cluster, ep.addr, &p.service, false)
-            .map_err(|e| ("connect", e))?;
+        let mut peer =
+            crate::peer::build(&cluster, ep.addr, &p.service, false).map_err(|e| ("connect", e))?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         peer.options.connection_timeout = Some(remaining);
         // The Host the authorizer sees: the request's, as Envoy's check request carries it.
@@ -228,11 +290,7 @@ impl ExtAuthz {
 
 /// The snapshot's cluster for the authorizer (ServiceEntry endpoints, DestinationRule), else DNS.
 fn cluster_for(snapshot: &Snapshot, host: &str, port: u16) -> Arc<Cluster> {
-    let found = snapshot
-        .clusters
-        .values()
-        .find(|c| c.host == host && c.port == port && c.subset.is_none());
-    match found {
+    match snapshot.cluster_for_service(host, port) {
         Some(c) => c.clone(),
         None => Arc::new(Cluster {
             name: format!("outbound|{port}||{host}"),
@@ -264,8 +322,13 @@ fn picked(
 }
 
 /// Writes the authorizer's denial to the client, with `x-gateway-error: FLAG`.
-pub async fn write_denial(session: &mut Session, answer: Answer, flag: &str) -> pingora::Result<()> {
-    let mut resp = pingora::http::ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
+pub async fn write_denial(
+    session: &mut Session,
+    answer: Answer,
+    flag: &str,
+) -> pingora::Result<()> {
+    let mut resp =
+        pingora::http::ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
     for (n, v) in &answer.headers {
         resp.append_header(n.clone(), v.clone())?;
     }

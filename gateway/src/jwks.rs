@@ -10,7 +10,7 @@ use model::ir::jwt::{parse_jwks, Jwks, JwksSource, JwtProvider};
 use pingora::connectors::http::Connector;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,8 @@ struct Entry {
     /// Milliseconds since the cache started: the last fetch attempt, the last use.
     last_attempt_ms: AtomicU64,
     last_used_ms: AtomicU64,
+    /// The last fetch failed (the keys, if any, are older ones).
+    failed: AtomicBool,
 }
 
 /// The key of a source in the cache.
@@ -83,6 +85,7 @@ impl JwksCache {
                 fetching: tokio::sync::Mutex::new(()),
                 last_attempt_ms: AtomicU64::new(0),
                 last_used_ms: AtomicU64::new(0),
+                failed: AtomicBool::new(false),
             });
             tokio::spawn(self.clone().refresh_loop(key, e.clone()));
             e
@@ -124,8 +127,7 @@ impl JwksCache {
             _ => false,
         };
         let last = e.last_attempt_ms.load(Ordering::Relaxed);
-        let recent = last > 0
-            && self.now_ms().saturating_sub(last) < u64::try_from(REFETCH_MIN.as_millis()).unwrap_or(0);
+        let recent = last > 0 && self.now_ms().saturating_sub(last) < millis(REFETCH_MIN);
         if changed || recent {
             return;
         }
@@ -141,54 +143,58 @@ impl JwksCache {
             Ok(keys) => {
                 self.fetches.with_label_values(&["ok"]).inc();
                 e.keys.store(Some(Arc::new(keys)));
+                e.failed.store(false, Ordering::Relaxed);
                 true
             }
             Err(why) => {
                 self.fetches.with_label_values(&["failed"]).inc();
+                e.failed.store(true, Ordering::Relaxed);
                 tracing::warn!(source = ?source_key(&e.source), error = %why, kept_last_keys = e.keys.load().is_some(), "JWKS fetch failed");
                 false
             }
         }
     }
 
-    /// Refreshes one set in the background until it goes unused.
+    /// Refreshes one set in the background until it goes unused: every [`REFRESH`] after the
+    /// last fetch, sooner (backing off) while fetches fail.
     async fn refresh_loop(self: Arc<Self>, key: String, e: Arc<Entry>) {
         let mut retry = RETRY_FIRST;
+        let mut wait = RETRY_FIRST;
         loop {
-            let wait = if e.keys.load().is_some() && retry == RETRY_FIRST {
-                REFRESH
-            } else {
-                retry
-            };
             tokio::time::sleep(wait).await;
-            let idle = self
-                .now_ms()
-                .saturating_sub(e.last_used_ms.load(Ordering::Relaxed));
-            if idle > u64::try_from(UNUSED.as_millis()).unwrap_or(u64::MAX) {
+            let now = self.now_ms();
+            let idle = now.saturating_sub(e.last_used_ms.load(Ordering::Relaxed));
+            if idle > millis(UNUSED) {
                 if let Ok(mut map) = self.entries.lock() {
                     map.remove(&key);
                 }
                 return;
             }
-            let since = self
-                .now_ms()
-                .saturating_sub(e.last_attempt_ms.load(Ordering::Relaxed));
-            if e.keys.load().is_some() && u128::from(since) < wait.as_millis() / 2 {
+            let healthy = e.keys.load().is_some() && !e.failed.load(Ordering::Relaxed);
+            let due = if healthy { REFRESH } else { retry };
+            let since = now.saturating_sub(e.last_attempt_ms.load(Ordering::Relaxed));
+            if since < millis(due) {
                 // A request fetched meanwhile (the first fetch, or an unknown `kid`).
-                retry = RETRY_FIRST;
+                wait = Duration::from_millis(millis(due) - since);
                 continue;
             }
             let ok = {
                 let _one = e.fetching.lock().await;
                 self.fetch(&e).await
             };
-            retry = if ok {
-                RETRY_FIRST
+            if ok {
+                retry = RETRY_FIRST;
+                wait = REFRESH;
             } else {
-                (retry * 2).min(REFRESH)
-            };
+                retry = (retry * 2).min(REFRESH);
+                wait = retry;
+            }
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Fetches a remote source: the `jwksUri`, or the discovery document's `jwks_uri` then that.

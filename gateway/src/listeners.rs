@@ -138,14 +138,13 @@ impl<A: ServerApp + Send + Sync + 'static> PortApp<A> {
             return;
         }
         let _registered = addrs.map(|(local, peer)| {
-            self.acceptor
-                .register(
-                    (local.port(), peer),
-                    Handshake {
-                        sni: sni.clone(),
-                        principal: principal.clone(),
-                    },
-                )
+            self.acceptor.register(
+                (local.port(), peer),
+                Handshake {
+                    sni: sni.clone(),
+                    principal: principal.clone(),
+                },
+            )
         });
         self.http(stream, shutdown).await;
     }

@@ -251,7 +251,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let security = Arc::new(security::Security {
         jwks: jwks::JwksCache::new(metrics.security.jwks_fetches.clone()),
         ext_authz: ext_authz::ExtAuthz::new(
-            Vec::new(),
+            ext_authz_providers(&mesh),
             upstreams.clone(),
             metrics.security.clone(),
         ),
@@ -415,6 +415,15 @@ impl BackgroundService for AdminService {
             tracing::error!(error = %e, "admin server failed");
         }
     }
+}
+
+/// The HTTP authorizers of the mesh config, with a warning for each provider that is not served.
+fn ext_authz_providers(mesh: &model::mesh::MeshConfig) -> Vec<ext_authz::Provider> {
+    let (providers, warnings) = ext_authz::Provider::from_mesh(mesh);
+    for w in warnings {
+        tracing::warn!("mesh config: {w}");
+    }
+    providers
 }
 
 /// `--mesh-config`: the Istio defaults without one; fields the gateway does not use are named in

@@ -32,7 +32,9 @@ impl Target {
     /// The target of an `http://` or `https://` URL, resolving its host by DNS; with the path
     /// and query to ask for.
     pub async fn of_url(url: &str) -> Result<(Target, String), String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
@@ -50,7 +52,10 @@ impl Target {
             .map_err(|e| format!("resolving {host}: {e}"))?
             .next()
             .ok_or_else(|| format!("{host} resolves to no address"))?;
-        let path = uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
+        let path = uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
         Ok((Target { addr, tls, host }, path))
     }
 }

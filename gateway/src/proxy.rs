@@ -1007,6 +1007,9 @@ impl ProxyHttp for GatewayProxy {
         if let Some(c) = ctx.set_cookie.take() {
             resp.append_header("set-cookie", c)?;
         }
+        for (n, v) in &ctx.auth.downstream_set {
+            resp.append_header(n.clone(), v.clone())?;
+        }
         Ok(())
     }
 

@@ -58,6 +58,8 @@ pub struct RequestAuth {
     pub upstream_set: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Headers to remove from the upstream request (the token, unless forwarded).
     pub upstream_remove: Vec<String>,
+    /// Headers to set on the client's answer (the authorizer's `headersToDownstreamOnAllow`).
+    pub downstream_set: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// The client address for `remoteIpBlocks` and `remote.ip`: the downstream peer. (Trusted proxy
@@ -97,11 +99,15 @@ impl Security {
         if !sec.jwt.is_empty() && self.authenticate(session, &sec, auth).await? {
             return Ok(true);
         }
-        if sec.custom.is_empty() && sec.deny.is_empty() && sec.allow.is_empty() && sec.audit.is_empty()
+        if sec.custom.is_empty()
+            && sec.deny.is_empty()
+            && sec.allow.is_empty()
+            && sec.audit.is_empty()
         {
             return Ok(false);
         }
-        self.authorize(session, snapshot, &sec, conn, auth, flags).await
+        self.authorize(session, snapshot, &sec, conn, auth, flags)
+            .await
     }
 
     async fn authenticate(
@@ -150,7 +156,12 @@ impl Security {
 
     /// One pass of [`jwt::authenticate`] with the keys of the rules whose token is present
     /// (fetched first if need be); `refetch`: ask the remote sets again.
-    async fn verify(&self, session: &Session, sec: &GatewaySecurity, refetch: bool) -> AuthnOutcome {
+    async fn verify(
+        &self,
+        session: &Session,
+        sec: &GatewaySecurity,
+        refetch: bool,
+    ) -> AuthnOutcome {
         let req = session.req_header();
         let sources = TokenSources {
             headers: &req.headers,
@@ -187,8 +198,12 @@ impl Security {
         if let Outcome::Custom { provider, policy } = &decision.outcome {
             let (provider, policy) = (provider.clone(), policy.clone());
             match self.ext_authz.check(&provider, session, snapshot).await {
-                Check::Allow { upstream } => {
+                Check::Allow {
+                    upstream,
+                    downstream,
+                } => {
                     auth.upstream_set.extend(upstream);
+                    auth.downstream_set.extend(downstream);
                     decision = decide(session, sec, conn, auth, remote, true);
                 }
                 Check::Deny(answer) => {

@@ -4,7 +4,8 @@
 //! makes a temporary copy).
 
 use super::{
-    ClaimMatch, HeaderMatch, HostIndex, Listener, Matcher, QueryMatch, Route, RouteMatch, Snapshot, VirtualHost,
+    ClaimMatch, HeaderMatch, HostIndex, Listener, Matcher, QueryMatch, Route, RouteMatch, Snapshot,
+    VirtualHost,
 };
 use std::borrow::Cow;
 

@@ -8,9 +8,9 @@ use super::clusters::{port_u16, Registry};
 use super::diag::{Diag, Problem};
 use super::hosts::resolve_gateway_ref;
 use crate::ir::{
-    bytes_body, AbortKind, ClaimMatch, Cors, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderMatch,
-    HeaderOps, Matcher, QueryMatch, Redirect, RedirectPort, RegexRewrite, RetryPolicy, Rewrite,
-    RouteMatch,
+    bytes_body, AbortKind, ClaimMatch, Cors, DirectResponse, Fault, FaultAbort, FaultDelay,
+    HeaderMatch, HeaderOps, Matcher, QueryMatch, Redirect, RedirectPort, RegexRewrite, RetryPolicy,
+    Rewrite, RouteMatch,
 };
 use crate::resource::{
     CorsPolicy, Destination, HeaderOperations, HttpFaultInjection, HttpMatchRequest, HttpRedirect,
