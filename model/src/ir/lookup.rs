@@ -477,4 +477,55 @@ mod tests {
         assert!(!m.matches("/fo"));
         assert!(!m.matches("/bar/foo"));
     }
+
+    #[test]
+    fn claim_matches_read_the_verified_token_and_fail_without_one() {
+        let claims = crate::ir::jwt::Claims(
+            serde_json::json!({"realm": {"role": "admin"}, "groups": ["dev", "ops"], "n": 3})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let exact = |path: &[&str], v: &str, invert: bool| ClaimMatch {
+            path: path.iter().map(|s| s.to_string()).collect(),
+            matcher: Some(Matcher::Exact {
+                value: v.to_string(),
+                ignore_case: false,
+            }),
+            invert,
+        };
+        let ok = |c: &ClaimMatch, cl: Option<&crate::ir::jwt::Claims>| claim_accepts(c, cl).is_ok();
+        assert!(ok(
+            &exact(&["realm", "role"], "admin", false),
+            Some(&claims)
+        ));
+        assert!(!ok(
+            &exact(&["realm", "role"], "user", false),
+            Some(&claims)
+        ));
+        assert!(
+            ok(&exact(&["groups"], "ops", false), Some(&claims)),
+            "any element of a list"
+        );
+        assert!(
+            !ok(&exact(&["n"], "3", false), Some(&claims)),
+            "numbers are not strings"
+        );
+        assert!(
+            !ok(&exact(&["realm", "role"], "admin", false), None),
+            "no identity"
+        );
+        assert!(
+            ok(&exact(&["realm", "role"], "admin", true), None),
+            "withoutHeaders holds"
+        );
+        assert!(!ok(&exact(&["groups"], "dev", true), Some(&claims)));
+        let present = ClaimMatch {
+            path: vec!["realm".to_string()],
+            matcher: None,
+            invert: false,
+        };
+        assert!(ok(&present, Some(&claims)));
+        assert!(!ok(&present, None));
+    }
 }

@@ -865,6 +865,20 @@ mod tests {
     }
 
     #[test]
+    fn routing_claims_are_istios_dotted_or_bracketed_names() {
+        let v = |s: &[&str]| Some(s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(routing_claim("@request.auth.claims.a.b"), v(&["a", "b"]));
+        assert_eq!(routing_claim("@Request.Auth.Claims.group"), v(&["group"]));
+        assert_eq!(
+            routing_claim("@request.auth.claims[a.b][c]"),
+            v(&["a.b", "c"])
+        );
+        assert_eq!(routing_claim("@request.auth.claims."), None);
+        assert_eq!(routing_claim("@request.auth.claims[]"), None);
+        assert_eq!(routing_claim("@request.auth.other"), None);
+    }
+
+    #[test]
     fn grpc_names() {
         assert_eq!(grpc_code("UNAVAILABLE"), Some(14));
         assert_eq!(grpc_code("unavailable"), Some(14));
