@@ -335,6 +335,55 @@ fn tokens_from_a_jwks_uri_verify_rotate_and_survive_its_outage() {
 }
 
 #[test]
+fn without_keys_the_issuers_discovery_document_names_them() {
+    let key = ec_key("d");
+    let set = jwks(&[&key]);
+    let issuer: Arc<Mutex<String>> = Arc::default();
+    let iss = issuer.clone();
+    let addr =
+        serve(
+            axum::Router::new()
+                .route(
+                    "/.well-known/openid-configuration",
+                    axum::routing::get(move || {
+                        let iss = iss.lock().expect("issuer").clone();
+                        async move {
+                            json!({"issuer": iss, "jwks_uri": format!("{iss}/certs")}).to_string()
+                        }
+                    }),
+                )
+                .route("/certs", axum::routing::get(move || async move { set })),
+        );
+    let iss = format!("http://{addr}");
+    *issuer.lock().expect("issuer") = iss.clone();
+    let up = Upstream::start("app");
+    let gw = Gateway::start(Opts::default());
+    apply(
+        &gw,
+        &(route_to("app", "app.test", &up)
+            + &request_authentication("jwt", &format!("  - issuer: \"{iss}\"\n"))),
+    );
+    let good = format!("Bearer {}", token(&key, claims(&iss, "d", json!({}))));
+    let r = send(gw.http, "GET", "app.test", "/", &[("Authorization", &good)]);
+    assert_eq!(who(&r), "app", "{}", r.text());
+    let other = format!(
+        "Bearer {}",
+        token(&ec_key("d"), claims(&iss, "d", json!({})))
+    );
+    assert_eq!(
+        send(
+            gw.http,
+            "GET",
+            "app.test",
+            "/",
+            &[("Authorization", &other)]
+        )
+        .status,
+        401
+    );
+}
+
+#[test]
 fn claims_route_and_token_locations_follow_the_rule() {
     let key = ec_key("k");
     let admins = Upstream::start("admins");
