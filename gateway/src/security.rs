@@ -194,7 +194,7 @@ impl Security {
     ) -> Result<bool> {
         let remote = remote_ip(session);
         let mut decision = decide(session, sec, conn, auth, remote, false);
-        self.report(&decision);
+        self.report(&decision, session);
         if let Outcome::Custom { provider, policy } = &decision.outcome {
             let (provider, policy) = (provider.clone(), policy.clone());
             match self.ext_authz.check(&provider, session, snapshot).await {
@@ -256,14 +256,20 @@ impl Security {
     }
 
     /// AUDIT and dry-run results: logged and counted, never enforced.
-    fn report(&self, d: &Decision) {
+    fn report(&self, d: &Decision, session: &Session) {
+        if d.audited_by.is_none() && d.dry_run_denied_by.is_none() {
+            return;
+        }
+        let req = session.req_header();
+        let (method, authority) = (req.method.as_str(), authority_of(req));
+        let path = req.uri.path();
         if let Some(p) = &d.audited_by {
             self.metrics.audited.with_label_values(&[p]).inc();
-            tracing::info!(policy = %p, "AuthorizationPolicy AUDIT matched");
+            tracing::info!(policy = %p, method, authority, path, "AuthorizationPolicy AUDIT matched");
         }
         if let Some(p) = &d.dry_run_denied_by {
             self.metrics.dry_run_denied.with_label_values(&[p]).inc();
-            tracing::info!(policy = %p, "dry-run AuthorizationPolicy would deny");
+            tracing::info!(policy = %p, method, authority, path, "dry-run AuthorizationPolicy would deny");
         }
     }
 }

@@ -542,6 +542,14 @@ fn deny_allow_and_audit_by_path_method_host_and_ip_blocks() {
     assert!(log
         .iter()
         .any(|e| e["authz_policy"] == "ap/istio-system/allow-some" && e["response_code"] == 200));
+    assert!(
+        gw.logs()
+            .lines()
+            .any(|l| l.contains("AuthorizationPolicy AUDIT matched")
+                && l.contains("ap/istio-system/audit-api")
+                && l.contains("/api/v1/items")),
+        "AUDIT logs the request"
+    );
 
     // ipBlocks: the loopback client is not in 10/8, but is in 127/8.
     apply(
