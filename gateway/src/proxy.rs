@@ -387,7 +387,11 @@ impl GatewayProxy {
         if tls {
             // On TLS, routing is restricted to the hosts of the server the SNI selects (in this
             // request's snapshot): another server's hosts are not reachable through this one.
-            ctx.sni = handshake.and_then(|h| h.sni);
+            if let Some(h) = handshake {
+                ctx.sni = h.sni;
+                // For the access log, also when no policy asked for it.
+                ctx.auth.peer_principal = h.principal;
+            }
             if !snapshot.tls_admits(info.gateway_port, ctx.sni.as_deref(), view.authority) {
                 return Ok(Decision::Local(404, "NR", ""));
             }

@@ -784,4 +784,12 @@ fn principals_come_from_client_certificates() {
             .expect("request");
         assert_eq!(who(&r), "403 RBAC", "no certificate, no principal");
     });
+    let log = common::eventually(Duration::from_secs(5), || {
+        let l = gw.access_log();
+        (l.len() >= 3).then_some(l)
+    })
+    .expect("access log lines");
+    assert!(log.iter().any(|e| e["downstream_peer_principal"]
+        == "spiffe://cluster.local/ns/shop/sa/web"
+        && e["authz_policy"] == "ap/istio-system/shop-only"));
 }
