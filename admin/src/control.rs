@@ -50,6 +50,8 @@ pub struct ControlPlane {
     gateway_namespace: String,
     /// The Gateway ports the process's listeners serve, once told ([`Self::serve_ports`]).
     listener_ports: std::sync::OnceLock<std::collections::BTreeSet<u16>>,
+    /// What watchers see: every change of the view, whichever store it came from.
+    feed: crate::feed::Feed,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -143,6 +145,7 @@ impl ControlPlane {
             registry,
             gateway_namespace,
             listener_ports: std::sync::OnceLock::new(),
+            feed: crate::feed::Feed::new(listing.revision),
         });
         {
             let _writer = cp.writer.lock().await;
@@ -201,11 +204,12 @@ impl ControlPlane {
             &self.gateway_namespace,
             self.listener_ports.get(),
         )?;
-        self.view.store(Arc::new(View {
+        let old = self.view.swap(Arc::new(View {
             revision: listing.revision,
             set,
             statuses: Arc::new(statuses),
         }));
+        self.publish(&old, listing.revision);
         retire(self.snapshot.swap(Arc::new(snapshot)));
         self.metrics.success(listing.revision);
         Ok(())
@@ -243,20 +247,51 @@ impl ControlPlane {
 
     /// A `<Kind>List` of one kind, in one namespace or all, sorted by namespace then name.
     pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Value {
+        let (revision, items) = self.list_items(kind, namespace);
+        json!({
+            "apiVersion": kind.api_version(),
+            "kind": format!("{}List", kind.as_str()),
+            "metadata": { "resourceVersion": revision.to_string() },
+            "items": items,
+        })
+    }
+
+    /// The objects of one kind as the API shows them, sorted by namespace then name, and the
+    /// revision of the view they were read from.
+    pub(crate) fn list_items(&self, kind: Kind, namespace: Option<&str>) -> (u64, Vec<Value>) {
         let view = self.view.load();
-        let items: Vec<Value> = view
+        let items = view
             .set
             .items
             .iter()
             .filter(|(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
             .map(|(_, r)| render(r, &view.statuses))
             .collect();
-        json!({
-            "apiVersion": kind.api_version(),
-            "kind": format!("{}List", kind.as_str()),
-            "metadata": { "resourceVersion": view.revision.to_string() },
-            "items": items,
-        })
+        (view.revision, items)
+    }
+
+    /// Tells watchers how the view changed from `old` to the current one, at `revision`. The
+    /// writer lock is held, so changes are published in commit order.
+    fn publish(&self, old: &View, revision: u64) {
+        let new = self.view.load();
+        self.feed.publish(
+            revision,
+            &old.set,
+            &new.set,
+            |r| render(r, &new.statuses),
+            |r| render(r, &old.statuses),
+        );
+    }
+
+    /// A subscription to the view's changes and the history a watch may resume from.
+    pub(crate) fn subscribe(&self) -> crate::feed::Subscription {
+        self.feed.subscribe()
+    }
+
+    /// One object as stored (a Secret's keys included): the base a patch applies to. Never
+    /// answered as it is.
+    pub(crate) fn stored(&self, key: &ResourceKey) -> Option<Resource> {
+        self.view.load().set.get(key).cloned()
     }
 
     // ----- writes -----
@@ -694,11 +729,12 @@ impl ControlPlane {
         } else {
             view.revision
         };
-        self.view.store(Arc::new(View {
+        let old = self.view.swap(Arc::new(View {
             revision,
             set,
             statuses: Arc::clone(&statuses),
         }));
+        self.publish(&old, committed.revision);
         retire(self.snapshot.swap(Arc::new(snapshot)));
         self.metrics.success(revision);
         Ok(Executed {
@@ -767,7 +803,7 @@ async fn reload(weak: &Weak<ControlPlane>) -> bool {
 /// translation, and for Secrets never the private key.
 fn render(r: &Resource, statuses: &BTreeMap<ResourceKey, Vec<Condition>>) -> Value {
     let mut v = match r {
-        Resource::Secret(s) => Resource::Secret(Arc::new(redact(s))).to_value(),
+        Resource::Secret(s) => Resource::Secret(Arc::new(redact_secret(s))).to_value(),
         other => other.to_value(),
     };
     if let Value::Object(m) = &mut v {
@@ -779,6 +815,29 @@ fn render(r: &Resource, statuses: &BTreeMap<ResourceKey, Vec<Condition>>) -> Val
         }
     }
     v
+}
+
+/// kubectl's record of what it applied: a Secret's holds its keys too.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A Secret as it may be shown: no private key in `data`, nor in the last-applied annotation
+/// (which is stored exactly as kubectl wrote it).
+fn redact_secret(s: &model::Secret) -> model::Secret {
+    let mut out = redact(s);
+    if let Some(a) = out.metadata.annotations.get_mut(LAST_APPLIED) {
+        let shown = serde_json::from_str::<Value>(a)
+            .ok()
+            .and_then(|v| model::resource_from_value(v, Some(Kind::Secret)).ok())
+            .and_then(|r| match r {
+                Resource::Secret(applied) => {
+                    serde_json::to_string(&Resource::Secret(Arc::new(redact(&applied)))).ok()
+                }
+                _ => None,
+            });
+        // An annotation that does not read as a Secret is not shown at all: it may hold a key.
+        *a = shown.unwrap_or_default();
+    }
+    out
 }
 
 /// `Secret::redacted`, and belt and braces: any other key whose value is a PEM private key.

@@ -1,0 +1,540 @@
+//! The real kubectl against the real gateway binary: discovery, client-side and server-side
+//! apply, re-apply, get (all namespaces, wide, yaml, json, the `istio-io` category), describe,
+//! diff, delete -f, edit with a scripted editor, get -w seeing another client's change, create
+//! secret tls, explain, warnings and 422 field paths on stderr; and traffic following a change
+//! made through kubectl. kubectl must be on PATH: without it these tests fail, loudly.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn quiet() -> Opts {
+    Opts::default()
+        .arg("--threads")
+        .arg("1")
+        .arg("--access-log")
+        .arg("off")
+}
+
+/// kubectl pointed at one gateway through a kubeconfig in a temporary home (its discovery cache
+/// lives there too, so no test sees another's).
+struct Kubectl {
+    home: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    fn new(server: &str, token: Option<&str>, insecure: bool) -> Kubectl {
+        let home = tempfile::tempdir().expect("tempdir");
+        let mut user = String::from("- name: admin\n  user:");
+        match token {
+            Some(t) => user.push_str(&format!("\n    token: {t}\n")),
+            None => user.push_str(" {}\n"),
+        }
+        let cluster_tls = if insecure {
+            "\n    insecure-skip-tls-verify: true"
+        } else {
+            ""
+        };
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gateway\n  cluster:\n    server: {server}{cluster_tls}\nusers:\n{user}contexts:\n- name: gateway\n  context:\n    cluster: gateway\n    user: admin\ncurrent-context: gateway\n"
+        );
+        let kubeconfig = write_file(home.path(), "kubeconfig", &text);
+        Kubectl { home, kubeconfig }
+    }
+
+    fn for_gateway(g: &Gateway) -> Kubectl {
+        Kubectl::new(&format!("http://{}", g.admin), None, false)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("kubectl");
+        c.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.home.path())
+            .env_remove("KUBECTL_EXTERNAL_DIFF")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn output(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut c = self.command(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if stdin.is_some() {
+            c.stdin(Stdio::piped());
+        }
+        let mut child = c.spawn().unwrap_or_else(|e| {
+            panic!("cannot run kubectl (it must be on PATH for these tests): {e}")
+        });
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let mut s = child.stdin.take().expect("stdin");
+            s.write_all(input).expect("write stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs kubectl and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.output(args, None);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed ({}):\n{}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs kubectl and expects failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.output(args, None);
+        assert!(
+            !o.status.success(),
+            "kubectl {args:?} should have failed:\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    fn dir(&self) -> &Path {
+        self.home.path()
+    }
+}
+
+fn vs_yaml(name: &str, host: &str, body: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\n  labels:\n    app: web\nspec:\n  hosts:\n  - {host}\n  http:\n  - directResponse:\n      status: 200\n      body:\n        string: {body}\n"
+    )
+}
+
+/// What the data plane answers for `host` (a direct response's body).
+fn body_for(g: &Gateway, host: &str) -> String {
+    request(g.http, "GET", "/", &[("Host", host)], b"")
+        .map(|r| r.text())
+        .unwrap_or_default()
+}
+
+fn serves(g: &Gateway, host: &str, body: &str) -> bool {
+    eventually(Duration::from_secs(5), || {
+        (body_for(g, host) == body).then_some(())
+    })
+    .is_some()
+}
+
+#[test]
+fn kubectl_is_on_path() {
+    let o = Command::new("kubectl")
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .unwrap_or_else(|e| panic!("kubectl must be on PATH for the kubectl tests: {e}"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["clientVersion"]["major"], "1");
+}
+
+#[test]
+fn apply_get_describe_diff_delete_and_traffic_follows() {
+    let g = Gateway::start(quiet());
+    let k = Kubectl::for_gateway(&g);
+    let v1 = write_file(k.dir(), "vs.yaml", &vs_yaml("web", "web.example.com", "v1"));
+    let v1s = v1.to_str().expect("path");
+
+    // Validation stays on: kubectl reads /openapi/v3 and validates on the server.
+    let out = k.ok(&["apply", "-f", v1s]);
+    assert_eq!(out.trim(), "virtualservice.networking.istio.io/web created");
+    assert!(serves(&g, "web.example.com", "v1"));
+    let out = k.ok(&["apply", "-f", v1s]);
+    assert_eq!(
+        out.trim(),
+        "virtualservice.networking.istio.io/web unchanged"
+    );
+
+    // get: Istio's columns, short names, categories, all namespaces, wide, yaml, json.
+    let out = k.ok(&["get", "vs"]);
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "GATEWAYS", "HOSTS", "AGE"]);
+    let row = lines.next().expect("row");
+    assert!(
+        row.starts_with("web ") && row.contains(r#"["web.example.com"]"#),
+        "{out}"
+    );
+    let out = k.ok(&["get", "virtualservices", "-A", "-o", "wide"]);
+    assert!(out.starts_with("NAMESPACE"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("default ") && l.contains(" web ")),
+        "{out}"
+    );
+    let out = k.ok(&["get", "istio-io"]);
+    assert!(
+        out.contains("virtualservice.networking.istio.io/web"),
+        "{out}"
+    );
+    let yaml = k.ok(&["get", "vs", "web", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kubectl.kubernetes.io/last-applied-configuration"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("resourceVersion:"), "{yaml}");
+    let json: Value =
+        serde_json::from_str(&k.ok(&["get", "vs", "web", "-o", "json"])).expect("json");
+    assert_eq!(json["spec"]["hosts"][0], "web.example.com");
+    let out = k.ok(&["get", "vs", "-l", "app=web", "-o", "name"]);
+    assert_eq!(out.trim(), "virtualservice.networking.istio.io/web");
+    let out = k.ok(&["get", "vs", "-l", "app=other", "-o", "name"]);
+    assert_eq!(out.trim(), "");
+    let out = k.ok(&[
+        "get",
+        "vs",
+        "--field-selector",
+        "metadata.name=web",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(out.trim(), "virtualservice.networking.istio.io/web");
+    let out = k.ok(&["describe", "vs", "web"]);
+    assert!(
+        out.contains("Name:         web") && out.contains("web.example.com"),
+        "{out}"
+    );
+
+    // diff: 0 without a change, 1 with one.
+    let o = k.output(&["diff", "-f", v1s], None);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v2 = write_file(
+        k.dir(),
+        "vs2.yaml",
+        &vs_yaml("web", "web.example.com", "v2"),
+    );
+    let v2s = v2.to_str().expect("path");
+    let o = k.output(&["diff", "-f", v2s], None);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let diff = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        diff.contains("-        string: v1") && diff.contains("+        string: v2"),
+        "{diff}"
+    );
+    // The diff was a dry run.
+    assert!(serves(&g, "web.example.com", "v1"));
+
+    let out = k.ok(&["apply", "-f", v2s]);
+    assert_eq!(
+        out.trim(),
+        "virtualservice.networking.istio.io/web configured"
+    );
+    assert!(serves(&g, "web.example.com", "v2"));
+
+    let out = k.ok(&["delete", "-f", v2s]);
+    assert_eq!(
+        out.trim(),
+        "virtualservice.networking.istio.io \"web\" deleted"
+    );
+    let err = k.fails(&["get", "vs", "web"]);
+    assert!(
+        err.contains("NotFound") || err.contains("not found"),
+        "{err}"
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        (body_for(&g, "web.example.com") != "v2").then_some(())
+    })
+    .is_some());
+}
+
+#[test]
+fn server_side_apply_owns_fields_and_reports_conflicts() {
+    let g = Gateway::start(quiet());
+    let k = Kubectl::for_gateway(&g);
+    let v1 = write_file(
+        k.dir(),
+        "vs.yaml",
+        &vs_yaml("ssa", "ssa.example.com", "one"),
+    );
+    let v1s = v1.to_str().expect("path");
+    let out = k.ok(&["apply", "--server-side", "-f", v1s]);
+    assert_eq!(
+        out.trim(),
+        "virtualservice.networking.istio.io/ssa serverside-applied"
+    );
+    assert!(serves(&g, "ssa.example.com", "one"));
+    let json: Value =
+        serde_json::from_str(&k.ok(&["get", "vs", "ssa", "-o", "json", "--show-managed-fields"]))
+            .expect("json");
+    let mf = json["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields");
+    assert!(
+        mf.iter()
+            .any(|m| m["manager"] == "kubectl" && m["operation"] == "Apply"),
+        "{mf:?}"
+    );
+
+    // Another manager changes the body: kubectl's own apply now conflicts on that field.
+    let other = write_file(
+        k.dir(),
+        "other.yaml",
+        &vs_yaml("ssa", "ssa.example.com", "two"),
+    );
+    let others = other.to_str().expect("path");
+    k.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "ops",
+        "--force-conflicts",
+        "-f",
+        others,
+    ]);
+    assert!(serves(&g, "ssa.example.com", "two"));
+    let v3 = write_file(
+        k.dir(),
+        "vs3.yaml",
+        &vs_yaml("ssa", "ssa.example.com", "three"),
+    );
+    let v3s = v3.to_str().expect("path");
+    let err = k.fails(&["apply", "--server-side", "-f", v3s]);
+    assert!(
+        err.contains("Apply failed with 1 conflict: conflict with \"ops\""),
+        "{err}"
+    );
+    assert!(err.contains(".spec.http"), "{err}");
+    assert!(serves(&g, "ssa.example.com", "two"));
+    let out = k.ok(&["apply", "--server-side", "--force-conflicts", "-f", v3s]);
+    assert_eq!(
+        out.trim(),
+        "virtualservice.networking.istio.io/ssa serverside-applied"
+    );
+    assert!(serves(&g, "ssa.example.com", "three"));
+}
+
+#[test]
+fn edit_with_a_scripted_editor_round_trips() {
+    let g = Gateway::start(quiet());
+    let k = Kubectl::for_gateway(&g);
+    let f = write_file(
+        k.dir(),
+        "vs.yaml",
+        &vs_yaml("ed", "ed.example.com", "before"),
+    );
+    k.ok(&["apply", "-f", f.to_str().expect("path")]);
+    let editor = write_file(
+        k.dir(),
+        "editor.sh",
+        "#!/bin/sh\nsed -i 's/string: before/string: after/' \"$1\"\n",
+    );
+    let chmod = Command::new("chmod")
+        .arg("+x")
+        .arg(&editor)
+        .status()
+        .expect("chmod");
+    assert!(chmod.success());
+    let mut c = k.command(&["edit", "vs", "ed"]);
+    c.env("EDITOR", &editor).env("KUBE_EDITOR", &editor);
+    let o = c.output().expect("kubectl edit");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "virtualservice.networking.istio.io/ed edited"
+    );
+    assert!(serves(&g, "ed.example.com", "after"));
+    let json: Value =
+        serde_json::from_str(&k.ok(&["get", "vs", "ed", "-o", "json", "--show-managed-fields"]))
+            .expect("json");
+    let mf = json["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields");
+    assert!(mf.iter().any(|m| m["manager"] == "kubectl-edit"), "{mf:?}");
+}
+
+#[test]
+fn get_watch_sees_a_change_made_by_another_client() {
+    let g = Gateway::start(quiet());
+    let k = Kubectl::for_gateway(&g);
+    let mut c = k.command(&["get", "vs", "--watch", "--output-watch-events"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = c.spawn().expect("kubectl must be on PATH");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Give kubectl time to list and start watching; the watch resumes from the list's
+    // resourceVersion, so a change made before it is watching is still delivered.
+    std::thread::sleep(Duration::from_millis(300));
+    let vs = serde_json::json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "watched"},
+        "spec": {"hosts": ["w.example.com"], "http": [{"directResponse": {"status": 204}}]}
+    });
+    let r = g.post(
+        "/apis/networking.istio.io/v1/namespaces/default/virtualservices",
+        &vs,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = g.delete("/apis/networking.istio.io/v1/namespaces/default/virtualservices/watched");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < 3 && std::time::Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(l);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // The header (Istio's columns), then one row per event.
+    let words: Vec<Vec<&str>> = seen
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(words.len(), 3, "{seen:?}");
+    assert_eq!(
+        words[0],
+        ["EVENT", "NAME", "GATEWAYS", "HOSTS", "AGE"],
+        "{seen:?}"
+    );
+    assert_eq!(&words[1][..2], ["ADDED", "watched"], "{seen:?}");
+    assert_eq!(&words[2][..2], ["DELETED", "watched"], "{seen:?}");
+    assert!(seen[1].contains(r#"["w.example.com"]"#), "{seen:?}");
+}
+
+#[test]
+fn create_secret_tls_straight_and_through_apply() {
+    let g = Gateway::start(quiet());
+    let k = Kubectl::for_gateway(&g);
+    let ca = common::tls::Ca::new("kubectl test CA");
+    let leaf = ca.server(&["s.example.com"]);
+    let cert = write_file(k.dir(), "tls.crt", &leaf.pem);
+    let key = write_file(k.dir(), "tls.key", &leaf.key_pem);
+    let (cert, key) = (cert.to_str().expect("path"), key.to_str().expect("path"));
+    let out = k.ok(&[
+        "create", "secret", "tls", "straight", "--cert", cert, "--key", key,
+    ]);
+    assert_eq!(out.trim(), "secret/straight created");
+    let generated = k.ok(&[
+        "create",
+        "secret",
+        "tls",
+        "piped",
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    let o = k.output(&["apply", "-f", "-"], Some(generated.as_bytes()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "secret/piped created"
+    );
+    let out = k.ok(&["get", "secrets"]);
+    assert!(
+        out.contains("straight") && out.contains("piped") && out.contains("kubernetes.io/tls"),
+        "{out}"
+    );
+    for name in ["straight", "piped"] {
+        let yaml = k.ok(&["get", "secret", name, "-o", "yaml"]);
+        assert!(yaml.contains("tls.crt"), "{yaml}");
+        assert!(
+            !yaml.contains("tls.key") && !yaml.contains("PRIVATE KEY"),
+            "{yaml}"
+        );
+    }
+    // Opaque, as `create secret generic` makes it, with Istio's key names.
+    let crt = format!("--from-file=tls.crt={cert}");
+    let k2 = format!("--from-file=tls.key={key}");
+    let out = k.ok(&["create", "secret", "generic", "opaque", &crt, &k2]);
+    assert_eq!(out.trim(), "secret/opaque created");
+    let out = k.ok(&["get", "secret", "opaque"]);
+    assert!(out.contains("Opaque"), "{out}");
+}
+
+#[test]
+fn explain_prints_istios_field_docs() {
+    let g = Gateway::start(quiet());
+    let k = Kubectl::for_gateway(&g);
+    let out = k.ok(&["explain", "vs.spec.http"]);
+    assert!(out.contains("KIND:       VirtualService"), "{out}");
+    assert!(
+        out.contains("An ordered list of route rules for HTTP traffic."),
+        "{out}"
+    );
+    let out = k.ok(&["explain", "destinationrules.spec.trafficPolicy"]);
+    assert!(out.contains("loadBalancer"), "{out}");
+    let out = k.ok(&["api-resources", "--api-group", "networking.istio.io"]);
+    for short in [" gw ", " vs ", " dr ", " se ", " we "] {
+        assert!(out.contains(short), "{short}: {out}");
+    }
+}
+
+#[test]
+fn warnings_and_invalid_fields_reach_kubectl_in_its_words() {
+    let g = Gateway::start(quiet());
+    let k = Kubectl::for_gateway(&g);
+    // A subset no DestinationRule defines: accepted, with a warning on stderr.
+    let warned = write_file(
+        k.dir(),
+        "warn.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: warned\nspec:\n  hosts: [w.example.com]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v9}\n",
+    );
+    let o = k.output(&["apply", "-f", warned.to_str().expect("path")], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Warning: ") && err.contains("v9"), "{err}");
+
+    // A negative weight: 422, the field path as kubectl prints it.
+    let bad = write_file(
+        k.dir(),
+        "bad.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: bad\nspec:\n  hosts: [b.example.com]\n  http:\n  - route:\n    - destination: {host: a}\n      weight: -10\n",
+    );
+    let err = k.fails(&["apply", "-f", bad.to_str().expect("path")]);
+    assert!(
+        err.contains("The VirtualService \"bad\" is invalid"),
+        "{err}"
+    );
+    assert!(err.contains("spec.http[0].route[0].weight"), "{err}");
+    let err = k.fails(&["get", "vs", "bad"]);
+    assert!(err.contains("not found"), "{err}");
+
+    // An unknown field: refused by default, warned about with --validate=warn, and dropped.
+    let unknown = write_file(
+        k.dir(),
+        "unknown.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: unknown\nspec:\n  hosts: [u.example.com]\n  colour: blue\n  http:\n  - directResponse: {status: 200}\n",
+    );
+    let us = unknown.to_str().expect("path");
+    let err = k.fails(&["apply", "-f", us]);
+    assert!(err.contains("unknown field \"spec.colour\""), "{err}");
+    let o = k.output(&["apply", "--validate=warn", "-f", us], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Warning: unknown field \"spec.colour\""),
+        "{err}"
+    );
+}
