@@ -2,6 +2,7 @@
 //! the Pingora server (traffic listeners plus the admin API) until SIGTERM drains it.
 
 mod accesslog;
+mod admin_tls;
 mod balancer;
 mod cli;
 mod explain_cmd;
@@ -136,6 +137,10 @@ fn run(cli: Cli) -> Result<(), String> {
         Ok::<_, String>(cp)
     })?;
 
+    let admin_tls = match (&cli.admin_tls_cert, &cli.admin_tls_key) {
+        (Some(cert), Some(key)) => Some(admin_tls::AdminTls::load(cert, key)?),
+        _ => None,
+    };
     let admin_listener = std::net::TcpListener::bind(cli.admin)
         .map_err(|e| format!("cannot bind --admin {}: {e}", cli.admin))?;
     admin_listener
@@ -276,6 +281,7 @@ fn run(cli: Cli) -> Result<(), String> {
         AdminService {
             listener: Mutex::new(Some(admin_listener)),
             router,
+            tls: admin_tls,
             health: health.clone(),
             probe: plain.iter().copied().chain([cli.https]).collect(),
         },
@@ -301,6 +307,7 @@ fn run(cli: Cli) -> Result<(), String> {
 struct AdminService {
     listener: Mutex<Option<std::net::TcpListener>>,
     router: axum::Router,
+    tls: Option<admin_tls::AdminTls>,
     health: Arc<Health>,
     probe: Vec<SocketAddr>,
 }
@@ -339,7 +346,14 @@ impl BackgroundService for AdminService {
         // client that is still uploading.
         let listener =
             admin::linger::LingeringListener::new(listener, admin::linger::Linger::DEFAULT);
-        if let Err(e) = axum::serve(listener, self.router.clone()).await {
+        let served = match &self.tls {
+            Some(tls) => {
+                let listener = admin_tls::TlsListener::new(listener, tls);
+                axum::serve(listener, self.router.clone()).await
+            }
+            None => axum::serve(listener, self.router.clone()).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "admin server failed");
         }
     }

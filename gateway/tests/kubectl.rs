@@ -9,6 +9,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -537,4 +538,230 @@ fn warnings_and_invalid_fields_reach_kubectl_in_its_words() {
         err.contains("Warning: unknown field \"spec.colour\""),
         "{err}"
     );
+}
+
+/// Reads `n` watch events (JSON lines) from a raw `?watch=true` request, within 10 s.
+fn watch_events(g: &Gateway, path_and_query: &str, n: usize) -> Vec<Value> {
+    use std::io::{Read, Write};
+    let mut s = connect(g.admin).expect("connect");
+    s.write_all(&request_head(g.admin, "GET", path_and_query, &[], None))
+        .expect("send");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let events = |buf: &[u8]| -> Vec<Value> {
+        String::from_utf8_lossy(buf)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .filter(|v| v.get("type").is_some())
+            .collect()
+    };
+    while events(&buf).len() < n && std::time::Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(_) => {}
+        }
+    }
+    events(&buf)
+}
+
+const VS_PATH: &str = "/apis/networking.istio.io/v1/namespaces/default/virtualservices";
+
+fn direct_vs(name: &str, status: u16) -> Value {
+    serde_json::json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": name},
+        "spec": {"hosts": [format!("{name}.example.com")], "http": [{"directResponse": {"status": status}}]}
+    })
+}
+
+#[test]
+fn watches_resume_from_a_resource_version_send_bookmarks_and_expire() {
+    let mut g = Gateway::start(quiet());
+    let r = g.post(VS_PATH, &direct_vs("a", 200));
+    let rv_a = r.json()["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
+    g.post(VS_PATH, &direct_vs("b", 200));
+    g.put(&format!("{VS_PATH}/a"), &direct_vs("a", 201));
+    g.delete(&format!("{VS_PATH}/b"));
+
+    // Resuming after a's creation: b added, a modified, b deleted, in order.
+    let ev = watch_events(
+        &g,
+        &format!("{VS_PATH}?watch=true&resourceVersion={rv_a}"),
+        3,
+    );
+    let seen: Vec<(String, String)> = ev
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    let want = [("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b")];
+    assert_eq!(
+        seen,
+        want.map(|(t, n)| (t.to_string(), n.to_string())),
+        "{ev:?}"
+    );
+    // A selector narrows the stream.
+    let ev = watch_events(
+        &g,
+        &format!("{VS_PATH}?watch=true&resourceVersion={rv_a}&fieldSelector=metadata.name%3Da"),
+        1,
+    );
+    assert_eq!(ev[0]["type"], "MODIFIED", "{ev:?}");
+
+    // Initial events, then the bookmark that ends them, when asked.
+    let ev = watch_events(
+        &g,
+        &format!("{VS_PATH}?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan"),
+        2,
+    );
+    assert_eq!(ev[0]["type"], "ADDED");
+    assert_eq!(ev[0]["object"]["metadata"]["name"], "a");
+    assert_eq!(ev[1]["type"], "BOOKMARK", "{ev:?}");
+    assert_eq!(
+        ev[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+
+    // After a restart the history before it is gone: 410 Expired, as an ERROR event.
+    g.restart();
+    let ev = watch_events(
+        &g,
+        &format!("{VS_PATH}?watch=true&resourceVersion={rv_a}"),
+        1,
+    );
+    assert_eq!(ev[0]["type"], "ERROR", "{ev:?}");
+    assert_eq!(ev[0]["object"]["code"], 410);
+    assert_eq!(ev[0]["object"]["reason"], "Expired");
+}
+
+#[test]
+fn get_watch_on_one_replica_sees_a_write_on_another_through_etcd() {
+    let Some(etcd) = common::etcd::Etcd::start() else {
+        return;
+    };
+    let replica = || Gateway::start(quiet().arg("--store").arg(etcd.url()));
+    let (a, b) = (replica(), replica());
+    let k = Kubectl::for_gateway(&b);
+    let mut c = k.command(&[
+        "get",
+        "vs",
+        "--watch",
+        "--output-watch-events",
+        "-o",
+        "name",
+    ]);
+    c.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = c.spawn().expect("kubectl must be on PATH");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let r = a.post(VS_PATH, &direct_vs("shared", 200));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let line = rx.recv_timeout(Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        line.as_deref().map(str::trim),
+        Ok("virtualservice.networking.istio.io/shared")
+    );
+}
+
+#[test]
+fn a_token_reaches_the_gateway_over_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = common::tls::Ca::new("admin CA");
+    let leaf = ca.server(&["localhost"]);
+    let ca_file = write_file(dir.path(), "ca.crt", &ca.pem());
+    let cert = write_file(dir.path(), "admin.crt", &leaf.pem);
+    let key = write_file(dir.path(), "admin.key", &leaf.key_pem);
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    /// Kills the gateway when the test ends, however it ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _gateway = Kill(
+        Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .arg("--admin")
+            .arg(admin.to_string())
+            .arg("--http")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--https")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--access-log", "off", "--threads", "1"])
+            .arg("--admin-tls-cert")
+            .arg(&cert)
+            .arg("--admin-tls-key")
+            .arg(&key)
+            .env("GATEWAY_ADMIN_TOKEN", "t0ken")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("gateway.log")).expect("log"),
+            ))
+            .spawn()
+            .expect("spawn the gateway"),
+    );
+
+    let server = format!("https://localhost:{}", admin.port());
+    let good = Kubectl::new(&server, Some("t0ken"), false);
+    // The CA of the admin certificate, as a kubeconfig names it.
+    let text = std::fs::read_to_string(&good.kubeconfig)
+        .expect("kubeconfig")
+        .replace(
+            "    server:",
+            &format!(
+                "    certificate-authority: {}\n    server:",
+                ca_file.display()
+            ),
+        );
+    std::fs::write(&good.kubeconfig, text).expect("kubeconfig");
+    let ready = eventually(Duration::from_secs(30), || {
+        good.output(&["get", "--raw", "/readyz"], None)
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(ready.is_some(), "the gateway never answered over TLS");
+    let f = write_file(
+        dir.path(),
+        "vs.yaml",
+        &vs_yaml("tls", "tls.example.com", "ok"),
+    );
+    let out = good.ok(&["apply", "-f", f.to_str().expect("path")]);
+    assert_eq!(out.trim(), "virtualservice.networking.istio.io/tls created");
+    let out = good.ok(&["get", "vs", "-o", "name"]);
+    assert_eq!(out.trim(), "virtualservice.networking.istio.io/tls");
+    // The same through --token on the command line, and a wrong token is refused.
+    let no_token = Kubectl::new(&server, None, true);
+    let out = no_token.ok(&["--token", "t0ken", "get", "vs", "-o", "name"]);
+    assert_eq!(out.trim(), "virtualservice.networking.istio.io/tls");
+    let err = no_token.fails(&["--token", "wrong", "get", "vs"]);
+    let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+    assert!(err.contains("Unauthorized"), "{err}\n{log}");
 }
