@@ -382,6 +382,24 @@ impl fmt::Display for AdminError {
 
 impl std::error::Error for AdminError {}
 
+/// The one place a control-plane failure becomes HTTP.
+impl From<crate::control::ApplyError> for AdminError {
+    fn from(e: crate::control::ApplyError) -> Self {
+        use crate::control::ApplyError as E;
+        match e {
+            E::BadRequest { message, causes } => AdminError::bad_request_causes(message, causes),
+            E::Invalid { kind, name, causes } => AdminError::invalid(kind, &name, causes),
+            E::InvalidBatch(causes) => AdminError::invalid_batch(causes),
+            E::AlreadyExists { kind, name } => AdminError::already_exists(kind, &name),
+            E::Conflict { kind, name } => AdminError::conflict(kind, &name),
+            E::NotFound { kind, name } => AdminError::not_found(kind, &name),
+            E::Store(s) => AdminError::from_store(s),
+            E::Internal(i) => AdminError::internal(i),
+            E::Startup(m) => AdminError::startup(m),
+        }
+    }
+}
+
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         AdminError::from_store(e)

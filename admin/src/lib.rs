@@ -22,7 +22,7 @@ mod translation;
 pub use admission::dns_label_problem;
 pub use api::router;
 pub use body::MAX_BODY_BYTES;
-pub use control::{Applied, ControlPlane, Written};
+pub use control::{Applied, ApplyError, ControlPlane, Written};
 pub use error::{AdminError, Cause};
 pub use health::Health;
 pub use store::{FileStore, MemoryStore, Precondition, Store, StoreError};

@@ -379,7 +379,7 @@ impl Ctx {
         create: bool,
     ) -> Result<Written, AdminError> {
         let bytes = serde_json::to_vec(object).map_err(|e| AdminError::internal(e.to_string()))?;
-        match (create, name) {
+        let written = match (create, name) {
             (true, _) | (false, None) => {
                 self.cp
                     .create(self.kind, self.ns(), &bytes, Format::Json, self.q.dry_run)
@@ -397,7 +397,8 @@ impl Ctx {
                     )
                     .await
             }
-        }
+        };
+        Ok(written?)
     }
 
     async fn create(&self, body: Body) -> ApiResult {

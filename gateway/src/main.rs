@@ -408,7 +408,7 @@ async fn open_etcd(
                 tracing::info!(endpoints, prefix = %config.prefix, revision = cp.generation(), "configuration loaded from etcd");
                 return Ok(cp);
             }
-            Err(e) if e.code() == http::StatusCode::SERVICE_UNAVAILABLE => {
+            Err(e) if e.is_unavailable() => {
                 tracing::warn!(endpoints, error = %e, retry_in = ?backoff, "waiting for etcd");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
