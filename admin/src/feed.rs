@@ -117,6 +117,24 @@ impl Feed {
     }
 }
 
+/// Whether two versions are the same object: the same allocation (what an untouched object is,
+/// and so almost every object of a commit) or equal content.
+fn same(a: &Resource, b: &Resource) -> bool {
+    fn ptr(r: &Resource) -> *const () {
+        match r {
+            Resource::Gateway(o) => Arc::as_ptr(o).cast(),
+            Resource::VirtualService(o) => Arc::as_ptr(o).cast(),
+            Resource::DestinationRule(o) => Arc::as_ptr(o).cast(),
+            Resource::ServiceEntry(o) => Arc::as_ptr(o).cast(),
+            Resource::WorkloadEntry(o) => Arc::as_ptr(o).cast(),
+            Resource::Secret(o) => Arc::as_ptr(o).cast(),
+            Resource::IngressClass(o) => Arc::as_ptr(o).cast(),
+            Resource::Ingress(o) => Arc::as_ptr(o).cast(),
+        }
+    }
+    std::ptr::eq(ptr(a), ptr(b)) || a == b
+}
+
 fn diff(
     old: &BTreeMap<ResourceKey, Resource>,
     new: &BTreeMap<ResourceKey, Resource>,
@@ -128,7 +146,7 @@ fn diff(
     for (k, r) in new {
         let type_ = match old.get(k) {
             None => "ADDED",
-            Some(o) if o != r => "MODIFIED",
+            Some(o) if !same(o, r) => "MODIFIED",
             Some(_) => continue,
         };
         out.push(WatchEvent {
@@ -155,4 +173,60 @@ fn diff(
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vs(name: &str, host: &str) -> Resource {
+        let body = format!(
+            r#"{{"kind":"VirtualService","metadata":{{"name":"{name}"}},"spec":{{"hosts":["{host}"]}}}}"#
+        );
+        model::decode_resource(body.as_bytes(), model::Format::Json, None).expect("decode")
+    }
+
+    fn set(items: &[Resource]) -> model::ResourceSet {
+        let mut s = model::ResourceSet::new();
+        for r in items {
+            s.insert(r.clone());
+        }
+        s
+    }
+
+    #[test]
+    fn changes_become_events_kept_for_resuming() {
+        let feed = Feed::new(1);
+        let one = set(&[vs("a", "a.example.com")]);
+        // The opening load is not an event.
+        feed.publish(1, &set(&[]), &one, |r| r.to_value(), |r| r.to_value());
+        assert!(feed.subscribe().backlog.is_empty());
+        let mut sub = feed.subscribe();
+        let two = set(&[vs("a", "b.example.com"), vs("c", "c.example.com")]);
+        feed.publish(2, &one, &two, |r| r.to_value(), |r| r.to_value());
+        feed.publish(3, &two, &set(&[]), |r| r.to_value(), |r| r.to_value());
+        let types: Vec<(&str, u64)> = feed
+            .subscribe()
+            .backlog
+            .iter()
+            .map(|e| (e.type_, e.revision))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("MODIFIED", 2),
+                ("ADDED", 2),
+                ("DELETED", 3),
+                ("DELETED", 3)
+            ]
+        );
+        assert_eq!(sub.rx.try_recv().map(|e| e.type_).ok(), Some("MODIFIED"));
+        let deleted = feed.subscribe().backlog[2].clone();
+        assert_eq!(deleted.object["metadata"]["resourceVersion"], "3");
+        // The store went back: watchers are told to relist, history is dropped.
+        feed.publish(1, &set(&[]), &one, |r| r.to_value(), |r| r.to_value());
+        let s = feed.subscribe();
+        assert!(s.backlog.is_empty());
+        assert_eq!(s.floor, 1);
+    }
 }

@@ -220,7 +220,11 @@ pub(crate) async fn handle(
             name,
         } => (kind, namespace, name),
     };
-    let q = Query::parse(uri.query())?;
+    let mut q = Query::parse(uri.query())?;
+    if let (true, Some(n)) = (q.watch, &name) {
+        // A watch of one object (`…/{name}?watch=true`) is the collection's, narrowed to it.
+        q.selector.fields.restrict_name(n);
+    }
     let ctx = Ctx {
         cp,
         kind,

@@ -621,6 +621,14 @@ fn watches_resume_from_a_resource_version_send_bookmarks_and_expire() {
         1,
     );
     assert_eq!(ev[0]["type"], "MODIFIED", "{ev:?}");
+    // So does the path of one object.
+    let ev = watch_events(
+        &g,
+        &format!("{VS_PATH}/b?watch=true&resourceVersion={rv_a}"),
+        2,
+    );
+    let types: Vec<&str> = ev.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types, ["ADDED", "DELETED"], "{ev:?}");
 
     // Initial events, then the bookmark that ends them, when asked.
     let ev = watch_events(

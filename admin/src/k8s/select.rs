@@ -140,6 +140,12 @@ impl FieldSelector {
         Ok(FieldSelector(out))
     }
 
+    /// Also requires `metadata.name` to be `name`.
+    pub fn restrict_name(&mut self, name: &str) {
+        self.0
+            .push(("metadata.name".into(), true, name.to_string()));
+    }
+
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, eq, value)| {
             let got = match field.as_str() {
