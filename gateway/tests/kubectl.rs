@@ -773,3 +773,34 @@ fn a_token_reaches_the_gateway_over_tls() {
     let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
     assert!(err.contains("Unauthorized"), "{err}\n{log}");
 }
+
+#[test]
+fn create_ingress_in_protobuf_stores_what_its_json_says() {
+    let g = Gateway::start(quiet());
+    let k = Kubectl::for_gateway(&g);
+    let args = [
+        "create",
+        "ingress",
+        "web",
+        "--class=istio",
+        "--rule=a.example.com/api*=svc:80,tls=web-tls",
+        "--rule=b.example.com/=other:http",
+        "--default-backend=def:8080",
+        "--annotation=team=edge",
+    ];
+    // kubectl sends built-in kinds as protobuf; its client-side dry run prints the same object.
+    let mut dry = args.to_vec();
+    dry.extend(["--dry-run=client", "-o", "json"]);
+    let want: Value = serde_json::from_str(&k.ok(&dry)).expect("json");
+    let out = k.ok(&args);
+    assert_eq!(out.trim(), "ingress.networking.k8s.io/web created");
+    let got: Value =
+        serde_json::from_str(&k.ok(&["get", "ingress", "web", "-o", "json"])).expect("json");
+    assert_eq!(got["spec"], want["spec"]);
+    assert_eq!(got["metadata"]["annotations"]["team"], "edge");
+    let out = k.ok(&["get", "ingress"]);
+    assert!(
+        out.contains("a.example.com,b.example.com") && out.contains("80, 443"),
+        "{out}"
+    );
+}

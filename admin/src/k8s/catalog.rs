@@ -209,7 +209,7 @@ fn build() -> Vec<Served> {
         versions: vec!["v1"],
         singular: "ingress".into(),
         short_names: vec!["ing".into()],
-        categories: vec!["all".into()],
+        categories: Vec::new(),
         columns: vec![
             computed(
                 "Class",

@@ -1,8 +1,9 @@
-//! The protobuf bodies kubectl sends for built-in kinds (`application/vnd.kubernetes.protobuf`):
-//! the `k8s\0` envelope (`runtime.Unknown`), then a `core/v1` `Secret`. A hand decoder of the
-//! few fields a Secret has (wire types varint and length-delimited only): metadata's name,
-//! namespace, labels, annotations and resourceVersion, `data`, `stringData`, `type`, `immutable`.
-//! Anything else in the envelope is refused with 415, never guessed at.
+//! The protobuf bodies kubectl sends for built-in kinds (`application/vnd.kubernetes.protobuf`,
+//! `kubectl create secret|ingress`): the `k8s\0` envelope (`runtime.Unknown`), then a `core/v1`
+//! `Secret` or a `networking/v1` `Ingress`. A hand decoder of the fields those kinds have (field
+//! numbers of Kubernetes' `generated.proto`): metadata's name, namespace, labels, annotations and
+//! resourceVersion; a Secret's `data`, `stringData`, `type`, `immutable`; an Ingress's spec.
+//! Any other kind in the envelope is refused with 415, never guessed at.
 
 use crate::error::AdminError;
 use axum::body::Body;
@@ -207,8 +208,166 @@ fn secret(b: &[u8]) -> Result<Value, AdminError> {
     Ok(Value::Object(o))
 }
 
-/// A protobuf body as the JSON object it stands for. Only Secrets (what kubectl sends as
-/// protobuf to this server) are decoded.
+fn strings_into(m: &mut Map<String, Value>, key: &str, v: String) {
+    let list = m.entry(key).or_insert_with(|| json!([]));
+    if let Value::Array(a) = list {
+        a.push(json!(v));
+    }
+}
+
+fn push(m: &mut Map<String, Value>, key: &str, v: Value) {
+    let list = m.entry(key).or_insert_with(|| json!([]));
+    if let Value::Array(a) = list {
+        a.push(v);
+    }
+}
+
+/// A message of string fields only, by field number.
+fn named_strings(b: &[u8], names: &[(u32, &str)]) -> Result<Map<String, Value>, AdminError> {
+    let mut m = Map::new();
+    for f in fields(b)? {
+        if let Field::Bytes(n, x) = f {
+            if let Some((_, name)) = names.iter().find(|(k, _)| *k == n) {
+                if !x.is_empty() {
+                    m.insert((*name).into(), json!(text(x)?));
+                }
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// `IngressBackend`: `resource` (3, a TypedLocalObjectReference), `service` (4).
+fn ingress_backend(b: &[u8]) -> Result<Value, AdminError> {
+    let mut m = Map::new();
+    for f in fields(b)? {
+        match f {
+            Field::Bytes(3, x) => {
+                let r = named_strings(x, &[(1, "apiGroup"), (2, "kind"), (3, "name")])?;
+                m.insert("resource".into(), Value::Object(r));
+            }
+            Field::Bytes(4, x) => {
+                let mut svc = Map::new();
+                for g in fields(x)? {
+                    match g {
+                        Field::Bytes(1, n) if !n.is_empty() => {
+                            svc.insert("name".into(), json!(text(n)?));
+                        }
+                        Field::Bytes(2, p) => {
+                            let mut port = Map::new();
+                            for h in fields(p)? {
+                                match h {
+                                    Field::Bytes(1, n) if !n.is_empty() => {
+                                        port.insert("name".into(), json!(text(n)?));
+                                    }
+                                    Field::Varint(2, n) if n != 0 => {
+                                        port.insert("number".into(), json!(n));
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            svc.insert("port".into(), Value::Object(port));
+                        }
+                        _ => {}
+                    }
+                }
+                m.insert("service".into(), Value::Object(svc));
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// `IngressRule`: `host` (1), `ingressRuleValue` (2, embedded: its `http` is 1, whose `paths` are
+/// 1, each `path` 1, `backend` 2, `pathType` 3).
+fn ingress_rule(b: &[u8]) -> Result<Value, AdminError> {
+    let mut m = Map::new();
+    for f in fields(b)? {
+        match f {
+            Field::Bytes(1, x) if !x.is_empty() => {
+                m.insert("host".into(), json!(text(x)?));
+            }
+            Field::Bytes(2, value) => {
+                for g in fields(value)? {
+                    let Field::Bytes(1, http) = g else { continue };
+                    let mut paths = Map::new();
+                    paths.insert("paths".into(), json!([]));
+                    for h in fields(http)? {
+                        let Field::Bytes(1, p) = h else { continue };
+                        let mut path = Map::new();
+                        for i in fields(p)? {
+                            match i {
+                                Field::Bytes(1, x) if !x.is_empty() => {
+                                    path.insert("path".into(), json!(text(x)?));
+                                }
+                                Field::Bytes(2, x) => {
+                                    path.insert("backend".into(), ingress_backend(x)?);
+                                }
+                                Field::Bytes(3, x) if !x.is_empty() => {
+                                    path.insert("pathType".into(), json!(text(x)?));
+                                }
+                                _ => {}
+                            }
+                        }
+                        push(&mut paths, "paths", Value::Object(path));
+                    }
+                    m.insert("http".into(), Value::Object(paths));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+fn ingress(b: &[u8]) -> Result<Value, AdminError> {
+    let mut o = Map::new();
+    o.insert("apiVersion".into(), json!("networking.k8s.io/v1"));
+    o.insert("kind".into(), json!("Ingress"));
+    let mut spec = Map::new();
+    for f in fields(b)? {
+        match f {
+            Field::Bytes(1, x) => {
+                o.insert("metadata".into(), metadata(x)?);
+            }
+            Field::Bytes(2, x) => {
+                for g in fields(x)? {
+                    match g {
+                        Field::Bytes(1, y) => {
+                            spec.insert("defaultBackend".into(), ingress_backend(y)?);
+                        }
+                        Field::Bytes(2, y) => {
+                            let mut tls = Map::new();
+                            for h in fields(y)? {
+                                match h {
+                                    Field::Bytes(1, z) => strings_into(&mut tls, "hosts", text(z)?),
+                                    Field::Bytes(2, z) if !z.is_empty() => {
+                                        tls.insert("secretName".into(), json!(text(z)?));
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            push(&mut spec, "tls", Value::Object(tls));
+                        }
+                        Field::Bytes(3, y) => push(&mut spec, "rules", ingress_rule(y)?),
+                        Field::Bytes(4, y) => {
+                            spec.insert("ingressClassName".into(), json!(text(y)?));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            // status (3): computed by the server.
+            _ => {}
+        }
+    }
+    o.insert("spec".into(), Value::Object(spec));
+    Ok(Value::Object(o))
+}
+
+/// A protobuf body as the JSON object it stands for: Secrets and Ingresses, what kubectl sends
+/// as protobuf to this server.
 pub(crate) fn decode(kind: Kind, body: &[u8]) -> Result<Value, AdminError> {
     let unsupported = || AdminError::unsupported_media_type(PROTOBUF);
     let rest = body
@@ -231,10 +390,11 @@ pub(crate) fn decode(kind: Kind, body: &[u8]) -> Result<Value, AdminError> {
             _ => {}
         }
     }
-    if kind != Kind::Secret || kind_str != "Secret" || api_version != "v1" {
-        return Err(unsupported());
+    match (kind, kind_str.as_str(), api_version.as_str()) {
+        (Kind::Secret, "Secret", "v1") => secret(raw),
+        (Kind::Ingress, "Ingress", "networking.k8s.io/v1") => ingress(raw),
+        _ => Err(unsupported()),
     }
-    secret(raw)
 }
 
 #[cfg(test)]
