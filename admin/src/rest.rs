@@ -105,7 +105,7 @@ fn truthy(v: &str) -> bool {
 impl Query {
     pub fn parse(raw: Option<&str>) -> Result<Query, AdminError> {
         let pairs: Vec<(String, String)> = match raw {
-            Some(r) => serde_urlencoded_pairs(r)?,
+            Some(r) => query_pairs(r)?,
             None => Vec::new(),
         };
         let mut q = Query::default();
@@ -160,7 +160,7 @@ impl Query {
 }
 
 /// `a=b&c=d` with percent-decoding and `+` as space.
-fn serde_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, AdminError> {
+fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, AdminError> {
     fn decode(s: &str) -> Result<String, AdminError> {
         let bytes = s.as_bytes();
         let mut out = Vec::with_capacity(bytes.len());
