@@ -644,6 +644,27 @@ fn watches_resume_from_a_resource_version_send_bookmarks_and_expire() {
         "true"
     );
 
+    // timeoutSeconds ends the stream; an absurd one is cut, never a crash.
+    let started = std::time::Instant::now();
+    let r = request(
+        g.admin,
+        "GET",
+        &format!("{VS_PATH}?watch=true&timeoutSeconds=1"),
+        &[],
+        b"",
+    )
+    .expect("a watch that ends");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("\"ADDED\""), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let ev = watch_events(
+        &g,
+        &format!("{VS_PATH}?watch=true&timeoutSeconds=18446744073709551615"),
+        1,
+    );
+    assert_eq!(ev[0]["type"], "ADDED", "{ev:?}");
+    assert_eq!(g.get("/healthz").status, 200);
+
     // After a restart the history before it is gone: 410 Expired, as an ERROR event.
     g.restart();
     let ev = watch_events(

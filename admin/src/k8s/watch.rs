@@ -18,6 +18,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// How long a watch without `timeoutSeconds` lasts (Kubernetes picks 30 to 60 minutes).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+/// The longest watch (`timeoutSeconds` beyond it is cut to it).
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// How often a watch that allows bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
 
@@ -81,10 +83,12 @@ pub(crate) fn serve(ctx: &Ctx) -> Result<Response, AdminError> {
     let selector = ctx.q.selector.clone();
     let bookmarks = ctx.q.bookmarks;
     let initial_end = ctx.q.send_initial_events && bookmarks;
+    // Capped: an instant that far ahead cannot be represented.
     let timeout = ctx
         .q
         .timeout_seconds
-        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
+        .min(MAX_TIMEOUT);
     let mut stream = Stream {
         tx,
         served,
