@@ -514,6 +514,14 @@ impl Ctx {
                             "an apply configuration must be an object",
                         ));
                     }
+                    if config
+                        .pointer("/metadata/managedFields")
+                        .is_some_and(|m| !m.is_null())
+                    {
+                        return Err(AdminError::bad_request(
+                            "metadata.managedFields must be nil: an apply configuration does not set field ownership",
+                        ));
+                    }
                     self.validate_fields(&mut config, &mut warnings);
                     // A configuration holds only the fields its manager applies (no `spec` at
                     // all, say): the merged object is what is decoded and validated.

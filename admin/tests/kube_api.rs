@@ -479,6 +479,17 @@ async fn server_side_apply_creates_owns_and_conflicts() {
         .filter_map(|m| m["manager"].as_str())
         .collect();
     assert_eq!(managers, ["alice", "bob"]);
+    // An apply configuration does not set ownership itself.
+    let mut owned = cfg.clone();
+    owned["metadata"]["managedFields"] = json!([{"manager": "x"}]);
+    let r = patch(
+        &a,
+        &format!("{item}?fieldManager=alice"),
+        ct,
+        &owned.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // force is for apply only.
     let r = patch(
         &a,
