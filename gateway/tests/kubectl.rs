@@ -486,6 +486,8 @@ fn explain_prints_istios_field_docs() {
     );
     let out = k.ok(&["explain", "destinationrules.spec.trafficPolicy"]);
     assert!(out.contains("loadBalancer"), "{out}");
+    let out = k.ok(&["explain", "ingress.spec.rules.http.paths"]);
+    assert!(out.contains("pathType"), "{out}");
     let out = k.ok(&["api-resources", "--api-group", "networking.istio.io"]);
     for short in [" gw ", " vs ", " dr ", " se ", " we "] {
         assert!(out.contains(short), "{short}: {out}");

@@ -247,7 +247,7 @@ fn build() -> Vec<Served> {
             ),
             age_column(),
         ],
-        schemas: Vec::new(),
+        schemas: vec![("v1".into(), ingress_schema())],
     });
     out.push(Served {
         kind: Kind::IngressClass,
@@ -282,9 +282,87 @@ fn build() -> Vec<Served> {
             ),
             age_column(),
         ],
-        schemas: Vec::new(),
+        schemas: vec![("v1".into(), ingress_class_schema())],
     });
     out
+}
+
+fn string(description: &str) -> Value {
+    json!({ "type": "string", "description": description })
+}
+
+fn object(description: &str, properties: Value) -> Value {
+    json!({ "type": "object", "description": description, "properties": properties })
+}
+
+fn array_of(description: &str, items: Value) -> Value {
+    json!({ "type": "array", "description": description, "items": items })
+}
+
+fn ingress_backend_schema() -> Value {
+    object(
+        "IngressBackend describes all endpoints for a given service and port.",
+        json!({
+            "service": object("service references a service as a backend.", json!({
+                "name": string("name is the referenced service."),
+                "port": object("port of the referenced service: a number or a name.", json!({
+                    "name": string("name is the name of the port on the Service."),
+                    "number": { "type": "integer", "format": "int32", "description": "number is the numerical port number (e.g. 80) on the Service." },
+                })),
+            })),
+            "resource": object("resource is an ObjectRef to another Kubernetes resource (not served by the gateway: warned about).", json!({
+                "apiGroup": string("APIGroup is the group for the resource being referenced."),
+                "kind": string("Kind is the type of resource being referenced."),
+                "name": string("Name is the name of resource being referenced."),
+            })),
+        }),
+    )
+}
+
+/// The fields of a `networking.k8s.io/v1` Ingress the gateway reads (Kubernetes' descriptions).
+fn ingress_schema() -> Value {
+    object(
+        "Ingress is a collection of rules that allow inbound connections to reach the endpoints defined by a backend.",
+        json!({
+            "spec": object("spec is the desired state of the Ingress.", json!({
+                "ingressClassName": string("ingressClassName is the name of an IngressClass cluster resource."),
+                "defaultBackend": ingress_backend_schema(),
+                "tls": array_of("tls represents the TLS configuration.", object("IngressTLS describes the transport layer security associated with an ingress.", json!({
+                    "hosts": array_of("hosts is a list of hosts included in the TLS certificate.", json!({ "type": "string" })),
+                    "secretName": string("secretName is the name of the secret used to terminate TLS traffic on port 443."),
+                }))),
+                "rules": array_of("rules is a list of host rules used to configure the Ingress.", object("IngressRule represents the rules mapping the paths under a specified host to the related backend services.", json!({
+                    "host": string("host is the fully qualified domain name of a network host, as defined by RFC 3986; a wildcard is allowed as the first label."),
+                    "http": object("HTTPIngressRuleValue is a list of http selectors pointing to backends.", json!({
+                        "paths": array_of("paths is a collection of paths that map requests to backends.", object("HTTPIngressPath associates a path with a backend.", json!({
+                            "path": string("path is matched against the path of an incoming request."),
+                            "pathType": string("pathType determines the interpretation of the path matching: Exact, Prefix or ImplementationSpecific."),
+                            "backend": ingress_backend_schema(),
+                        }))),
+                    })),
+                }))),
+            })),
+            "status": { "type": "object", "description": "status is the current state of the Ingress.", "x-kubernetes-preserve-unknown-fields": true },
+        }),
+    )
+}
+
+fn ingress_class_schema() -> Value {
+    object(
+        "IngressClass represents the class of the Ingress, referenced by the Ingress Spec.",
+        json!({
+            "spec": object("spec is the desired state of the IngressClass.", json!({
+                "controller": string("controller refers to the name of the controller that should handle this class (istio.io/ingress-controller for this gateway)."),
+                "parameters": object("parameters is a link to a custom resource containing additional configuration for the controller.", json!({
+                    "apiGroup": string("apiGroup is the group for the resource being referenced."),
+                    "kind": string("kind is the type of resource being referenced."),
+                    "name": string("name is the name of resource being referenced."),
+                    "namespace": string("namespace is the namespace of the resource being referenced."),
+                    "scope": string("scope represents if this refers to a cluster or namespace scoped resource."),
+                })),
+            })),
+        }),
+    )
 }
 
 /// The hosts column of an Ingress, as `kubectl get ingress` prints it.
