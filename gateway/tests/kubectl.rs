@@ -465,6 +465,30 @@ fn create_secret_tls_straight_and_through_apply() {
             "{yaml}"
         );
     }
+    // Traffic follows: an HTTPS server whose credentialName is the Secret kubectl made serves it.
+    let edge = write_file(
+        k.dir(),
+        "edge.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: edge\nspec:\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [s.example.com]\n    tls: {mode: SIMPLE, credentialName: straight}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: s\nspec:\n  hosts: [s.example.com]\n  gateways: [edge]\n  http:\n  - directResponse: {status: 200, body: {string: tls-ok}}\n",
+    );
+    k.ok(&["apply", "-f", edge.to_str().expect("path")]);
+    let rt = common::tls::rt();
+    let client = common::tls::Client::sni("s.example.com");
+    let served = eventually(Duration::from_secs(5), || {
+        rt.block_on(async {
+            let shook = common::tls::handshake(g.https, &client).await.ok()?;
+            let r = common::tls::get(g.https, &client, "s.example.com", "/")
+                .await
+                .ok()?;
+            (r.text() == "tls-ok").then_some(shook.leaf)
+        })
+    });
+    assert_eq!(
+        served.as_deref(),
+        Some(leaf.der.as_ref()),
+        "the Secret's certificate is served"
+    );
+
     // Opaque, as `create secret generic` makes it, with Istio's key names.
     let crt = format!("--from-file=tls.crt={cert}");
     let k2 = format!("--from-file=tls.key={key}");
