@@ -506,73 +506,8 @@ impl Ctx {
                 api_version: self.api_version(),
                 time: &now,
             };
-            let (mut next, pinned) = match (pt, &current) {
-                (PatchType::Apply, _) => {
-                    let mut config = patch_doc.clone();
-                    if !config.is_object() {
-                        return Err(AdminError::bad_request(
-                            "an apply configuration must be an object",
-                        ));
-                    }
-                    if config
-                        .pointer("/metadata/managedFields")
-                        .is_some_and(|m| !m.is_null())
-                    {
-                        return Err(AdminError::bad_request(
-                            "metadata.managedFields must be nil: an apply configuration does not set field ownership",
-                        ));
-                    }
-                    self.validate_fields(&mut config, &mut warnings);
-                    // A configuration holds only the fields its manager applies (no `spec` at
-                    // all, say): the merged object is what is decoded and validated.
-                    fill_identity(&mut config, self.kind, self.ns(), name);
-                    let pinned = config.pointer("/metadata/resourceVersion").is_some();
-                    let merged = fields::apply(current.as_ref(), &config, &m, self.q.force)
-                        .map_err(|cs| {
-                            AdminError::apply_conflict(
-                                self.kind,
-                                name,
-                                fields::conflict_message(&cs),
-                                cs.iter()
-                                    .map(|c| {
-                                        Cause::new(
-                                            c.field.clone(),
-                                            "FieldManagerConflict",
-                                            format!(
-                                                "conflict with {:?} using {}",
-                                                c.manager, c.api_version
-                                            ),
-                                        )
-                                    })
-                                    .collect(),
-                            )
-                        })?;
-                    (merged, pinned)
-                }
-                (_, None) => return Err(AdminError::not_found(self.kind, name)),
-                (PatchType::Merge | PatchType::Strategic, Some(cur)) => {
-                    let p = if pt == PatchType::Strategic {
-                        patch::strip_directives(&patch_doc)
-                    } else {
-                        patch_doc.clone()
-                    };
-                    if !p.is_object() {
-                        return Err(AdminError::bad_request(
-                            "a merge patch must be a JSON object",
-                        ));
-                    }
-                    let pinned = p.pointer("/metadata/resourceVersion").is_some();
-                    let mut next = cur.clone();
-                    patch::merge(&mut next, &p);
-                    (next, pinned)
-                }
-                (PatchType::Json, Some(cur)) => {
-                    let next = patch::json_patch(cur, &patch_doc)?;
-                    let pinned = next.pointer("/metadata/resourceVersion")
-                        != cur.pointer("/metadata/resourceVersion");
-                    (next, pinned)
-                }
-            };
+            let (mut next, pinned) =
+                self.patched(name, pt, &patch_doc, current.as_ref(), &m, &mut warnings)?;
             if pt != PatchType::Apply {
                 self.validate_fields(&mut next, &mut warnings);
                 record_update(current.as_ref(), &mut next, &m);
@@ -597,6 +532,86 @@ impl Ctx {
                 }
             }
         }
+    }
+
+    /// The object a patch makes of `current` (None: absent), and whether the patch pinned a
+    /// `resourceVersion` (then a conflict is the client's, never retried).
+    fn patched(
+        &self,
+        name: &str,
+        pt: PatchType,
+        patch_doc: &Value,
+        current: Option<&Value>,
+        m: &fields::Manager<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Value, bool), AdminError> {
+        let out = match (pt, current) {
+            (PatchType::Apply, _) => {
+                let mut config = patch_doc.clone();
+                if !config.is_object() {
+                    return Err(AdminError::bad_request(
+                        "an apply configuration must be an object",
+                    ));
+                }
+                if config
+                    .pointer("/metadata/managedFields")
+                    .is_some_and(|m| !m.is_null())
+                {
+                    return Err(AdminError::bad_request(
+                        "metadata.managedFields must be nil: an apply configuration does not set field ownership",
+                    ));
+                }
+                self.validate_fields(&mut config, warnings);
+                // A configuration holds only the fields its manager applies (no `spec` at
+                // all, say): the merged object is what is decoded and validated.
+                fill_identity(&mut config, self.kind, self.ns(), name);
+                let pinned = config.pointer("/metadata/resourceVersion").is_some();
+                let merged = fields::apply(current, &config, m, self.q.force).map_err(|cs| {
+                    AdminError::apply_conflict(
+                        self.kind,
+                        name,
+                        fields::conflict_message(&cs),
+                        cs.iter()
+                            .map(|c| {
+                                Cause::new(
+                                    c.field.clone(),
+                                    "FieldManagerConflict",
+                                    format!(
+                                        "conflict with {:?} using {}",
+                                        c.manager, c.api_version
+                                    ),
+                                )
+                            })
+                            .collect(),
+                    )
+                })?;
+                (merged, pinned)
+            }
+            (_, None) => return Err(AdminError::not_found(self.kind, name)),
+            (PatchType::Merge | PatchType::Strategic, Some(cur)) => {
+                let p = if pt == PatchType::Strategic {
+                    patch::strip_directives(patch_doc)
+                } else {
+                    patch_doc.clone()
+                };
+                if !p.is_object() {
+                    return Err(AdminError::bad_request(
+                        "a merge patch must be a JSON object",
+                    ));
+                }
+                let pinned = p.pointer("/metadata/resourceVersion").is_some();
+                let mut next = cur.clone();
+                patch::merge(&mut next, &p);
+                (next, pinned)
+            }
+            (PatchType::Json, Some(cur)) => {
+                let next = patch::json_patch(cur, patch_doc)?;
+                let pinned = next.pointer("/metadata/resourceVersion")
+                    != cur.pointer("/metadata/resourceVersion");
+                (next, pinned)
+            }
+        };
+        Ok(out)
     }
 
     async fn delete(&self, name: &str, body: Body) -> ApiResult {
