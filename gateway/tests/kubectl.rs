@@ -364,60 +364,85 @@ fn edit_with_a_scripted_editor_round_trips() {
     assert!(mf.iter().any(|m| m["manager"] == "kubectl-edit"), "{mf:?}");
 }
 
+/// `kubectl get vs --watch …` on `k`, its stdout lines on a channel; killed on drop.
+struct Watching {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watching {
+    fn start(k: &Kubectl, extra: &[&str]) -> Watching {
+        let mut args = vec!["get", "vs", "--watch"];
+        args.extend_from_slice(extra);
+        let mut c = k.command(&args);
+        c.stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = c.spawn().expect("kubectl must be on PATH");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watching { child, lines }
+    }
+
+    /// The next `n` lines, within 10 s.
+    fn next(&self, n: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seen.len() < n && std::time::Instant::now() < deadline {
+            if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                seen.push(l);
+            }
+        }
+        seen
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn get_watch_sees_a_change_made_by_another_client() {
     let g = Gateway::start(quiet());
     let k = Kubectl::for_gateway(&g);
-    let mut c = k.command(&["get", "vs", "--watch", "--output-watch-events"]);
-    c.stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = c.spawn().expect("kubectl must be on PATH");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    // Give kubectl time to list and start watching; the watch resumes from the list's
-    // resourceVersion, so a change made before it is watching is still delivered.
-    std::thread::sleep(Duration::from_millis(300));
-    let vs = serde_json::json!({
-        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-        "metadata": {"name": "watched"},
-        "spec": {"hosts": ["w.example.com"], "http": [{"directResponse": {"status": 204}}]}
-    });
-    let r = g.post(
-        "/apis/networking.istio.io/v1/namespaces/default/virtualservices",
-        &vs,
-    );
+    let r = g.post(VS_PATH, &direct_vs("seed", 200));
     assert_eq!(r.status, 201, "{}", r.text());
-    let r = g.delete("/apis/networking.istio.io/v1/namespaces/default/virtualservices/watched");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while seen.len() < 3 && std::time::Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
-            seen.push(l);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    // The header (Istio's columns), then one row per event.
+    let w = Watching::start(&k, &["--output-watch-events"]);
+    // The header (Istio's columns) and the listed object: kubectl is watching from here on.
+    let seen = w.next(2);
     let words: Vec<Vec<&str>> = seen
         .iter()
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(words.len(), 3, "{seen:?}");
+    assert_eq!(words.len(), 2, "{seen:?}");
     assert_eq!(
         words[0],
         ["EVENT", "NAME", "GATEWAYS", "HOSTS", "AGE"],
         "{seen:?}"
     );
-    assert_eq!(&words[1][..2], ["ADDED", "watched"], "{seen:?}");
-    assert_eq!(&words[2][..2], ["DELETED", "watched"], "{seen:?}");
-    assert!(seen[1].contains(r#"["w.example.com"]"#), "{seen:?}");
+    assert_eq!(&words[1][..2], ["ADDED", "seed"], "{seen:?}");
+
+    let r = g.post(VS_PATH, &direct_vs("watched", 204));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = g.delete(&format!("{VS_PATH}/watched"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = w.next(2);
+    let words: Vec<Vec<&str>> = seen
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(words.len(), 2, "{seen:?}");
+    assert_eq!(&words[0][..2], ["ADDED", "watched"], "{seen:?}");
+    assert_eq!(&words[1][..2], ["DELETED", "watched"], "{seen:?}");
+    assert!(seen[0].contains(r#"["watched.example.com"]"#), "{seen:?}");
 }
 
 #[test]
@@ -710,36 +735,19 @@ fn get_watch_on_one_replica_sees_a_write_on_another_through_etcd() {
     };
     let replica = || Gateway::start(quiet().arg("--store").arg(etcd.url()));
     let (a, b) = (replica(), replica());
-    let k = Kubectl::for_gateway(&b);
-    let mut c = k.command(&[
-        "get",
-        "vs",
-        "--watch",
-        "--output-watch-events",
-        "-o",
-        "name",
-    ]);
-    c.stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = c.spawn().expect("kubectl must be on PATH");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
+    let r = a.post(VS_PATH, &direct_vs("seed", 200));
+    assert_eq!(r.status, 201, "{}", r.text());
+    // B has the seed (through etcd), so kubectl lists it: from then on it is watching.
+    let synced = eventually(Duration::from_secs(10), || {
+        (b.get(&format!("{VS_PATH}/seed")).status == 200).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(synced.is_some(), "B never saw what A wrote");
+    let k = Kubectl::for_gateway(&b);
+    let w = Watching::start(&k, &["-o", "name"]);
+    assert_eq!(w.next(1), ["virtualservice.networking.istio.io/seed"]);
     let r = a.post(VS_PATH, &direct_vs("shared", 200));
     assert_eq!(r.status, 201, "{}", r.text());
-    let line = rx.recv_timeout(Duration::from_secs(10));
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(
-        line.as_deref().map(str::trim),
-        Ok("virtualservice.networking.istio.io/shared")
-    );
+    assert_eq!(w.next(1), ["virtualservice.networking.istio.io/shared"]);
 }
 
 #[test]
