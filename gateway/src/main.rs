@@ -286,6 +286,7 @@ fn run(cli: Cli) -> Result<(), String> {
             gateway.balancers.clone(),
             gateway.metrics.clone(),
             gateway.access_log.clone(),
+            gateway.inflight.clone(),
         )),
         acceptor: Arc::new(tls::TlsAcceptor::new(tls_connections)?),
         snapshot: snapshot.clone(),

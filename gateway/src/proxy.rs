@@ -84,8 +84,16 @@ pub struct GatewayProxy {
     pub mirrors: Arc<mirror::Mirrors>,
 }
 
-/// Decrements the in-flight count when a request's context is dropped, however the request ends.
+/// Decrements the in-flight count when a request's context (or a proxied TCP connection) is
+/// dropped, however it ends: the drain waits for the count to reach zero.
 pub struct InflightGuard(Arc<AtomicUsize>);
+
+impl InflightGuard {
+    pub fn enter(count: &Arc<AtomicUsize>) -> InflightGuard {
+        count.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(count.clone())
+    }
+}
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
@@ -572,9 +580,8 @@ impl ProxyHttp for GatewayProxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
         Ctx {
-            _inflight: InflightGuard(self.inflight.clone()),
+            _inflight: InflightGuard::enter(&self.inflight),
             start: Instant::now(),
             snapshot: None,
             route: None,
