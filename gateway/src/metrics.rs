@@ -32,7 +32,20 @@ pub struct Metrics {
     pub tcp_received_bytes: IntCounterVec,
     /// `gateway_mirror_requests_total{destination_service,result}`.
     pub mirror_requests: IntCounterVec,
+    /// `gateway_grpc_requests_total` ([`GRPC_LABELS`]): gRPC requests by their final status.
+    pub grpc_requests: IntCounterVec,
 }
+
+/// Labels of `gateway_grpc_requests_total`: the route, and the gRPC status the client got
+/// (`grpc_response_status`, as Istio's `istio_requests_total` names it; `-` when the stream ended
+/// without one).
+pub const GRPC_LABELS: [&str; 5] = [
+    "gateway",
+    "virtual_service",
+    "route",
+    "destination_service",
+    "grpc_response_status",
+];
 
 /// Labels of the TCP series.
 pub const TCP_LABELS: [&str; 4] = ["gateway", "virtual_service", "route", "destination_service"];
@@ -164,8 +177,17 @@ impl Metrics {
             &["destination_service", "result"],
         )?;
         registry.register(Box::new(mirror_requests.clone()))?;
+        let grpc_requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_grpc_requests_total",
+                "gRPC requests (content-type application/grpc*, gRPC-Web included), by route and the grpc-status the client got.",
+            ),
+            &GRPC_LABELS,
+        )?;
+        registry.register(Box::new(grpc_requests.clone()))?;
         Ok(Metrics {
             mirror_requests,
+            grpc_requests,
             open_connections,
             tcp_connections,
             tcp_sent_bytes,

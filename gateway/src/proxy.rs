@@ -147,6 +147,8 @@ pub struct Ctx {
     connection: Option<ConnectionGuard>,
     /// A gRPC-Web text request on a GRPC-WEB server, bridged here (Pingora's bridge does binary).
     web_text: Option<crate::grpc_web_text::Bridge>,
+    /// The `grpc-status` of the answer's trailers, for `gateway_grpc_requests_total`.
+    grpc_status: Option<u32>,
 }
 
 impl Ctx {
@@ -610,6 +612,7 @@ impl ProxyHttp for GatewayProxy {
             mirror: None,
             connection: None,
             web_text: None,
+            grpc_status: None,
         }
     }
 
@@ -988,6 +991,10 @@ impl ProxyHttp for GatewayProxy {
         trailers: &mut http::HeaderMap,
         ctx: &mut Ctx,
     ) -> Result<Option<Bytes>> {
+        ctx.grpc_status = trailers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         Ok(ctx
             .web_text
             .as_ref()
@@ -1084,6 +1091,19 @@ impl ProxyHttp for GatewayProxy {
             &ctx.flags,
             elapsed.as_secs_f64(),
         );
+        if crate::grpc::is_grpc(session.req_header()) {
+            // Trailers, else a trailers-only answer (what the gateway's own answers are).
+            let status = ctx.grpc_status.or_else(|| {
+                session
+                    .response_written()
+                    .and_then(crate::grpc::response_status)
+            });
+            let status = status.map_or_else(|| "-".to_string(), |s| s.to_string());
+            self.metrics
+                .grpc_requests
+                .with_label_values(&[gateway, vs, route_id, dest, &status])
+                .inc();
+        }
         if self.access_log.enabled() {
             let req = session.req_header();
             let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
