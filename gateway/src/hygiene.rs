@@ -150,7 +150,7 @@ pub fn check_head(raw: &[u8], http10: bool) -> Result<Head<'_>, Refusal> {
     // The request line, then the headers, then the blank line that ends the head.
     let headers = match all.split_first() {
         Some((_, rest)) => match rest.split_last() {
-            Some((last, headers)) if last.is_empty() => headers,
+            Some((&[], headers)) => headers,
             _ => return Err(bad("request head without its blank line")),
         },
         None => return Err(bad("empty request head")),
