@@ -135,7 +135,16 @@ pub fn is_plain_chunked(v: &[u8]) -> bool {
 /// at most one Content-Length, at most one Transfer-Encoding which is `chunked`, never both, no
 /// Transfer-Encoding in HTTP/1.0, at most one Host.
 pub fn check_head(raw: &[u8], http10: bool) -> Result<Head<'_>, Refusal> {
-    if raw.len() > MAX_HEADER_BYTES {
+    head(raw, http10, true)
+}
+
+/// [`check_head`] without the size and count limits: whether the body's framing can be known.
+pub fn framing_of(raw: &[u8], http10: bool) -> Result<Head<'_>, Refusal> {
+    head(raw, http10, false)
+}
+
+fn head(raw: &[u8], http10: bool, limits: bool) -> Result<Head<'_>, Refusal> {
+    if limits && raw.len() > MAX_HEADER_BYTES {
         return Err(Refusal {
             status: 431,
             why: "request headers too large",
@@ -155,7 +164,7 @@ pub fn check_head(raw: &[u8], http10: bool) -> Result<Head<'_>, Refusal> {
         },
         None => return Err(bad("empty request head")),
     };
-    if headers.len() > MAX_HEADER_COUNT {
+    if limits && headers.len() > MAX_HEADER_COUNT {
         return Err(Refusal {
             status: 431,
             why: "too many request headers",
@@ -308,9 +317,16 @@ fn h2_limits(session: &Session) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Whether the body's framing is unambiguous, so that it can be read (and discarded) safely.
+/// Whether the body's framing is unambiguous, so that it can be read (and discarded) safely, even
+/// when the request is refused for its size (431).
 pub fn framing_is_clear(session: &Session) -> bool {
-    check(session).is_ok()
+    match session.as_http1() {
+        Some(h1) => {
+            let http10 = session.req_header().version == http::Version::HTTP_10;
+            framing_of(&h1.get_headers_raw_bytes(), http10).is_ok()
+        }
+        None => true,
+    }
 }
 
 #[cfg(test)]
