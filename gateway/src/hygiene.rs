@@ -250,23 +250,20 @@ fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> 
 /// Content-Length canonically, and lets the connection serve requests the client pipelined
 /// behind this one (in order, RFC 9112 §9.3.2) instead of dropping them.
 pub fn prepare(session: &mut Session) -> Result<()> {
-    check(session)?;
-    if session.as_http1().is_none() {
-        return Ok(());
-    }
-    session.set_pipelining_enabled(true);
-    let raw = session
-        .as_http1()
-        .map(|h1| h1.get_headers_raw_bytes())
-        .unwrap_or_default();
+    let Some(h1) = session.as_http1() else {
+        return check(session);
+    };
+    let raw = h1.get_headers_raw_bytes();
     let http10 = session.req_header().version == http::Version::HTTP_10;
     let canonical = match check_head(&raw, http10) {
+        Err(r) => return Err(Error::explain(ErrorType::HTTPStatus(r.status), r.why)),
         Ok(Head {
             framing: Framing::Length(n),
             non_canonical_length: Some(_),
         }) => Some(n),
-        _ => None,
+        Ok(_) => None,
     };
+    session.set_pipelining_enabled(true);
     let req = session.req_header_mut();
     if let Some(n) = canonical {
         req.insert_header(http::header::CONTENT_LENGTH, n.to_string())?;
