@@ -240,7 +240,10 @@ fn check(case: &Value, addr: SocketAddr, up: &Recorder) -> Result<(), String> {
     let expect = &case["expect"];
     let forwards = expect["forward"].as_array().cloned().unwrap_or_default();
     up.take();
-    let (got, closed) = exchange(addr, &raw, forwards.len().max(1));
+    // A refusal after the forwarded requests (pipelined behind them).
+    let then_reject = expect["then_reject"].as_u64().map(|s| s as u16);
+    let answers = forwards.len() + usize::from(then_reject.is_some());
+    let (got, closed) = exchange(addr, &raw, answers.max(1));
     // Requests reach the upstream before the client reads the answer, but give a straggler time.
     std::thread::sleep(Duration::from_millis(50));
     let seen = up.take();
@@ -259,16 +262,23 @@ fn check(case: &Value, addr: SocketAddr, up: &Recorder) -> Result<(), String> {
         }
         return Ok(());
     }
-    if got != vec![200; forwards.len()] {
+    let mut want = vec![200; forwards.len()];
+    want.extend(then_reject);
+    if got != want || (then_reject.is_some() && !closed) {
         return Err(format!(
-            "want {} answers 200, got {got:?} (closed: {closed}); upstream: {seen:?}",
-            forwards.len()
+            "want {want:?}{}, got {got:?} (closed: {closed}); upstream: {seen:?}",
+            if then_reject.is_some() {
+                " and a close"
+            } else {
+                ""
+            }
         ));
     }
-    if seen.len() != forwards.len() || complete.len() != seen.len() {
+    // Only a refused request may have left a fragment upstream, never a forwarded one.
+    if complete.len() != forwards.len() || (then_reject.is_none() && seen.len() != complete.len()) {
         return Err(format!("upstream saw {seen:?}, want {forwards:?}"));
     }
-    for (s, want) in seen.iter().zip(&forwards) {
+    for (s, want) in complete.iter().zip(&forwards) {
         let (method, target, headers, body) = match s {
             Seen::Request {
                 method,

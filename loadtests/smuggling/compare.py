@@ -354,8 +354,10 @@ def main() -> None:
         for case in corpus:
             data = expand(case["raw"])
             exp = case["expect"]
-            want = len(exp.get("forward", [])) or 1
+            want = (len(exp.get("forward", [])) + ("then_reject" in exp)) or 1
             expected = f"refuse {exp['reject']}" if "reject" in exp else f"forward {len(exp['forward'])}"
+            if "then_reject" in exp:
+                expected += f", then refuse {exp['then_reject']}"
             cells = []
             for port in (gw_port, ng_port, ha_port):
                 rec.take()
