@@ -635,7 +635,7 @@ impl ProxyHttp for GatewayProxy {
             session.set_keepalive(None);
         }
         self.enable_grpc_web(session, ctx);
-        crate::hygiene::check(session)
+        crate::hygiene::prepare(session)
     }
 
     fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
