@@ -34,6 +34,12 @@ pub struct Cli {
     /// Admin REST API, /metrics, /healthz, /readyz.
     #[arg(long, env = "GATEWAY_ADMIN", default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
+    /// Serve the admin API over HTTPS with this PEM certificate (chain); needs --admin-tls-key.
+    #[arg(long, env = "GATEWAY_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --admin-tls-cert.
+    #[arg(long, env = "GATEWAY_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
     /// Folder of the embedded file store.
     #[arg(long, env = "GATEWAY_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

@@ -3,6 +3,7 @@
 //! hands it over to a new process started with `--upgrade`.
 
 mod accesslog;
+mod admin_tls;
 mod balancer;
 mod cli;
 mod explain_cmd;
@@ -94,6 +95,10 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     let store = StoreUrl::parse(&cli.store)?;
     let mesh = Arc::new(read_mesh_config(cli.mesh_config.as_deref())?);
+    let admin_tls = match (&cli.admin_tls_cert, &cli.admin_tls_key) {
+        (Some(cert), Some(key)) => Some(admin_tls::AdminTls::load(cert, key)?),
+        _ => None,
+    };
     let upgrade_sock = cli.data_dir.join("upgrade.sock");
     upgrade::check_sock(&upgrade_sock, cli.upgrade)?;
     let threads = cli
@@ -296,6 +301,7 @@ fn run(cli: Cli) -> Result<(), String> {
             gateway.balancers.clone(),
             gateway.metrics.clone(),
             gateway.access_log.clone(),
+            gateway.inflight.clone(),
         )),
         acceptor: Arc::new(tls::TlsAcceptor::new(tls_connections)?),
         snapshot: snapshot.clone(),
@@ -323,6 +329,7 @@ fn run(cli: Cli) -> Result<(), String> {
         AdminService {
             listener: Mutex::new(Some(admin_listener)),
             router,
+            tls: admin_tls,
             health: health.clone(),
             probe: plain
                 .iter()
@@ -361,6 +368,7 @@ fn run(cli: Cli) -> Result<(), String> {
 struct AdminService {
     listener: Mutex<Option<std::net::TcpListener>>,
     router: axum::Router,
+    tls: Option<admin_tls::AdminTls>,
     health: Arc<Health>,
     probe: Vec<SocketAddr>,
     /// Turns true when the admin address goes to a new process (binary upgrade).
@@ -408,10 +416,20 @@ impl BackgroundService for AdminService {
                 std::future::pending::<()>().await;
             }
         };
-        if let Err(e) = axum::serve(listener, self.router.clone())
-            .with_graceful_shutdown(stopped)
-            .await
-        {
+        let served = match &self.tls {
+            Some(tls) => {
+                let listener = admin_tls::TlsListener::new(listener, tls);
+                axum::serve(listener, self.router.clone())
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            None => {
+                axum::serve(listener, self.router.clone())
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "admin server failed");
         }
     }
@@ -491,7 +509,7 @@ async fn open_etcd(
                 tracing::info!(endpoints, prefix = %config.prefix, revision = cp.generation(), "configuration loaded from etcd");
                 return Ok(cp);
             }
-            Err(e) if e.code() == http::StatusCode::SERVICE_UNAVAILABLE => {
+            Err(e) if e.is_unavailable() => {
                 tracing::warn!(endpoints, error = %e, retry_in = ?backoff, "waiting for etcd");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

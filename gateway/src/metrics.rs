@@ -34,6 +34,8 @@ pub struct Metrics {
     pub mirror_requests: IntCounterVec,
     /// JWT and AuthorizationPolicy series ([`Security`]).
     pub security: Security,
+    /// `gateway_grpc_requests_total` ([`GRPC_LABELS`]): gRPC requests by their final status.
+    pub grpc_requests: IntCounterVec,
 }
 
 /// The series of authentication and authorization. Labels are bounded: policy ids come from the
@@ -108,6 +110,17 @@ impl Security {
         })
     }
 }
+
+/// Labels of `gateway_grpc_requests_total`: the route, and the gRPC status the client got
+/// (`grpc_response_status`, as Istio's `istio_requests_total` names it; `-` when the stream ended
+/// without one).
+pub const GRPC_LABELS: [&str; 5] = [
+    "gateway",
+    "virtual_service",
+    "route",
+    "destination_service",
+    "grpc_response_status",
+];
 
 /// Labels of the TCP series.
 pub const TCP_LABELS: [&str; 4] = ["gateway", "virtual_service", "route", "destination_service"];
@@ -240,9 +253,18 @@ impl Metrics {
         )?;
         registry.register(Box::new(mirror_requests.clone()))?;
         let security = Security::register(registry)?;
+        let grpc_requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_grpc_requests_total",
+                "gRPC requests (content-type application/grpc*, gRPC-Web included), by route and the grpc-status the client got.",
+            ),
+            &GRPC_LABELS,
+        )?;
+        registry.register(Box::new(grpc_requests.clone()))?;
         Ok(Metrics {
             security,
             mirror_requests,
+            grpc_requests,
             open_connections,
             tcp_connections,
             tcp_sent_bytes,

@@ -86,8 +86,16 @@ pub struct GatewayProxy {
     pub security: Arc<crate::security::Security>,
 }
 
-/// Decrements the in-flight count when a request's context is dropped, however the request ends.
+/// Decrements the in-flight count when a request's context (or a proxied TCP connection) is
+/// dropped, however it ends: the drain waits for the count to reach zero.
 pub struct InflightGuard(Arc<AtomicUsize>);
+
+impl InflightGuard {
+    pub fn enter(count: &Arc<AtomicUsize>) -> InflightGuard {
+        count.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(count.clone())
+    }
+}
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
@@ -143,6 +151,8 @@ pub struct Ctx {
     web_text: Option<crate::grpc_web_text::Bridge>,
     /// What authentication and authorization decided (identity, deciding policy, header changes).
     auth: crate::security::RequestAuth,
+    /// The `grpc-status` of the answer's trailers, for `gateway_grpc_requests_total`.
+    grpc_status: Option<u32>,
 }
 
 impl Ctx {
@@ -603,9 +613,8 @@ impl ProxyHttp for GatewayProxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
         Ctx {
-            _inflight: InflightGuard(self.inflight.clone()),
+            _inflight: InflightGuard::enter(&self.inflight),
             start: Instant::now(),
             snapshot: None,
             route: None,
@@ -635,6 +644,7 @@ impl ProxyHttp for GatewayProxy {
             connection: None,
             web_text: None,
             auth: crate::security::RequestAuth::default(),
+            grpc_status: None,
         }
     }
 
@@ -657,7 +667,7 @@ impl ProxyHttp for GatewayProxy {
             session.set_keepalive(None);
         }
         self.enable_grpc_web(session, ctx);
-        crate::hygiene::check(session)
+        crate::hygiene::prepare(session)
     }
 
     fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
@@ -1036,6 +1046,10 @@ impl ProxyHttp for GatewayProxy {
         trailers: &mut http::HeaderMap,
         ctx: &mut Ctx,
     ) -> Result<Option<Bytes>> {
+        ctx.grpc_status = trailers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         Ok(ctx
             .web_text
             .as_ref()
@@ -1132,6 +1146,19 @@ impl ProxyHttp for GatewayProxy {
             &ctx.flags,
             elapsed.as_secs_f64(),
         );
+        if crate::grpc::is_grpc(session.req_header()) {
+            // Trailers, else a trailers-only answer (what the gateway's own answers are).
+            let status = ctx.grpc_status.or_else(|| {
+                session
+                    .response_written()
+                    .and_then(crate::grpc::response_status)
+            });
+            let status = status.map_or_else(|| "-".to_string(), |s| s.to_string());
+            self.metrics
+                .grpc_requests
+                .with_label_values(&[gateway, vs, route_id, dest, &status])
+                .inc();
+        }
         if self.access_log.enabled() {
             let req = session.req_header();
             let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
