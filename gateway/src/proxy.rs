@@ -44,6 +44,7 @@ pub struct ListenerInfo {
 const X_REQUEST_ID: &str = "x-request-id";
 const TRACEPARENT: &str = "traceparent";
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_ENVOY_EXTERNAL_ADDRESS: &str = "x-envoy-external-address";
 
 /// A local port no listener is registered for (only in tests): plain HTTP on port 80.
 const PLAIN_80: ListenerInfo = ListenerInfo {
@@ -80,6 +81,8 @@ pub struct GatewayProxy {
     pub health: Arc<admin::Health>,
     /// Mirrored copies: their connector and counters.
     pub mirrors: Arc<mirror::Mirrors>,
+    /// Edge settings: trusted proxies, body limits.
+    pub edge: Arc<crate::edge::Edge>,
 }
 
 /// Decrements the in-flight count when a request's context is dropped, however the request ends.
@@ -137,6 +140,10 @@ pub struct Ctx {
     connection: Option<ConnectionGuard>,
     /// A gRPC-Web text request on a GRPC-WEB server, bridged here (Pingora's bridge does binary).
     web_text: Option<crate::grpc_web_text::Bridge>,
+    /// The body's size and pace so far.
+    body: crate::request_limits::BodyState,
+    /// The client address (`crate::client_addr`), once the header is read.
+    client: Option<std::net::IpAddr>,
 }
 
 impl Ctx {
@@ -228,6 +235,18 @@ impl GatewayProxy {
             }
         }
         ctx.snapshot = Some(snapshot);
+    }
+
+    /// The request's client address: the peer, or the `X-Forwarded-For` hop that the trusted
+    /// proxies in front of the gateway name (`crate::client_addr`).
+    fn client_ip(&self, session: &Session) -> Option<std::net::IpAddr> {
+        let peer = session.client_addr().and_then(|a| a.as_inet())?.ip();
+        let xff = session.req_header().headers.get_all(X_FORWARDED_FOR);
+        Some(crate::client_addr::client_ip(
+            peer,
+            xff,
+            self.edge.trusted_hops,
+        ))
     }
 
     /// Routes the request; `Ok(true)` when the gateway already answered.
@@ -601,6 +620,8 @@ impl ProxyHttp for GatewayProxy {
             mirror: None,
             connection: None,
             web_text: None,
+            body: Default::default(),
+            client: None,
         }
     }
 
@@ -622,8 +643,11 @@ impl ProxyHttp for GatewayProxy {
         if self.health.is_draining() {
             session.set_keepalive(None);
         }
+        crate::header_timer::header_done(session);
+        ctx.client = self.client_ip(session);
         self.enable_grpc_web(session, ctx);
-        crate::hygiene::check(session)
+        crate::hygiene::check(session)?;
+        self.edge.body.start(session, &mut ctx.body)
     }
 
     fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
@@ -672,11 +696,15 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        let len = body.as_ref().map_or(0, Bytes::len);
+        self.edge
+            .body
+            .on_body(session, &mut ctx.body, len, end_of_stream)?;
         if let Some(t) = ctx.web_text.as_mut() {
             t.request_body(body)?;
         }
@@ -862,6 +890,10 @@ impl ProxyHttp for GatewayProxy {
             let xff = forwarded_for(upstream.headers.get(X_FORWARDED_FOR), ip);
             upstream.insert_header(X_FORWARDED_FOR, xff)?;
         }
+        upstream.remove_header(X_ENVOY_EXTERNAL_ADDRESS);
+        if let Some(c) = ctx.client.filter(|c| !crate::client_addr::is_internal(*c)) {
+            upstream.insert_header(X_ENVOY_EXTERNAL_ADDRESS, c.to_string())?;
+        }
         upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
         // gRPC servers insist on `te: trailers`, which Pingora strips from HTTP/1.1 requests as a
         // hop-by-hop header (a gRPC-Web call, or gRPC over HTTP/1.1, bridged to HTTP/2).
@@ -989,6 +1021,8 @@ impl ProxyHttp for GatewayProxy {
         let deadline_passed = ctx.deadline.is_some_and(|d| Instant::now() >= d);
         let (code, flag, body): LocalError = if let Some(l) = ctx.local_error.take() {
             l
+        } else if let Some(l) = self.edge.body.local_error(e, &mut ctx.body) {
+            l
         } else {
             match e.etype() {
                 ErrorType::HTTPStatus(c) => (*c, "", ""),
@@ -1077,6 +1111,12 @@ impl ProxyHttp for GatewayProxy {
         );
         if self.access_log.enabled() {
             let req = session.req_header();
+            let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+            let forwarded = peer.map(|p| forwarded_for(req.headers.get(X_FORWARDED_FOR), p.ip()));
+            let remote = match (ctx.client, peer) {
+                (Some(c), Some(p)) if c != p.ip() => Some(SocketAddr::new(c, 0).to_string()),
+                (_, p) => p.map(|p| p.to_string()),
+            };
             let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
             let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
             let protocol = match req.version {
@@ -1097,7 +1137,10 @@ impl ProxyHttp for GatewayProxy {
                 bytes_sent: session.body_bytes_sent(),
                 duration_ms: elapsed.as_millis(),
                 upstream_service_time_ms: ctx.upstream_service_time.map(|d| d.as_millis()),
-                x_forwarded_for: header("x-forwarded-for"),
+                x_forwarded_for: forwarded
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .or_else(|| header(X_FORWARDED_FOR)),
                 user_agent: header("user-agent"),
                 request_id: ctx
                     .request_id
@@ -1109,11 +1152,13 @@ impl ProxyHttp for GatewayProxy {
                 upstream_host: ctx.tried.last().map(|a| a.to_string()),
                 route: route_id,
                 sni: ctx.sni.as_deref(),
+                downstream_remote_address: remote.as_deref(),
             });
         }
         // The last hook before Pingora closes or reuses the connection, whichever way the
         // request ended; after the metrics and the log, so that neither counts the lingering.
         crate::linger::discard_unread_body(session).await;
+        crate::header_timer::request_done(session);
     }
 }
 

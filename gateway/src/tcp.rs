@@ -182,6 +182,7 @@ impl L4Proxy {
         if !self.access_log.enabled() {
             return;
         }
+        let client = d.client.map(|c| c.to_string());
         self.access_log.log(&Entry {
             start: d.start,
             method: "-",
@@ -200,6 +201,7 @@ impl L4Proxy {
             upstream_host: upstream.map(|a| a.to_string()),
             route: route.map_or("-", |r| r.id.as_str()),
             sni: d.sni,
+            downstream_remote_address: client.as_deref(),
         });
     }
 }
