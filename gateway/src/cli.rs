@@ -27,6 +27,10 @@ pub struct Cli {
     /// looked up in its resource's namespace, then here.
     #[arg(long, env = "GATEWAY_NAMESPACE", default_value = model::translate::DEFAULT_GATEWAY_NAMESPACE, value_parser = parse_namespace)]
     pub namespace: String,
+    /// Istio MeshConfig (YAML: the `mesh` key of Istio's `istio` ConfigMap, or that ConfigMap):
+    /// `extensionProviders[].envoyExtAuthzHttp` and `defaultConfig.gatewayTopology` are read.
+    #[arg(long, env = "GATEWAY_MESH_CONFIG")]
+    pub mesh_config: Option<PathBuf>,
     /// Admin REST API, /metrics, /healthz, /readyz.
     #[arg(long, env = "GATEWAY_ADMIN", default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,

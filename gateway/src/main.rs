@@ -94,6 +94,7 @@ fn run(cli: Cli) -> Result<(), String> {
         ));
     }
     let store = StoreUrl::parse(&cli.store)?;
+    let mesh = Arc::new(read_mesh_config(cli.mesh_config.as_deref())?);
     let upgrade_sock = cli.data_dir.join("upgrade.sock");
     upgrade::check_sock(&upgrade_sock, cli.upgrade)?;
     let threads = cli
@@ -272,6 +273,7 @@ fn run(cli: Cli) -> Result<(), String> {
     );
     let gateway = GatewayProxy {
         health: health.clone(),
+        mesh: mesh.clone(),
         snapshot: snapshot.clone(),
         upstreams,
         balancers: balancers.clone(),
@@ -286,6 +288,7 @@ fn run(cli: Cli) -> Result<(), String> {
     // application is fixed, and this one decides per connection what it is).
     let gateway_ports = GatewayProxy {
         health: gateway.health.clone(),
+        mesh: gateway.mesh.clone(),
         snapshot: gateway.snapshot.clone(),
         upstreams: gateway.upstreams.clone(),
         balancers: gateway.balancers.clone(),
@@ -436,6 +439,22 @@ impl BackgroundService for AdminService {
             tracing::error!(error = %e, "admin server failed");
         }
     }
+}
+
+/// `--mesh-config`: the Istio defaults without one; fields the gateway does not use are named in
+/// a warning, a field it uses but cannot read stops the start.
+fn read_mesh_config(path: Option<&std::path::Path>) -> Result<model::mesh::MeshConfig, String> {
+    let Some(path) = path else {
+        return Ok(model::mesh::MeshConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--mesh-config {}: {e}", path.display()))?;
+    let parsed =
+        model::mesh::parse(&text).map_err(|e| format!("--mesh-config {}: {e}", path.display()))?;
+    for w in &parsed.warnings {
+        tracing::warn!(path = %path.display(), "{w}");
+    }
+    Ok(parsed.config)
 }
 
 /// The parsed `--store`.

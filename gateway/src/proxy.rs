@@ -79,6 +79,8 @@ pub struct GatewayProxy {
     /// Draining: every answer closes its connection, so that clients move to the new process
     /// (upgrade) or elsewhere before the listeners close, instead of racing an idle close.
     pub health: Arc<admin::Health>,
+    /// `--mesh-config`: ext-authz providers and the gateway topology.
+    pub mesh: Arc<model::mesh::MeshConfig>,
     /// Mirrored copies: their connector and counters.
     pub mirrors: Arc<mirror::Mirrors>,
     /// Edge settings: trusted proxies, body limits.

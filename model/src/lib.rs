@@ -3,6 +3,7 @@
 
 pub mod ir;
 pub mod load;
+pub mod mesh;
 pub mod resource;
 pub mod translate;
 pub mod validate;
