@@ -41,7 +41,9 @@ pub fn is_internal(ip: IpAddr) -> bool {
         IpAddr::V6(v6) => {
             v6.is_loopback()
                 || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_internal(IpAddr::V4(v4)))
         }
     }
 }
@@ -85,7 +87,14 @@ mod tests {
 
     #[test]
     fn internal_addresses() {
-        for a in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "::1", "fd00::1"] {
+        for a in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "::1",
+            "fd00::1",
+        ] {
             assert!(is_internal(ip(a)), "{a}");
         }
         for a in ["203.0.113.1", "8.8.8.8", "2001:db8::1"] {

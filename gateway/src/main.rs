@@ -238,8 +238,8 @@ fn run(cli: Cli) -> Result<(), String> {
     let edge = Arc::new(
         edge::Edge::new(
             edge::Settings {
-                trusted_hops: 0,
-                proxy_protocol: false,
+                trusted_hops: mesh.gateway_topology.num_trusted_proxies,
+                proxy_protocol: mesh.gateway_topology.proxy_protocol,
                 header_timeout: cli.request_headers_timeout,
                 max_connections: cli.max_connections,
                 max_body_bytes: cli.max_request_body_bytes,

@@ -1159,7 +1159,9 @@ impl ProxyHttp for GatewayProxy {
         }
         // The last hook before Pingora closes or reuses the connection, whichever way the
         // request ended; after the metrics and the log, so that neither counts the lingering.
-        crate::linger::discard_unread_body(session).await;
+        if !ctx.body.timed_out() {
+            crate::linger::discard_unread_body(session).await;
+        }
         crate::header_timer::request_done(session);
     }
 }

@@ -37,6 +37,13 @@ pub struct BodyState {
     timed_out: bool,
 }
 
+impl BodyState {
+    /// The body was too slow: the connection closes without lingering over the rest of it.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+}
+
 fn status(code: u16, why: &'static str) -> Box<Error> {
     Error::explain(ErrorType::HTTPStatus(code), why)
 }
@@ -52,7 +59,10 @@ impl BodyLimits {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if self.max_bytes > 0 && declared.is_some_and(|n| n > self.max_bytes) {
-            return Err(status(413, "request body larger than --max-request-body-bytes"));
+            return Err(status(
+                413,
+                "request body larger than --max-request-body-bytes",
+            ));
         }
         if self.timeout.is_zero()
             || session.is_upgrade_req()
@@ -75,7 +85,10 @@ impl BodyLimits {
     ) -> Result<()> {
         state.received = state.received.saturating_add(len as u64);
         if self.max_bytes > 0 && state.received > self.max_bytes {
-            return Err(status(413, "request body larger than --max-request-body-bytes"));
+            return Err(status(
+                413,
+                "request body larger than --max-request-body-bytes",
+            ));
         }
         let Some(started) = state.started else {
             return Ok(());
@@ -106,14 +119,16 @@ impl BodyLimits {
 
     /// The answer to a request that failed on its body's pace (a read timed out while the body
     /// was paced, or the pace check failed): 408, as Envoy answers a request timeout.
-    pub fn local_error(&self, e: &Error, state: &mut BodyState) -> Option<(u16, &'static str, &'static str)> {
+    pub fn local_error(
+        &self,
+        e: &Error,
+        state: &mut BodyState,
+    ) -> Option<(u16, &'static str, &'static str)> {
         let read_timed_out = matches!(e.etype(), ErrorType::ReadTimedout)
             && matches!(e.esource(), pingora::ErrorSource::Downstream);
         if read_timed_out && state.started.is_some() && !state.timed_out {
             let _ = self.timed_out(state);
         }
-        state
-            .timed_out
-            .then_some((408, "", "request body timeout"))
+        state.timed_out.then_some((408, "", "request body timeout"))
     }
 }
