@@ -324,7 +324,7 @@ fn slowhttptest_beside_a_client(args: &[&str], url: &str, probe: SocketAddr) -> 
             while !stop.load(Ordering::SeqCst) {
                 let started = Instant::now();
                 match request(probe, "GET", "/probe", &[("Host", "probe.test")], b"") {
-                    Ok(r) if r.status == 200 && started.elapsed() < Duration::from_secs(2) => {
+                    Ok(r) if r.status == 200 && started.elapsed() < Duration::from_secs(3) => {
                         done.fetch_add(1, Ordering::SeqCst);
                     }
                     other => failures.lock().expect("lock").push(format!(
@@ -464,4 +464,60 @@ fn slow_bodies_are_cut_while_a_client_is_served() {
     )
     .expect("series");
     assert!(fired >= 90.0, "{fired}");
+}
+
+/// A TCP server that names itself to every client at once.
+fn ident_server(name: &'static str) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let _ = c.write_all(name.as_bytes());
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    port
+}
+
+#[test]
+fn the_proxy_protocol_source_is_what_tcp_routes_match_by_source_subnet() {
+    let (inside, outside) = (ident_server("inside"), ident_server("outside"));
+    let tcp_port = common::free_port();
+    let (gw, _dir) = gateway_with_mesh(
+        "defaultConfig:\n  gatewayTopology:\n    proxyProtocol: {}\n",
+        &["--listen", &format!("31400=127.0.0.1:{tcp_port}")],
+    );
+    let se = |name: &str, port: u16| {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": name},
+            "spec": {"hosts": [format!("{name}.internal")], "ports": [{"number": port, "name": "tcp", "protocol": "TCP"}],
+                     "resolution": "STATIC", "endpoints": [{"address": "127.0.0.1"}]}})
+    };
+    apply_json(
+        &gw,
+        json!([
+            se("inside", inside),
+            se("outside", outside),
+            {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "tcp"},
+             "spec": {"servers": [{"port": {"number": 31400, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]}]}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "tcp"},
+             "spec": {"hosts": ["*"], "gateways": ["tcp"], "tcp": [
+                {"match": [{"sourceSubnet": "203.0.113.0/24"}],
+                 "route": [{"destination": {"host": "inside.internal", "port": {"number": inside}}}]},
+                {"route": [{"destination": {"host": "outside.internal", "port": {"number": outside}}}]}]}}
+        ]),
+    );
+    let via = |header: &[u8]| {
+        let mut s = connect(SocketAddr::from(([127, 0, 0, 1], tcp_port))).expect("connect");
+        s.write_all(header).expect("write");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    assert_eq!(
+        via(b"PROXY TCP4 203.0.113.50 10.0.0.1 40000 31400\r\n"),
+        "inside"
+    );
+    assert_eq!(via(&proxy_v2([198, 51, 100, 1], 40001)), "outside");
+    assert_eq!(via(&proxy_v2([203, 0, 113, 51], 40002)), "inside");
+    assert_eq!(via(b"hello"), "", "no header: closed, no route taken");
 }
