@@ -467,7 +467,7 @@ impl GatewayProxy {
                     ctx.new_path = new_path.map(|p| if p.is_empty() { "/".to_string() } else { p });
                 }
                 if let LbPolicy::ConsistentHash(key) = &cluster.policy.lb {
-                    ctx.hash = self.hash_key(key, session, req, ctx);
+                    ctx.hash = self.hash_key(key, req, ctx);
                 }
                 ctx.retries_left = route.retries.attempts;
                 ctx.state = Some(self.balancers.get(&cluster.name));
@@ -485,22 +485,16 @@ impl GatewayProxy {
         }
     }
 
-    fn hash_key(
-        &self,
-        key: &HashKey,
-        session: &Session,
-        req: &RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Option<u64> {
+    fn hash_key(&self, key: &HashKey, req: &RequestHeader, ctx: &mut Ctx) -> Option<u64> {
         match key {
             HashKey::Header(name) => req
                 .headers
                 .get(name.as_str())
                 .map(|v| balancer::hash_key(v.as_bytes())),
-            HashKey::SourceIp => session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| balancer::hash_key(a.ip().to_string().as_bytes())),
+            // Envoy hashes the downstream remote address: the client trusted proxies name.
+            HashKey::SourceIp => ctx
+                .client
+                .map(|ip| balancer::hash_key(ip.to_string().as_bytes())),
             HashKey::QueryParameter(name) => req.uri.query().and_then(|q| {
                 q.split('&')
                     .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
