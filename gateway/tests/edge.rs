@@ -521,3 +521,47 @@ fn the_proxy_protocol_source_is_what_tcp_routes_match_by_source_subnet() {
     assert_eq!(via(&proxy_v2([203, 0, 113, 51], 40002)), "inside");
     assert_eq!(via(b"hello"), "", "no header: closed, no route taken");
 }
+
+#[test]
+fn a_stalled_body_gets_408_and_a_steady_one_passes() {
+    let up = Upstream::start("stall");
+    let gw = Gateway::start(
+        Opts::default()
+            .arg("--request-body-timeout")
+            .arg("1s")
+            .arg("--request-body-min-rate")
+            .arg("100"),
+    );
+    route_all_to(&gw, &up);
+    let head = |path: &str| common::request_head(gw.http, "POST", path, &[], Some(300));
+    // 10 bytes, then nothing: the deadline (1 s, plus nothing earned) passes.
+    let mut s = connect(gw.http).expect("connect");
+    s.write_all(&head("/stalled")).expect("head");
+    s.write_all(&[b'x'; 10]).expect("some body");
+    let started = Instant::now();
+    let r = read_response(&mut s).expect("answer");
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // 300 bytes over 1.5 s, 100 every half second: each 100 bytes earn a second, so it passes.
+    let mut s = connect(gw.http).expect("connect");
+    s.write_all(&head("/steady")).expect("head");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(500));
+        s.write_all(&[b'y'; 100]).expect("body");
+    }
+    let r = read_response(&mut s).expect("answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = up.seen();
+    assert!(seen
+        .iter()
+        .any(|s| s["uri"] == "/steady" && s["body_len"] == 300));
+    let fired = metric(
+        &gw,
+        "gateway_downstream_timeouts_total{kind=\"request_body\"}",
+    );
+    assert_eq!(fired, Some(1.0));
+}
