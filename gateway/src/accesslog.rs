@@ -37,6 +37,9 @@ pub struct Entry<'a> {
     pub request_principal: Option<&'a str>,
     /// The AuthorizationPolicy that decided (`ap/<ns>/<name>`).
     pub authz_policy: Option<&'a str>,
+    /// The client address (`%DOWNSTREAM_REMOTE_ADDRESS%`): the peer as `ip:port`, or the client
+    /// that trusted proxies named in `X-Forwarded-For` as `ip:0`, as Envoy logs it.
+    pub downstream_remote_address: Option<&'a str>,
 }
 
 /// The sending side; cheap to clone into every worker.
@@ -159,6 +162,7 @@ fn json_line(e: &Entry<'_>) -> String {
         "downstream_peer_principal": e.peer_principal,
         "request_principal": e.request_principal,
         "authz_policy": e.authz_policy,
+        "downstream_remote_address": e.downstream_remote_address,
     });
     let mut s = v.to_string();
     s.push('\n');
@@ -172,8 +176,8 @@ fn dash(v: Option<&str>) -> &str {
     }
 }
 
-/// Envoy's default format, with the route id, SNI, peer principal, request principal and deciding
-/// policy appended.
+/// Envoy's default format, with the route id, SNI, peer principal, request principal, deciding
+/// policy and the client address appended.
 fn text_line(e: &Entry<'_>) -> String {
     let mut s = String::with_capacity(256);
     let ust = e
@@ -182,7 +186,7 @@ fn text_line(e: &Entry<'_>) -> String {
         .unwrap_or_else(|| "-".to_string());
     let _ = writeln!(
         s,
-        "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"",
+        "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"",
         rfc3339_millis(e.start),
         e.method,
         e.path,
@@ -203,6 +207,7 @@ fn text_line(e: &Entry<'_>) -> String {
         dash(e.peer_principal),
         dash(e.request_principal),
         dash(e.authz_policy),
+        dash(e.downstream_remote_address),
     );
     s
 }
@@ -234,6 +239,7 @@ mod tests {
             peer_principal: None,
             request_principal: None,
             authz_policy: None,
+            downstream_remote_address: Some("192.0.2.1:5000"),
         }
     }
 
@@ -250,7 +256,7 @@ mod tests {
     fn text_line_follows_envoy_default_format() {
         assert_eq!(
             text_line(&entry()),
-            "[2026-11-21T22:26:35.123Z] \"GET /a?b=1 HTTP/1.1\" 404 NR 0 0 3 - \"-\" \"curl/8\" \"rid\" \"a.test\" \"-\" \"-\" \"-\" \"-\" \"-\" \"-\"\n"
+            "[2026-11-21T22:26:35.123Z] \"GET /a?b=1 HTTP/1.1\" 404 NR 0 0 3 - \"-\" \"curl/8\" \"rid\" \"a.test\" \"-\" \"-\" \"-\" \"-\" \"-\" \"-\" \"192.0.2.1:5000\"\n"
         );
     }
 

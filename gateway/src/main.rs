@@ -6,10 +6,13 @@ mod accesslog;
 mod admin_tls;
 mod balancer;
 mod cli;
+mod client_addr;
+mod edge;
 mod explain_cmd;
 mod ext_authz;
 mod grpc;
 mod grpc_web_text;
+mod header_timer;
 mod hygiene;
 mod jwks;
 mod linger;
@@ -20,6 +23,8 @@ mod outbound;
 mod peer;
 mod policy;
 mod proxy;
+mod proxy_protocol;
+mod request_limits;
 mod routing;
 mod security;
 mod shutdown;
@@ -234,6 +239,28 @@ fn run(cli: Cli) -> Result<(), String> {
         &metrics,
     )?;
 
+    let edge_listeners: Vec<(u16, String)> = plain
+        .iter()
+        .map(|a| (a.port(), "http".to_string()))
+        .chain(port_listeners.iter().map(|(_, l, a)| (a.port(), l.clone())))
+        .collect();
+    let edge = Arc::new(
+        edge::Edge::new(
+            edge::Settings {
+                trusted_hops: mesh.gateway_topology.num_trusted_proxies,
+                proxy_protocol: mesh.gateway_topology.proxy_protocol,
+                header_timeout: cli.request_headers_timeout,
+                max_connections: cli.max_connections,
+                max_body_bytes: cli.max_request_body_bytes,
+                body_timeout: cli.request_body_timeout,
+                body_min_rate: cli.request_body_min_rate,
+            },
+            &edge_listeners,
+            &registry,
+        )
+        .map_err(|e| e.to_string())?,
+    );
+
     let inflight = Arc::new(AtomicUsize::new(0));
     let balancers = Arc::new(balancer::Balancers::new());
     registry
@@ -274,6 +301,7 @@ fn run(cli: Cli) -> Result<(), String> {
         listeners: Arc::new(listeners),
         inflight: inflight.clone(),
         access_log: accesslog::AccessLogger::start(cli.access_log, access_log_dropped),
+        edge: edge.clone(),
     };
     // The same proxy behind the port listeners (their own Pingora service: a listener's
     // application is fixed, and this one decides per connection what it is).
@@ -289,10 +317,13 @@ fn run(cli: Cli) -> Result<(), String> {
         access_log: gateway.access_log.clone(),
         mirrors: gateway.mirrors.clone(),
         security: gateway.security.clone(),
+        edge: gateway.edge.clone(),
     };
     let mut port_http = pingora::proxy::http_proxy(&server.configuration, gateway_ports);
     let mut opts = pingora::apps::HttpServerOptions::default();
     opts.h2c = true;
+    // Envoy's idle_timeout: an HTTP/2 connection without streams for an hour is closed.
+    opts.h2_idle_timeout = Some(Duration::from_secs(3600));
     port_http.server_options = Some(opts);
     let shared = listeners::Shared {
         http: Arc::new(port_http),
@@ -306,14 +337,22 @@ fn run(cli: Cli) -> Result<(), String> {
         acceptor: Arc::new(tls::TlsAcceptor::new(tls_connections)?),
         snapshot: snapshot.clone(),
         metrics: gateway.metrics.clone(),
+        edge: edge.clone(),
     };
     let tls_service = listeners::service(&shared, &port_listeners);
-    let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
-    if let Some(app) = proxy_service.app_logic_mut() {
-        let mut opts = pingora::apps::HttpServerOptions::default();
-        opts.h2c = true;
-        app.server_options = Some(opts);
-    }
+    let mut plain_http = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut opts = pingora::apps::HttpServerOptions::default();
+    opts.h2c = true;
+    // Envoy's idle_timeout: an HTTP/2 connection without streams for an hour is closed.
+    opts.h2_idle_timeout = Some(Duration::from_secs(3600));
+    plain_http.server_options = Some(opts);
+    let mut proxy_service = pingora::services::listening::Service::new(
+        "http".to_string(),
+        edge::PlainApp {
+            http: Arc::new(plain_http),
+            edge,
+        },
+    );
     for addr in &plain {
         proxy_service.add_tcp(&addr.to_string());
     }

@@ -44,6 +44,7 @@ pub struct ListenerInfo {
 const X_REQUEST_ID: &str = "x-request-id";
 const TRACEPARENT: &str = "traceparent";
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_ENVOY_EXTERNAL_ADDRESS: &str = "x-envoy-external-address";
 
 /// A local port no listener is registered for (only in tests): plain HTTP on port 80.
 const PLAIN_80: ListenerInfo = ListenerInfo {
@@ -84,6 +85,8 @@ pub struct GatewayProxy {
     pub mirrors: Arc<mirror::Mirrors>,
     /// JWT keys, the external authorizer, their counters.
     pub security: Arc<crate::security::Security>,
+    /// Edge settings: trusted proxies, body limits.
+    pub edge: Arc<crate::edge::Edge>,
 }
 
 /// Decrements the in-flight count when a request's context (or a proxied TCP connection) is
@@ -153,6 +156,10 @@ pub struct Ctx {
     auth: crate::security::RequestAuth,
     /// The `grpc-status` of the answer's trailers, for `gateway_grpc_requests_total`.
     grpc_status: Option<u32>,
+    /// The body's size and pace so far.
+    body: crate::request_limits::BodyState,
+    /// The client address (`crate::client_addr`), once the header is read.
+    client: Option<std::net::IpAddr>,
 }
 
 impl Ctx {
@@ -264,7 +271,20 @@ impl GatewayProxy {
             peer,
             sni,
             principal,
+            remote: None,
         }
+    }
+
+    /// The request's client address: the peer, or the `X-Forwarded-For` hop that the trusted
+    /// proxies in front of the gateway name (`crate::client_addr`).
+    fn client_ip(&self, session: &Session) -> Option<std::net::IpAddr> {
+        let peer = session.client_addr().and_then(|a| a.as_inet())?.ip();
+        let xff = session.req_header().headers.get_all(X_FORWARDED_FOR);
+        Some(crate::client_addr::client_ip(
+            peer,
+            xff,
+            self.edge.trusted_hops,
+        ))
     }
 
     /// Routes the request; `Ok(true)` when the gateway already answered.
@@ -489,7 +509,7 @@ impl GatewayProxy {
                     ctx.new_path = new_path.map(|p| if p.is_empty() { "/".to_string() } else { p });
                 }
                 if let LbPolicy::ConsistentHash(key) = &cluster.policy.lb {
-                    ctx.hash = self.hash_key(key, session, req, ctx);
+                    ctx.hash = self.hash_key(key, req, ctx);
                 }
                 ctx.retries_left = route.retries.attempts;
                 ctx.state = Some(self.balancers.get(&cluster.name));
@@ -507,22 +527,16 @@ impl GatewayProxy {
         }
     }
 
-    fn hash_key(
-        &self,
-        key: &HashKey,
-        session: &Session,
-        req: &RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Option<u64> {
+    fn hash_key(&self, key: &HashKey, req: &RequestHeader, ctx: &mut Ctx) -> Option<u64> {
         match key {
             HashKey::Header(name) => req
                 .headers
                 .get(name.as_str())
                 .map(|v| balancer::hash_key(v.as_bytes())),
-            HashKey::SourceIp => session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| balancer::hash_key(a.ip().to_string().as_bytes())),
+            // Envoy hashes the downstream remote address: the client trusted proxies name.
+            HashKey::SourceIp => ctx
+                .client
+                .map(|ip| balancer::hash_key(ip.to_string().as_bytes())),
             HashKey::QueryParameter(name) => req.uri.query().and_then(|q| {
                 q.split('&')
                     .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
@@ -645,6 +659,8 @@ impl ProxyHttp for GatewayProxy {
             web_text: None,
             auth: crate::security::RequestAuth::default(),
             grpc_status: None,
+            body: Default::default(),
+            client: None,
         }
     }
 
@@ -666,8 +682,11 @@ impl ProxyHttp for GatewayProxy {
         if self.health.is_draining() {
             session.set_keepalive(None);
         }
+        crate::header_timer::header_done(session);
+        ctx.client = self.client_ip(session);
         self.enable_grpc_web(session, ctx);
-        crate::hygiene::prepare(session)
+        crate::hygiene::prepare(session)?;
+        self.edge.body.start(session, &mut ctx.body)
     }
 
     fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
@@ -716,7 +735,8 @@ impl ProxyHttp for GatewayProxy {
             None => self.snapshot.load_full(),
         };
         if !snapshot.security.is_empty() {
-            let conn = self.conn(session);
+            let mut conn = self.conn(session);
+            conn.remote = ctx.client;
             let answered = self
                 .security
                 .check(session, &snapshot, &conn, &mut ctx.auth, &mut ctx.flags)
@@ -730,11 +750,15 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        let len = body.as_ref().map_or(0, Bytes::len);
+        self.edge
+            .body
+            .on_body(session, &mut ctx.body, len, end_of_stream)?;
         if let Some(t) = ctx.web_text.as_mut() {
             t.request_body(body)?;
         }
@@ -926,6 +950,10 @@ impl ProxyHttp for GatewayProxy {
             let xff = forwarded_for(upstream.headers.get(X_FORWARDED_FOR), ip);
             upstream.insert_header(X_FORWARDED_FOR, xff)?;
         }
+        upstream.remove_header(X_ENVOY_EXTERNAL_ADDRESS);
+        if let Some(c) = ctx.client.filter(|c| !crate::client_addr::is_internal(*c)) {
+            upstream.insert_header(X_ENVOY_EXTERNAL_ADDRESS, c.to_string())?;
+        }
         upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
         // gRPC servers insist on `te: trailers`, which Pingora strips from HTTP/1.1 requests as a
         // hop-by-hop header (a gRPC-Web call, or gRPC over HTTP/1.1, bridged to HTTP/2).
@@ -1060,6 +1088,8 @@ impl ProxyHttp for GatewayProxy {
         let deadline_passed = ctx.deadline.is_some_and(|d| Instant::now() >= d);
         let (code, flag, body): LocalError = if let Some(l) = ctx.local_error.take() {
             l
+        } else if let Some(l) = self.edge.body.local_error(e, &mut ctx.body) {
+            l
         } else {
             match e.etype() {
                 ErrorType::HTTPStatus(c) => (*c, "", ""),
@@ -1161,6 +1191,12 @@ impl ProxyHttp for GatewayProxy {
         }
         if self.access_log.enabled() {
             let req = session.req_header();
+            let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+            let forwarded = peer.map(|p| forwarded_for(req.headers.get(X_FORWARDED_FOR), p.ip()));
+            let remote = match (ctx.client, peer) {
+                (Some(c), Some(p)) if c != p.ip() => Some(SocketAddr::new(c, 0).to_string()),
+                (_, p) => p.map(|p| p.to_string()),
+            };
             let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
             let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
             let protocol = match req.version {
@@ -1181,7 +1217,10 @@ impl ProxyHttp for GatewayProxy {
                 bytes_sent: session.body_bytes_sent(),
                 duration_ms: elapsed.as_millis(),
                 upstream_service_time_ms: ctx.upstream_service_time.map(|d| d.as_millis()),
-                x_forwarded_for: header("x-forwarded-for"),
+                x_forwarded_for: forwarded
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .or_else(|| header(X_FORWARDED_FOR)),
                 user_agent: header("user-agent"),
                 request_id: ctx
                     .request_id
@@ -1196,11 +1235,15 @@ impl ProxyHttp for GatewayProxy {
                 peer_principal: ctx.auth.peer_principal.as_deref(),
                 request_principal: ctx.auth.request_principal.as_deref(),
                 authz_policy: ctx.auth.policy.as_deref(),
+                downstream_remote_address: remote.as_deref(),
             });
         }
         // The last hook before Pingora closes or reuses the connection, whichever way the
         // request ended; after the metrics and the log, so that neither counts the lingering.
-        crate::linger::discard_unread_body(session).await;
+        if !ctx.body.timed_out() {
+            crate::linger::discard_unread_body(session).await;
+        }
+        crate::header_timer::request_done(session);
     }
 }
 

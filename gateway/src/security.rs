@@ -42,6 +42,9 @@ pub struct Conn {
     pub sni: Option<Arc<str>>,
     /// The client certificate's identity (mTLS), `spiffe://…`.
     pub principal: Option<Arc<str>>,
+    /// The client address for `remoteIpBlocks` and `remote.ip`: the peer, or the
+    /// `X-Forwarded-For` hop the trusted proxies name (`crate::client_addr`).
+    pub remote: Option<IpAddr>,
 }
 
 /// What authentication and authorization left for the rest of the request.
@@ -60,15 +63,6 @@ pub struct RequestAuth {
     pub upstream_remove: Vec<String>,
     /// Headers to set on the client's answer (the authorizer's `headersToDownstreamOnAllow`).
     pub downstream_set: Vec<(http::HeaderName, http::HeaderValue)>,
-}
-
-/// The client address for `remoteIpBlocks` and `remote.ip`: the downstream peer. (Trusted proxy
-/// hops of `X-Forwarded-For` and PROXY protocol would change this one place.)
-pub fn remote_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
 }
 
 fn now_secs() -> u64 {
@@ -192,7 +186,7 @@ impl Security {
         auth: &mut RequestAuth,
         flags: &mut Vec<&'static str>,
     ) -> Result<bool> {
-        let remote = remote_ip(session);
+        let remote = conn.remote;
         let mut decision = decide(session, sec, conn, auth, remote, false);
         self.report(&decision, session);
         if let Outcome::Custom { provider, policy } = &decision.outcome {

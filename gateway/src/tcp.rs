@@ -189,6 +189,7 @@ impl L4Proxy {
         if !self.access_log.enabled() {
             return;
         }
+        let client = d.client.map(|c| c.to_string());
         self.access_log.log(&Entry {
             start: d.start,
             method: "-",
@@ -210,6 +211,7 @@ impl L4Proxy {
             peer_principal: None,
             request_principal: None,
             authz_policy: None,
+            downstream_remote_address: client.as_deref(),
         });
     }
 }

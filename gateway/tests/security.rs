@@ -793,3 +793,54 @@ fn principals_come_from_client_certificates() {
         == "spiffe://cluster.local/ns/shop/sa/web"
         && e["authz_policy"] == "ap/istio-system/shop-only"));
 }
+
+#[test]
+fn remote_ip_blocks_behind_one_trusted_proxy() {
+    let up = Upstream::start("app");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mesh = write_file(
+        dir.path(),
+        "mesh.yaml",
+        "defaultConfig:\n  gatewayTopology:\n    numTrustedProxies: 1\n",
+    );
+    let gw = Gateway::start(
+        Opts::default()
+            .arg("--mesh-config")
+            .arg(mesh.to_string_lossy()),
+    );
+    apply(
+        &gw,
+        &(route_to("app", "*", &up)
+            + &policy("deny-net", "  action: DENY\n  rules:\n  - from: [{source: {remoteIpBlocks: [\"203.0.113.0/24\"]}}]\n")
+            + &policy("allow-clients", "  action: ALLOW\n  rules:\n  - when: [{key: remote.ip, values: [\"198.51.100.0/24\", \"203.0.113.0/24\"]}]\n")),
+    );
+    let via_proxy = |xff: &str| {
+        who(&send(
+            gw.http,
+            "GET",
+            "a.test",
+            "/",
+            &[("X-Forwarded-For", xff)],
+        ))
+    };
+    // The one trusted proxy (the loopback peer) appended nothing the client could forge: the
+    // client is the rightmost X-Forwarded-For entry.
+    assert_eq!(via_proxy("198.51.100.7"), "app");
+    assert_eq!(
+        via_proxy("203.0.113.9"),
+        "403 RBAC",
+        "DENY by remoteIpBlocks"
+    );
+    assert_eq!(
+        via_proxy("203.0.113.9, 198.51.100.7"),
+        "app",
+        "only the trusted hop's entry counts"
+    );
+    assert_eq!(
+        via_proxy("192.0.2.1"),
+        "403 RBAC",
+        "no ALLOW rule matches remote.ip"
+    );
+    // No X-Forwarded-For: the peer itself (loopback), which no ALLOW rule names.
+    assert_eq!(who(&send(gw.http, "GET", "a.test", "/", &[])), "403 RBAC");
+}
