@@ -3,7 +3,8 @@
 //! server's own metadata rules, the clock (expired certificates), and for a batch the documents
 //! that are not resources, that are skipped, or that define a resource twice.
 
-use crate::error::{decode_cause, join_field, violation_causes, AdminError, Cause};
+use crate::control::ApplyError;
+use crate::error::{decode_cause, join_field, violation_causes, Cause};
 use model::load::{Batch, Outcome};
 use model::validate::validate;
 use model::{Resource, ResourceKey};
@@ -36,7 +37,7 @@ pub(crate) fn check(
     mut r: Resource,
     prefix: &str,
     mode: Mode,
-) -> Result<(Upsert, Vec<Cause>), AdminError> {
+) -> Result<(Upsert, Vec<Cause>), ApplyError> {
     let report = guarded("validation", || validate(&r))?;
     let mut causes = violation_causes(prefix, &report.errors);
     if report.errors.is_empty() {
@@ -129,9 +130,9 @@ fn expired_secret(r: &Resource, prefix: &str) -> Option<Cause> {
 
 /// Runs a pure model function, turning a panic (a bug) into a 500 for this request instead of a
 /// dropped connection; the writer lock is released on the way out either way.
-pub(crate) fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, AdminError> {
+pub(crate) fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, ApplyError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .map_err(|_| AdminError::internal(format!("{what} panicked")))
+        .map_err(|_| ApplyError::Internal(format!("{what} panicked")))
 }
 
 fn dns_subdomain_problem(s: &str) -> Option<&'static str> {
@@ -207,7 +208,7 @@ pub(crate) struct Admitted {
 
 /// Every document of a batch through [`check`]: the one admission of `/apply`, `--bootstrap`
 /// and `gateway validate`.
-pub(crate) fn admit(batch: &Batch, origin: Origin) -> Result<Admitted, AdminError> {
+pub(crate) fn admit(batch: &Batch, origin: Origin) -> Result<Admitted, ApplyError> {
     let mut out = Admitted::default();
     for (s, e) in batch.source_errors() {
         out.problems.push(Problem {

@@ -7,17 +7,12 @@ use crate::control::ControlPlane;
 use crate::error::AdminError;
 use crate::health::Health;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
-use model::{
-    Kind, ResourceKey, INGRESS_API_VERSION, INGRESS_GROUP, NETWORKING_GROUP, NETWORKING_VERSIONS,
-};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;
 use subtle::{Choice, ConstantTimeEq};
@@ -33,44 +28,14 @@ struct AppState {
 pub fn router(cp: Arc<ControlPlane>, health: Arc<Health>, token: Option<String>) -> Router {
     let token: Option<Arc<[u8]>> = token.map(|t| Arc::from(t.into_bytes()));
     let state = AppState { cp, health };
-    let net = "/apis/networking.istio.io/{version}";
-    // Ingress and IngressClass: `{version}` is only ever `v1` (see `networking_kind`).
-    let k8s = "/apis/networking.k8s.io/{version}";
     Router::new()
-        .route(&format!("{net}/{{plural}}"), get(list_all))
-        .route(
-            &format!("{net}/namespaces/{{ns}}/{{plural}}"),
-            get(list_ns).post(create),
-        )
-        .route(
-            &format!("{net}/namespaces/{{ns}}/{{plural}}/{{name}}"),
-            get(read).put(replace).delete(remove),
-        )
-        .route(
-            &format!("{k8s}/{{plural}}"),
-            get(k8s_list_all).post(k8s_create),
-        )
-        .route(
-            &format!("{k8s}/{{plural}}/{{name}}"),
-            get(k8s_read).put(k8s_replace).delete(k8s_remove),
-        )
-        .route(
-            &format!("{k8s}/namespaces/{{ns}}/{{plural}}"),
-            get(list_ns).post(create),
-        )
-        .route(
-            &format!("{k8s}/namespaces/{{ns}}/{{plural}}/{{name}}"),
-            get(read).put(replace).delete(remove),
-        )
-        .route("/api/v1/secrets", get(secrets_all))
-        .route(
-            "/api/v1/namespaces/{ns}/secrets",
-            get(secrets_ns).post(secret_create),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/secrets/{name}",
-            get(secret_read).put(secret_replace).delete(secret_remove),
-        )
+        .route("/api", any(resources))
+        .route("/api/{*rest}", any(resources))
+        .route("/apis", any(resources))
+        .route("/apis/{*rest}", any(resources))
+        .route("/version", get(version))
+        .route("/openapi/v3", get(openapi_root))
+        .route("/openapi/v3/{*rest}", get(openapi_document))
         .route("/apply", post(apply))
         .route("/debug/explain", post(debug_explain))
         .route("/debug/snapshot", get(debug_snapshot))
@@ -129,50 +94,6 @@ fn token_matches(expected: &[u8], given: &[u8]) -> bool {
         bytes_eq &= e.ct_eq(&g);
     }
     bool::from(len_eq & bytes_eq)
-}
-
-// ----- extraction -----
-
-/// Path parameters, with a `Status` rejection instead of axum's plain text.
-struct Params<T>(T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<T> {
-    type Rejection = AdminError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Path(t)| Params(t))
-            .map_err(|e| AdminError::bad_request(e.body_text()))
-    }
-}
-
-/// The kind of `/apis/<group>/<version>/…/<plural>`: the Istio networking kinds at any of their
-/// versions, the `networking.k8s.io` kinds at `v1`. Namespaced paths never name a cluster-scoped
-/// kind, and the other way round (`cluster` says which the path is).
-fn path_kind(group: &str, version: &str, plural: &str, cluster: bool) -> Result<Kind, AdminError> {
-    let version_ok = if group == NETWORKING_GROUP {
-        NETWORKING_VERSIONS.contains(&version)
-    } else {
-        Some(version) == INGRESS_API_VERSION.strip_prefix("networking.k8s.io/")
-    };
-    match Kind::from_plural(plural) {
-        Some(k) if version_ok && k.group() == group && k.cluster_scoped() == cluster => Ok(k),
-        _ => Err(AdminError::no_route()),
-    }
-}
-
-fn networking_kind(version: &str, plural: &str) -> Result<Kind, AdminError> {
-    path_kind(NETWORKING_GROUP, version, plural, false)
-}
-
-/// A path under `/apis/networking.k8s.io/…/namespaces/…` or `/apis/networking.istio.io/…`.
-fn namespaced_kind(uri: &axum::http::Uri, version: &str, plural: &str) -> Result<Kind, AdminError> {
-    if uri.path().starts_with("/apis/networking.k8s.io/") {
-        path_kind(INGRESS_GROUP, version, plural, false)
-    } else {
-        networking_kind(version, plural)
-    }
 }
 
 /// `?dryRun=All`; any other value of `dryRun` is refused, as Kubernetes does.
@@ -244,7 +165,7 @@ fn warning_values(warnings: &[String]) -> Vec<String> {
     out
 }
 
-fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
+pub(crate) fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = (code, bytes).into_response();
     let h = resp.headers_mut();
@@ -260,269 +181,44 @@ fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Respons
     resp
 }
 
-fn written(w: crate::control::Written) -> Response {
-    let code = if w.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    json_response(code, &w.object, &w.warnings)
-}
-
 type ApiResult = Result<Response, AdminError>;
 
-// ----- networking kinds -----
+// ----- resources -----
 
-async fn list_all(
-    State(s): State<AppState>,
-    Params((version, plural)): Params<(String, String)>,
-) -> ApiResult {
-    let kind = networking_kind(&version, &plural)?;
-    Ok(json_response(StatusCode::OK, &s.cp.list(kind, None), &[]))
+/// Every `/api/…` and `/apis/…` request: one handler, see [`crate::rest`].
+async fn resources(State(s): State<AppState>, req: Request) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    crate::rest::handle(
+        Arc::clone(&s.cp),
+        parts.method,
+        parts.uri,
+        parts.headers,
+        body,
+    )
+    .await
 }
 
-async fn list_ns(
-    State(s): State<AppState>,
-    uri: axum::http::Uri,
-    Params((version, ns, plural)): Params<(String, String, String)>,
-) -> ApiResult {
-    let kind = namespaced_kind(&uri, &version, &plural)?;
+async fn version() -> ApiResult {
     Ok(json_response(
         StatusCode::OK,
-        &s.cp.list(kind, Some(&ns)),
+        &crate::k8s::discovery::version(),
         &[],
     ))
 }
 
-async fn create(
-    State(s): State<AppState>,
-    uri: axum::http::Uri,
-    Params((version, ns, plural)): Params<(String, String, String)>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let kind = namespaced_kind(&uri, &version, &plural)?;
-    do_create(&s, kind, &ns, &q, &headers, body).await
-}
-
-async fn read(
-    State(s): State<AppState>,
-    uri: axum::http::Uri,
-    Params((version, ns, plural, name)): Params<(String, String, String, String)>,
-) -> ApiResult {
-    let kind = namespaced_kind(&uri, &version, &plural)?;
-    do_read(&s, kind, ns, name)
-}
-
-async fn replace(
-    State(s): State<AppState>,
-    uri: axum::http::Uri,
-    Params((version, ns, plural, name)): Params<(String, String, String, String)>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let kind = namespaced_kind(&uri, &version, &plural)?;
-    do_replace(&s, kind, &ns, &name, &q, &headers, body).await
-}
-
-async fn remove(
-    State(s): State<AppState>,
-    uri: axum::http::Uri,
-    Params((version, ns, plural, name)): Params<(String, String, String, String)>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let kind = namespaced_kind(&uri, &version, &plural)?;
-    do_remove(&s, kind, ns, name, &q, &headers, body).await
-}
-
-// ----- networking.k8s.io: every Ingress, and the cluster-scoped IngressClasses -----
-
-/// `GET /apis/networking.k8s.io/v1/{ingresses|ingressclasses}`: every Ingress (all namespaces),
-/// or every IngressClass.
-async fn k8s_list_all(
-    State(s): State<AppState>,
-    Params((version, plural)): Params<(String, String)>,
-) -> ApiResult {
-    let kind = path_kind(INGRESS_GROUP, &version, &plural, false)
-        .or_else(|_| path_kind(INGRESS_GROUP, &version, &plural, true))?;
-    Ok(json_response(StatusCode::OK, &s.cp.list(kind, None), &[]))
-}
-
-async fn k8s_create(
-    State(s): State<AppState>,
-    Params((version, plural)): Params<(String, String)>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let kind = path_kind(INGRESS_GROUP, &version, &plural, true)?;
-    do_create(&s, kind, "", &q, &headers, body).await
-}
-
-async fn k8s_read(
-    State(s): State<AppState>,
-    Params((version, plural, name)): Params<(String, String, String)>,
-) -> ApiResult {
-    let kind = path_kind(INGRESS_GROUP, &version, &plural, true)?;
-    do_read(&s, kind, String::new(), name)
-}
-
-async fn k8s_replace(
-    State(s): State<AppState>,
-    Params((version, plural, name)): Params<(String, String, String)>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let kind = path_kind(INGRESS_GROUP, &version, &plural, true)?;
-    do_replace(&s, kind, "", &name, &q, &headers, body).await
-}
-
-async fn k8s_remove(
-    State(s): State<AppState>,
-    Params((version, plural, name)): Params<(String, String, String)>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let kind = path_kind(INGRESS_GROUP, &version, &plural, true)?;
-    do_remove(&s, kind, String::new(), name, &q, &headers, body).await
-}
-
-// ----- secrets -----
-
-async fn secrets_all(State(s): State<AppState>) -> ApiResult {
+async fn openapi_root() -> ApiResult {
     Ok(json_response(
         StatusCode::OK,
-        &s.cp.list(Kind::Secret, None),
+        &crate::k8s::openapi::root(),
         &[],
     ))
 }
 
-async fn secrets_ns(State(s): State<AppState>, Params(ns): Params<String>) -> ApiResult {
-    Ok(json_response(
-        StatusCode::OK,
-        &s.cp.list(Kind::Secret, Some(&ns)),
-        &[],
-    ))
-}
-
-async fn secret_create(
-    State(s): State<AppState>,
-    Params(ns): Params<String>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    do_create(&s, Kind::Secret, &ns, &q, &headers, body).await
-}
-
-async fn secret_read(
-    State(s): State<AppState>,
-    Params((ns, name)): Params<(String, String)>,
-) -> ApiResult {
-    do_read(&s, Kind::Secret, ns, name)
-}
-
-async fn secret_replace(
-    State(s): State<AppState>,
-    Params((ns, name)): Params<(String, String)>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    do_replace(&s, Kind::Secret, &ns, &name, &q, &headers, body).await
-}
-
-async fn secret_remove(
-    State(s): State<AppState>,
-    Params((ns, name)): Params<(String, String)>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    do_remove(&s, Kind::Secret, ns, name, &q, &headers, body).await
-}
-
-// ----- shared -----
-
-async fn do_create(
-    s: &AppState,
-    kind: Kind,
-    ns: &str,
-    q: &Option<String>,
-    headers: &HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let dry = dry_run(q)?;
-    let (bytes, format) = read_body(headers, body).await?;
-    let w = s.cp.create(kind, ns, &bytes, format, dry).await?;
-    Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
-}
-
-fn do_read(s: &AppState, kind: Kind, ns: String, name: String) -> ApiResult {
-    let v = s.cp.get(&ResourceKey::new(kind, ns, name))?;
-    Ok(json_response(StatusCode::OK, &v, &[]))
-}
-
-async fn do_replace(
-    s: &AppState,
-    kind: Kind,
-    ns: &str,
-    name: &str,
-    q: &Option<String>,
-    headers: &HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let dry = dry_run(q)?;
-    let (bytes, format) = read_body(headers, body).await?;
-    Ok(written(
-        s.cp.replace(kind, ns, name, &bytes, format, dry).await?,
-    ))
-}
-
-async fn do_remove(
-    s: &AppState,
-    kind: Kind,
-    ns: String,
-    name: String,
-    q: &Option<String>,
-    headers: &HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let dry = dry_run(q)?;
-    let (bytes, format) = read_body(headers, body).await?;
-    let expected = delete_precondition(&bytes, format)?;
-    let v =
-        s.cp.delete(&ResourceKey::new(kind, ns, name), expected, dry)
-            .await?;
-    Ok(json_response(StatusCode::OK, &v, &[]))
-}
-
-/// The optional `DeleteOptions` body (kubectl sends one): only `preconditions.resourceVersion`
-/// matters here; `propagationPolicy` and friends have nothing to act on.
-fn delete_precondition(bytes: &[u8], format: model::Format) -> Result<Option<u64>, AdminError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let v = model::parse_document(bytes, format).map_err(|e| AdminError::decode(&e, format, ""))?;
-    if !v.is_object() {
-        return Err(AdminError::bad_request("DeleteOptions must be an object"));
-    }
-    match v.pointer("/preconditions/resourceVersion") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
-            AdminError::bad_request(format!(
-                "preconditions.resourceVersion: invalid value {s:?}: must be a decimal number"
-            ))
-        }),
-        Some(_) => Err(AdminError::bad_request(
-            "preconditions.resourceVersion must be a string",
-        )),
+async fn openapi_document(uri: axum::http::Uri) -> ApiResult {
+    let key = uri.path().trim_start_matches("/openapi/v3/");
+    match crate::k8s::openapi::document(key) {
+        Some(doc) => Ok(json_response(StatusCode::OK, doc, &[])),
+        None => Err(AdminError::no_route()),
     }
 }
 

@@ -43,6 +43,15 @@ pub(crate) async fn read_limited(
     limit: usize,
 ) -> Result<(Bytes, Format), AdminError> {
     let format = media_type(headers)?;
+    Ok((read_bytes(headers, body, limit).await?, format))
+}
+
+/// The whole body within [`MAX_BODY_BYTES`], whatever its media type (the caller reads it).
+pub(crate) async fn read_raw(headers: &HeaderMap, body: Body) -> Result<Bytes, AdminError> {
+    read_bytes(headers, body, MAX_BODY_BYTES).await
+}
+
+async fn read_bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, AdminError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -51,7 +60,7 @@ pub(crate) async fn read_limited(
         return Err(AdminError::too_large(limit));
     }
     match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok((c.to_bytes(), format)),
+        Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(AdminError::too_large(limit))
         }

@@ -252,6 +252,46 @@ impl AdminError {
         )
     }
 
+    /// 415 for a PATCH whose `Content-Type` is not a patch format the server knows.
+    pub fn unsupported_patch(got: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {got:?})"),
+        )
+    }
+
+    /// 422 for a patch that does not apply to the object (a JSON patch path that is missing, a
+    /// failed `test`).
+    pub fn unprocessable_patch(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!(
+                "the server rejected our request due to an error in our request: {}",
+                message.into()
+            ),
+        )
+    }
+
+    /// 409 for a server-side apply that would change fields other managers own; one cause per
+    /// field, as Kubernetes reports them (kubectl prints its advice on `FieldManagerConflict`).
+    pub fn apply_conflict(kind: Kind, name: &str, message: String, causes: Vec<Cause>) -> Self {
+        let mut d = ref_details(kind, name);
+        d.causes = causes;
+        Self::new(StatusCode::CONFLICT, "Conflict", message).with_details(d)
+    }
+
+    /// 406 for an `Accept` the server cannot answer in.
+    pub fn not_acceptable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_ACCEPTABLE, "NotAcceptable", message)
+    }
+
+    /// 410 `Expired`: a watch or a list asked for a `resourceVersion` whose history is gone.
+    pub fn expired(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, "Expired", message)
+    }
+
     /// 503: the store cannot be reached; `internal` is logged, not sent.
     pub fn unavailable(internal: impl Into<String>) -> Self {
         let mut e = Self::new(
@@ -341,6 +381,24 @@ impl fmt::Display for AdminError {
 }
 
 impl std::error::Error for AdminError {}
+
+/// The one place a control-plane failure becomes HTTP.
+impl From<crate::control::ApplyError> for AdminError {
+    fn from(e: crate::control::ApplyError) -> Self {
+        use crate::control::ApplyError as E;
+        match e {
+            E::BadRequest { message, causes } => AdminError::bad_request_causes(message, causes),
+            E::Invalid { kind, name, causes } => AdminError::invalid(kind, &name, causes),
+            E::InvalidBatch(causes) => AdminError::invalid_batch(causes),
+            E::AlreadyExists { kind, name } => AdminError::already_exists(kind, &name),
+            E::Conflict { kind, name } => AdminError::conflict(kind, &name),
+            E::NotFound { kind, name } => AdminError::not_found(kind, &name),
+            E::Store(s) => AdminError::from_store(s),
+            E::Internal(i) => AdminError::internal(i),
+            E::Startup(m) => AdminError::startup(m),
+        }
+    }
+}
 
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {

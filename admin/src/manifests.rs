@@ -3,7 +3,8 @@
 //! problems.
 
 use crate::admission::{admit, locate, Origin, Upsert};
-use crate::error::{cause_message, AdminError};
+use crate::control::ApplyError;
+use crate::error::cause_message;
 use model::ir::Snapshot;
 use model::load::{format_of, is_manifest_name, Batch};
 use model::resource::ResourceSet;
@@ -46,12 +47,12 @@ pub fn read(paths: &[PathBuf]) -> (Batch, Vec<String>) {
 }
 
 /// Admits every manifest under `paths` exactly as the API admits a write, without writing.
-pub fn check(paths: &[PathBuf]) -> Result<Verdict, AdminError> {
+pub fn check(paths: &[PathBuf]) -> Result<Verdict, ApplyError> {
     admit_paths(paths).map(|(v, _)| v)
 }
 
 /// [`check`], and the resources to write when the verdict has no problem.
-pub(crate) fn admit_paths(paths: &[PathBuf]) -> Result<(Verdict, Vec<Upsert>), AdminError> {
+pub(crate) fn admit_paths(paths: &[PathBuf]) -> Result<(Verdict, Vec<Upsert>), ApplyError> {
     let (batch, mut problems) = read(paths);
     let admitted = admit(&batch, Origin::Files)?;
     let mut verdict = Verdict {
@@ -85,7 +86,7 @@ pub(crate) fn admit_paths(paths: &[PathBuf]) -> Result<(Verdict, Vec<Upsert>), A
 pub fn snapshot(
     paths: &[PathBuf],
     gateway_namespace: &str,
-) -> Result<(Verdict, Option<Snapshot>), AdminError> {
+) -> Result<(Verdict, Option<Snapshot>), ApplyError> {
     let (verdict, upserts) = admit_paths(paths)?;
     if !verdict.problems.is_empty() {
         return Ok((verdict, None));

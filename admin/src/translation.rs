@@ -2,7 +2,7 @@
 //! (the model does no I/O): the one translation of the control plane and of the offline commands.
 
 use crate::admission::guarded;
-use crate::error::AdminError;
+use crate::control::ApplyError;
 use model::translate::{referenced_files, translate_with_files, Files, Translation};
 use model::ResourceSet;
 
@@ -12,7 +12,7 @@ pub(crate) fn translate_read(
     set: &ResourceSet,
     gateway_namespace: &str,
     listener_ports: Option<&std::collections::BTreeSet<u16>>,
-) -> Result<Translation, AdminError> {
+) -> Result<Translation, ApplyError> {
     let mut files = Files::default();
     files.listener_ports = listener_ports.cloned();
     for path in referenced_files(set) {

@@ -281,10 +281,15 @@ async fn unknown_paths_and_methods_are_status_objects() {
         assert_eq!(r.json()["reason"], "NotFound", "{uri}");
     }
     let r = a
-        .call(Method::PATCH, &format!("{VS}/x"), &[], Body::empty())
+        .call(Method::POST, &format!("{VS}/x"), &[], Body::empty())
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.json()["reason"], "MethodNotAllowed");
+    // A PATCH in no patch format is refused for its media type.
+    let r = a
+        .call(Method::PATCH, &format!("{VS}/x"), &[], Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
 #[tokio::test]

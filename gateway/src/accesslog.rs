@@ -31,6 +31,15 @@ pub struct Entry<'a> {
     pub upstream_host: Option<String>,
     pub route: &'a str,
     pub sni: Option<&'a str>,
+    /// The client certificate's identity (mTLS), Envoy's `%DOWNSTREAM_PEER_URI_SAN%`.
+    pub peer_principal: Option<&'a str>,
+    /// `iss/sub` of the verified JWT.
+    pub request_principal: Option<&'a str>,
+    /// The AuthorizationPolicy that decided (`ap/<ns>/<name>`).
+    pub authz_policy: Option<&'a str>,
+    /// The client address (`%DOWNSTREAM_REMOTE_ADDRESS%`): the peer as `ip:port`, or the client
+    /// that trusted proxies named in `X-Forwarded-For` as `ip:0`, as Envoy logs it.
+    pub downstream_remote_address: Option<&'a str>,
 }
 
 /// The sending side; cheap to clone into every worker.
@@ -150,6 +159,10 @@ fn json_line(e: &Entry<'_>) -> String {
         "upstream_host": e.upstream_host,
         "route_name": e.route,
         "requested_server_name": e.sni,
+        "downstream_peer_principal": e.peer_principal,
+        "request_principal": e.request_principal,
+        "authz_policy": e.authz_policy,
+        "downstream_remote_address": e.downstream_remote_address,
     });
     let mut s = v.to_string();
     s.push('\n');
@@ -163,7 +176,8 @@ fn dash(v: Option<&str>) -> &str {
     }
 }
 
-/// Envoy's default format, with the route id and SNI appended.
+/// Envoy's default format, with the route id, SNI, peer principal, request principal, deciding
+/// policy and the client address appended.
 fn text_line(e: &Entry<'_>) -> String {
     let mut s = String::with_capacity(256);
     let ust = e
@@ -172,7 +186,7 @@ fn text_line(e: &Entry<'_>) -> String {
         .unwrap_or_else(|| "-".to_string());
     let _ = writeln!(
         s,
-        "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"",
+        "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"",
         rfc3339_millis(e.start),
         e.method,
         e.path,
@@ -190,6 +204,10 @@ fn text_line(e: &Entry<'_>) -> String {
         dash(e.upstream_host.as_deref()),
         dash(Some(e.route)),
         dash(e.sni),
+        dash(e.peer_principal),
+        dash(e.request_principal),
+        dash(e.authz_policy),
+        dash(e.downstream_remote_address),
     );
     s
 }
@@ -218,6 +236,10 @@ mod tests {
             upstream_host: None,
             route: "",
             sni: None,
+            peer_principal: None,
+            request_principal: None,
+            authz_policy: None,
+            downstream_remote_address: Some("192.0.2.1:5000"),
         }
     }
 
@@ -234,7 +256,7 @@ mod tests {
     fn text_line_follows_envoy_default_format() {
         assert_eq!(
             text_line(&entry()),
-            "[2026-11-21T22:26:35.123Z] \"GET /a?b=1 HTTP/1.1\" 404 NR 0 0 3 - \"-\" \"curl/8\" \"rid\" \"a.test\" \"-\" \"-\" \"-\"\n"
+            "[2026-11-21T22:26:35.123Z] \"GET /a?b=1 HTTP/1.1\" 404 NR 0 0 3 - \"-\" \"curl/8\" \"rid\" \"a.test\" \"-\" \"-\" \"-\" \"-\" \"-\" \"-\" \"192.0.2.1:5000\"\n"
         );
     }
 

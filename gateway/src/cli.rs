@@ -27,9 +27,19 @@ pub struct Cli {
     /// looked up in its resource's namespace, then here.
     #[arg(long, env = "GATEWAY_NAMESPACE", default_value = model::translate::DEFAULT_GATEWAY_NAMESPACE, value_parser = parse_namespace)]
     pub namespace: String,
+    /// Istio MeshConfig (YAML: the `mesh` key of Istio's `istio` ConfigMap, or that ConfigMap):
+    /// `extensionProviders[].envoyExtAuthzHttp` and `defaultConfig.gatewayTopology` are read.
+    #[arg(long, env = "GATEWAY_MESH_CONFIG")]
+    pub mesh_config: Option<PathBuf>,
     /// Admin REST API, /metrics, /healthz, /readyz.
     #[arg(long, env = "GATEWAY_ADMIN", default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
+    /// Serve the admin API over HTTPS with this PEM certificate (chain); needs --admin-tls-key.
+    #[arg(long, env = "GATEWAY_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --admin-tls-cert.
+    #[arg(long, env = "GATEWAY_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
     /// Folder of the embedded file store.
     #[arg(long, env = "GATEWAY_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -80,6 +90,25 @@ pub struct Cli {
         requires = "acme_eab_kid"
     )]
     pub acme_eab_hmac_key: Option<String>,
+    /// Most connections open at once on each traffic listener; a new one over it is closed at
+    /// accept. 0: no limit (Istio's gateway leaves Envoy's at 2^31-1).
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// How long a request's header may take from its first byte (slowloris); the connection is
+    /// then closed. 0s: no limit.
+    #[arg(long, env = "GATEWAY_REQUEST_HEADERS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_headers_timeout: std::time::Duration,
+    /// How long a request body may take, plus one second per --request-body-min-rate bytes
+    /// received (slow POST); the request then ends with 408. 0s: no limit.
+    #[arg(long, env = "GATEWAY_REQUEST_BODY_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub request_body_timeout: std::time::Duration,
+    /// Bytes per second of request body that extend --request-body-timeout by one second.
+    #[arg(long, env = "GATEWAY_REQUEST_BODY_MIN_RATE", default_value_t = 500)]
+    pub request_body_min_rate: u64,
+    /// Largest request body, in bytes: over it the answer is 413 (at once when Content-Length
+    /// says so). 0: no limit (Envoy streams bodies of any size).
+    #[arg(long, env = "GATEWAY_MAX_REQUEST_BODY_BYTES", default_value_t = 0)]
+    pub max_request_body_bytes: u64,
     /// Take over from the gateway running on the same --data-dir: wait for its listening sockets
     /// (sent when it gets SIGQUIT), then serve them while it drains. Same listener flags as the old.
     #[arg(long, env = "GATEWAY_UPGRADE", value_parser = clap::builder::BoolishValueParser::new())]

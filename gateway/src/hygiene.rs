@@ -1,5 +1,10 @@
 //! Edge hygiene: requests whose framing two HTTP parsers could read differently (request smuggling)
-//! are refused with 400 before routing, stricter than Pingora's defaults.
+//! are refused with 400 before routing, stricter than Pingora's defaults; the few forms that are
+//! valid but ambiguous to an upstream (absolute-form targets, `Content-Length: 0010`) are rewritten
+//! into their one canonical form before the request is forwarded.
+//!
+//! Every rule is a pure function over bytes (unit- and property-tested); [`prepare`] applies them to
+//! a Pingora session.
 
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
@@ -8,108 +13,319 @@ use pingora::{Error, ErrorType, Result};
 pub const MAX_HEADER_COUNT: usize = 100;
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
 
-fn too_large(why: &'static str) -> Result<()> {
-    Err(Error::explain(ErrorType::HTTPStatus(431), why))
+/// Why a request head is refused: the status to answer and a reason for the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub why: &'static str,
 }
 
-fn bad(why: &'static str) -> Result<()> {
-    Err(Error::explain(ErrorType::HTTPStatus(400), why))
+const fn bad(why: &'static str) -> Refusal {
+    Refusal { status: 400, why }
 }
 
-/// Refuses ambiguous framing: both Content-Length and Transfer-Encoding, repeated or differing or
-/// non-numeric Content-Length, a Transfer-Encoding whose codings do not end in one `chunked`, and
-/// several Host headers; and header blocks over the size or count limits (431).
-pub fn check(session: &Session) -> Result<()> {
-    let h = &session.req_header().headers;
-    if h.len() > MAX_HEADER_COUNT {
-        return too_large("too many request headers");
-    }
-    let size = match session.as_http1() {
-        Some(h1) => h1.get_headers_raw_bytes().len(),
-        None => h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum(),
-    };
-    if size > MAX_HEADER_BYTES {
-        return too_large("request headers too large");
-    }
-    framing(session)
+/// How the body of an accepted request is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Neither Content-Length nor Transfer-Encoding: no body.
+    None,
+    /// `Content-Length`, as its canonical number.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
 }
 
-/// Whether the body's framing is unambiguous, so that it can be read (and discarded) safely.
-pub fn framing_is_clear(session: &Session) -> bool {
-    framing(session).is_ok()
+/// The verdict on a raw request head: its framing, or why it is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head<'a> {
+    pub framing: Framing,
+    /// The raw `Content-Length` value when it is not canonical (`0010`), to be rewritten.
+    pub non_canonical_length: Option<&'a [u8]>,
 }
 
-/// The framing and Host checks of [`check`].
-fn framing(session: &Session) -> Result<()> {
-    let h = &session.req_header().headers;
-    let mut cl = h.get_all(http::header::CONTENT_LENGTH).iter();
-    let first_cl = cl.next();
-    if cl.next().is_some() {
-        return bad("repeated Content-Length");
-    }
-    if let Some(v) = first_cl {
-        let b = v.as_bytes();
-        if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
-            return bad("invalid Content-Length");
-        }
-    }
-    let mut te_present = false;
-    let mut last_chunked = false;
-    let mut chunked_count = 0;
-    for v in h.get_all(http::header::TRANSFER_ENCODING) {
-        te_present = true;
-        let Ok(s) = v.to_str() else {
-            return bad("invalid Transfer-Encoding");
+/// Whether `b` may appear in a header name (an RFC 9110 token character).
+pub fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `b` may appear in a header value: visible ASCII, space, tab and obs-text; no control
+/// byte (NUL, CR, LF, DEL, ...).
+pub fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
+}
+
+/// Splits a raw head (request line, header lines, blank line) into lines. Every line must end with
+/// CRLF: a bare LF or a bare CR is a line ending some parsers see and others do not.
+pub fn lines(raw: &[u8]) -> Result<Vec<&[u8]>, Refusal> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+            return Err(bad("unterminated header line"));
         };
-        for coding in s.split(',') {
-            let c = coding.trim();
-            if c.is_empty() {
-                return bad("invalid Transfer-Encoding");
+        if lf == 0 || rest[lf - 1] != b'\r' {
+            return Err(bad("bare LF in the request head"));
+        }
+        let line = &rest[..lf - 1];
+        if line.contains(&b'\r') {
+            return Err(bad("bare CR in the request head"));
+        }
+        out.push(line);
+        rest = &rest[lf + 1..];
+    }
+    Ok(out)
+}
+
+/// One header line as `(name, value)` with the value's surrounding whitespace trimmed. Refuses
+/// obs-fold (a line starting with whitespace), whitespace before the colon, an empty or non-token
+/// name and control bytes in the value.
+pub fn header_line(line: &[u8]) -> Result<(&[u8], &[u8]), Refusal> {
+    if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+        return Err(bad("obsolete line folding"));
+    }
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return Err(bad("header line without a colon"));
+    };
+    let name = &line[..colon];
+    if name.is_empty() {
+        return Err(bad("empty header name"));
+    }
+    if !name.iter().all(|&b| is_token_byte(b)) {
+        return Err(bad("invalid header name"));
+    }
+    let value = trim_ows(&line[colon + 1..]);
+    if !value.iter().all(|&b| is_value_byte(b)) {
+        return Err(bad("control byte in a header value"));
+    }
+    Ok((name, value))
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// A `Content-Length` value as a number: one or more digits and nothing else (no sign, no space,
+/// no list), leading zeros allowed, at most `u64::MAX`.
+pub fn content_length(v: &[u8]) -> Result<u64, Refusal> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return Err(bad("invalid Content-Length"));
+    }
+    v.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(bad("Content-Length too large"))
+    })
+}
+
+/// Whether a `Transfer-Encoding` value is exactly one `chunked` coding (any case, optional
+/// whitespace). Anything else (`xchunked`, `chunked, identity`, `gzip, chunked`) is refused: the
+/// gateway decodes only chunked, and a list is where parsers disagree.
+pub fn is_plain_chunked(v: &[u8]) -> bool {
+    trim_ows(v).eq_ignore_ascii_case(b"chunked")
+}
+
+/// The verdict on a raw HTTP/1 request head (request line included, as read from the wire):
+/// line endings, header syntax, the header count and size limits (431), and the framing rules:
+/// at most one Content-Length, at most one Transfer-Encoding which is `chunked`, never both, no
+/// Transfer-Encoding in HTTP/1.0, at most one Host.
+pub fn check_head(raw: &[u8], http10: bool) -> Result<Head<'_>, Refusal> {
+    head(raw, http10, true)
+}
+
+/// [`check_head`] without the size and count limits: whether the body's framing can be known.
+pub fn framing_of(raw: &[u8], http10: bool) -> Result<Head<'_>, Refusal> {
+    head(raw, http10, false)
+}
+
+fn head(raw: &[u8], http10: bool, limits: bool) -> Result<Head<'_>, Refusal> {
+    if limits && raw.len() > MAX_HEADER_BYTES {
+        return Err(Refusal {
+            status: 431,
+            why: "request headers too large",
+        });
+    }
+    // A server ignores empty lines before the request line (RFC 9112 §2.2), and so does Pingora.
+    let mut raw = raw;
+    while let [b'\r', b'\n', rest @ ..] = raw {
+        raw = rest;
+    }
+    let all = lines(raw)?;
+    // The request line, then the headers, then the blank line that ends the head.
+    let headers = match all.split_first() {
+        Some((_, rest)) => match rest.split_last() {
+            Some((&[], headers)) => headers,
+            _ => return Err(bad("request head without its blank line")),
+        },
+        None => return Err(bad("empty request head")),
+    };
+    if limits && headers.len() > MAX_HEADER_COUNT {
+        return Err(Refusal {
+            status: 431,
+            why: "too many request headers",
+        });
+    }
+    let mut cl: Option<&[u8]> = None;
+    let mut te = false;
+    let mut host = false;
+    for line in headers {
+        let (name, value) = header_line(line)?;
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if cl.replace(value).is_some() {
+                return Err(bad("repeated Content-Length"));
             }
-            last_chunked = c.eq_ignore_ascii_case("chunked");
-            if last_chunked {
-                chunked_count += 1;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if te {
+                return Err(bad("repeated Transfer-Encoding"));
             }
+            te = true;
+            if !is_plain_chunked(value) {
+                return Err(bad("Transfer-Encoding other than chunked"));
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            if host {
+                return Err(bad("several Host headers"));
+            }
+            host = true;
         }
     }
-    if te_present {
-        // Pingora drops Content-Length when Transfer-Encoding is present: look at the raw bytes.
-        let raw_cl = session
-            .as_http1()
-            .is_some_and(|h1| raw_has_header(&h1.get_headers_raw_bytes(), b"content-length"));
-        if first_cl.is_some() || raw_cl {
-            return bad("both Content-Length and Transfer-Encoding");
+    match (cl, te) {
+        (Some(_), true) => Err(bad("both Content-Length and Transfer-Encoding")),
+        (None, true) if http10 => Err(bad("Transfer-Encoding in HTTP/1.0")),
+        (None, true) => Ok(Head {
+            framing: Framing::Chunked,
+            non_canonical_length: None,
+        }),
+        (Some(v), false) => {
+            let n = content_length(v)?;
+            let canonical = v.len() == 1 || v[0] != b'0';
+            Ok(Head {
+                framing: Framing::Length(n),
+                non_canonical_length: (!canonical).then_some(v),
+            })
         }
-        if !last_chunked || chunked_count != 1 {
-            return bad("Transfer-Encoding must end with one chunked");
-        }
+        (None, false) => Ok(Head {
+            framing: Framing::None,
+            non_canonical_length: None,
+        }),
     }
-    if h.get_all(http::header::HOST).iter().nth(1).is_some() {
-        return bad("several Host headers");
+}
+
+/// An absolute-form target (`http://host:port/path?q`, RFC 9112 §3.2.2) split into its authority
+/// and the origin-form target to forward (`/path?q`, `/` when the path is empty). `None` for any
+/// other form (origin, asterisk, authority).
+pub fn absolute_form(target: &[u8]) -> Option<(&[u8], Vec<u8>)> {
+    let rest = strip_prefix_ignore_case(target, b"http://")
+        .or_else(|| strip_prefix_ignore_case(target, b"https://"))?;
+    let end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?' || b == b'#')
+        .unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    // A fragment is never sent in a request target; drop it if a client does.
+    let tail = match tail.iter().position(|&b| b == b'#') {
+        Some(i) => &tail[..i],
+        None => tail,
+    };
+    let mut origin = Vec::with_capacity(tail.len() + 1);
+    if !tail.starts_with(b"/") {
+        origin.push(b'/');
+    }
+    origin.extend_from_slice(tail);
+    Some((authority, origin))
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+/// Applies the hygiene rules to a request just read: refuses what [`check_head`] refuses, turns an
+/// absolute-form target into origin-form with its authority as Host, writes a non-canonical
+/// Content-Length canonically, and lets the connection serve requests the client pipelined
+/// behind this one (in order, RFC 9112 §9.3.2) instead of dropping them.
+pub fn prepare(session: &mut Session) -> Result<()> {
+    let Some(h1) = session.as_http1() else {
+        return check(session);
+    };
+    let raw = h1.get_headers_raw_bytes();
+    let http10 = session.req_header().version == http::Version::HTTP_10;
+    let canonical = match check_head(&raw, http10) {
+        Err(r) => return Err(Error::explain(ErrorType::HTTPStatus(r.status), r.why)),
+        Ok(Head {
+            framing: Framing::Length(n),
+            non_canonical_length: Some(_),
+        }) => Some(n),
+        Ok(_) => None,
+    };
+    session.set_pipelining_enabled(true);
+    let req = session.req_header_mut();
+    if let Some(n) = canonical {
+        req.insert_header(http::header::CONTENT_LENGTH, n.to_string())?;
+    }
+    if let Some((authority, origin)) = absolute_form(req.raw_path()) {
+        // Pingora has already refused a Host that differs from the target's authority; a
+        // request without Host gets the authority as its Host.
+        let authority = authority.to_vec();
+        let uri = http::Uri::try_from(origin)
+            .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "invalid request target"))?;
+        req.set_uri(uri);
+        if !req.headers.contains_key(http::header::HOST) {
+            req.insert_header(http::header::HOST, authority)?;
+        }
     }
     Ok(())
 }
 
-/// Whether a raw HTTP/1 header block has a header line named `name` (lowercase ASCII).
-fn raw_has_header(raw: &[u8], name: &[u8]) -> bool {
-    raw.split(|&b| b == b'\n').skip(1).any(|line| {
-        line.len() > name.len()
-            && line[..name.len()].eq_ignore_ascii_case(name)
-            && line[name.len()..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b':')
-    })
+/// Refuses what [`check_head`] refuses (HTTP/1: on the raw head; HTTP/2: the count and size
+/// limits on the decoded headers).
+pub fn check(session: &Session) -> Result<()> {
+    let verdict = match session.as_http1() {
+        Some(h1) => {
+            let raw = h1.get_headers_raw_bytes();
+            let http10 = session.req_header().version == http::Version::HTTP_10;
+            check_head(&raw, http10).map(|_| ())
+        }
+        None => h2_limits(session),
+    };
+    verdict.map_err(|r| Error::explain(ErrorType::HTTPStatus(r.status), r.why))
+}
+
+fn h2_limits(session: &Session) -> Result<(), Refusal> {
+    let h = &session.req_header().headers;
+    if h.len() > MAX_HEADER_COUNT {
+        return Err(Refusal {
+            status: 431,
+            why: "too many request headers",
+        });
+    }
+    let size: usize = h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    if size > MAX_HEADER_BYTES {
+        return Err(Refusal {
+            status: 431,
+            why: "request headers too large",
+        });
+    }
+    Ok(())
+}
+
+/// Whether the body's framing is unambiguous, so that it can be read (and discarded) safely, even
+/// when the request is refused for its size (431).
+pub fn framing_is_clear(session: &Session) -> bool {
+    match session.as_http1() {
+        Some(h1) => {
+            let http10 = session.req_header().version == http::Version::HTTP_10;
+            framing_of(&h1.get_headers_raw_bytes(), http10).is_ok()
+        }
+        None => true,
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::raw_has_header;
-
-    #[test]
-    fn finds_header_lines_by_name_only() {
-        let raw = b"POST /content-length: HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\n";
-        assert!(raw_has_header(raw, b"content-length"));
-        assert!(!raw_has_header(
-            b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\n\r\n",
-            b"content-length"
-        ));
-    }
-}
+#[path = "hygiene_tests.rs"]
+mod tests;

@@ -27,6 +27,7 @@ pub struct PortApp<A> {
     snapshot: Arc<ArcSwap<Snapshot>>,
     /// By local port.
     ports: HashMap<u16, Port>,
+    edge: Arc<crate::edge::Edge>,
 }
 
 /// One listener of a [`PortApp`].
@@ -64,7 +65,7 @@ impl<A: ServerApp + Send + Sync + 'static> PortApp<A> {
     /// stream while it may serve another request (keep-alive); Pingora's own loop would hand it
     /// back to this app, which would decide the protocol again, so loop in place instead.
     async fn http(&self, io: Stream, shutdown: &ShutdownWatch) {
-        let mut next = Some(io);
+        let mut next = Some(self.edge.http_stream(io));
         while let Some(stream) = next.take() {
             next = self.http.process_new(stream, shutdown).await;
         }
@@ -126,6 +127,7 @@ impl<A: ServerApp + Send + Sync + 'static> PortApp<A> {
                 Ok(Err(e)) => return p.failed(e),
                 Err(_) => return p.failed(Failed::Counted("TLS handshake timed out".to_string())),
             };
+        let principal = tls.principal();
         let stream: Stream = Box::new(tls);
         if server.is_some_and(|s| s.tcp) {
             let _open = p.open();
@@ -137,8 +139,13 @@ impl<A: ServerApp + Send + Sync + 'static> PortApp<A> {
             return;
         }
         let _registered = addrs.map(|(local, peer)| {
-            self.acceptor
-                .register((local.port(), peer), Handshake { sni: sni.clone() })
+            self.acceptor.register(
+                (local.port(), peer),
+                Handshake {
+                    sni: sni.clone(),
+                    principal: principal.clone(),
+                },
+            )
         });
         self.http(stream, shutdown).await;
     }
@@ -180,6 +187,7 @@ fn l4_conn(port: u16, addrs: Option<(SocketAddr, SocketAddr)>, sni: Option<&str>
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for PortApp<A> {
     async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let (io, _admitted) = self.edge.accept(io).await?;
         let snapshot = self.snapshot.load_full();
         let addrs = addresses(&io);
         let Some(p) = addrs.and_then(|(local, _)| self.ports.get(&local.port())) else {
@@ -207,6 +215,7 @@ pub struct Shared<A> {
     pub acceptor: Arc<TlsAcceptor>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: crate::metrics::Metrics,
+    pub edge: Arc<crate::edge::Edge>,
 }
 
 /// The port listeners, `(gateway port, listener label, address)`: `--https` (443, `https`) and
@@ -276,6 +285,7 @@ pub fn service<A: ServerApp + Send + Sync + 'static>(
         acceptor: shared.acceptor.clone(),
         snapshot: shared.snapshot.clone(),
         ports,
+        edge: shared.edge.clone(),
     };
     let mut s = pingora::services::listening::Service::new("listeners".to_string(), app);
     for (_, _, addr) in listeners {

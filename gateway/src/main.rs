@@ -4,20 +4,30 @@
 
 mod accesslog;
 mod acme_http;
+mod admin_tls;
 mod balancer;
 mod cli;
+mod client_addr;
+mod edge;
 mod explain_cmd;
+mod ext_authz;
 mod grpc;
 mod grpc_web_text;
+mod header_timer;
 mod hygiene;
+mod jwks;
 mod linger;
 mod listeners;
 mod metrics;
 mod mirror;
+mod outbound;
 mod peer;
 mod policy;
 mod proxy;
+mod proxy_protocol;
+mod request_limits;
 mod routing;
+mod security;
 mod shutdown;
 mod tcp;
 mod tls;
@@ -90,6 +100,11 @@ fn run(cli: Cli) -> Result<(), String> {
         ));
     }
     let store = StoreUrl::parse(&cli.store)?;
+    let mesh = Arc::new(read_mesh_config(cli.mesh_config.as_deref())?);
+    let admin_tls = match (&cli.admin_tls_cert, &cli.admin_tls_key) {
+        (Some(cert), Some(key)) => Some(admin_tls::AdminTls::load(cert, key)?),
+        _ => None,
+    };
     let upgrade_sock = cli.data_dir.join("upgrade.sock");
     upgrade::check_sock(&upgrade_sock, cli.upgrade)?;
     let threads = cli
@@ -240,6 +255,28 @@ fn run(cli: Cli) -> Result<(), String> {
         &metrics,
     )?;
 
+    let edge_listeners: Vec<(u16, String)> = plain
+        .iter()
+        .map(|a| (a.port(), "http".to_string()))
+        .chain(port_listeners.iter().map(|(_, l, a)| (a.port(), l.clone())))
+        .collect();
+    let edge = Arc::new(
+        edge::Edge::new(
+            edge::Settings {
+                trusted_hops: mesh.gateway_topology.num_trusted_proxies,
+                proxy_protocol: mesh.gateway_topology.proxy_protocol,
+                header_timeout: cli.request_headers_timeout,
+                max_connections: cli.max_connections,
+                max_body_bytes: cli.max_request_body_bytes,
+                body_timeout: cli.request_body_timeout,
+                body_min_rate: cli.request_body_min_rate,
+            },
+            &edge_listeners,
+            &registry,
+        )
+        .map_err(|e| e.to_string())?,
+    );
+
     let inflight = Arc::new(AtomicUsize::new(0));
     let balancers = Arc::new(balancer::Balancers::new());
     registry
@@ -259,8 +296,19 @@ fn run(cli: Cli) -> Result<(), String> {
         balancers.clone(),
         metrics.mirror_requests.clone(),
     );
+    let security = Arc::new(security::Security {
+        jwks: jwks::JwksCache::new(metrics.security.jwks_fetches.clone()),
+        ext_authz: ext_authz::ExtAuthz::new(
+            ext_authz_providers(&mesh),
+            upstreams.clone(),
+            metrics.security.clone(),
+        ),
+        metrics: metrics.security.clone(),
+    });
     let gateway = GatewayProxy {
+        security,
         health: health.clone(),
+        mesh: mesh.clone(),
         snapshot: snapshot.clone(),
         upstreams,
         balancers: balancers.clone(),
@@ -270,11 +318,13 @@ fn run(cli: Cli) -> Result<(), String> {
         inflight: inflight.clone(),
         access_log: accesslog::AccessLogger::start(cli.access_log, access_log_dropped),
         acme: challenges.clone(),
+        edge: edge.clone(),
     };
     // The same proxy behind the port listeners (their own Pingora service: a listener's
     // application is fixed, and this one decides per connection what it is).
     let gateway_ports = GatewayProxy {
         health: gateway.health.clone(),
+        mesh: gateway.mesh.clone(),
         snapshot: gateway.snapshot.clone(),
         upstreams: gateway.upstreams.clone(),
         balancers: gateway.balancers.clone(),
@@ -284,10 +334,14 @@ fn run(cli: Cli) -> Result<(), String> {
         access_log: gateway.access_log.clone(),
         mirrors: gateway.mirrors.clone(),
         acme: gateway.acme.clone(),
+        security: gateway.security.clone(),
+        edge: gateway.edge.clone(),
     };
     let mut port_http = pingora::proxy::http_proxy(&server.configuration, gateway_ports);
     let mut opts = pingora::apps::HttpServerOptions::default();
     opts.h2c = true;
+    // Envoy's idle_timeout: an HTTP/2 connection without streams for an hour is closed.
+    opts.h2_idle_timeout = Some(Duration::from_secs(3600));
     port_http.server_options = Some(opts);
     let shared = listeners::Shared {
         http: Arc::new(port_http),
@@ -296,18 +350,27 @@ fn run(cli: Cli) -> Result<(), String> {
             gateway.balancers.clone(),
             gateway.metrics.clone(),
             gateway.access_log.clone(),
+            gateway.inflight.clone(),
         )),
         acceptor: Arc::new(tls::TlsAcceptor::new(tls_connections, challenges)?),
         snapshot: snapshot.clone(),
         metrics: gateway.metrics.clone(),
+        edge: edge.clone(),
     };
     let tls_service = listeners::service(&shared, &port_listeners);
-    let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
-    if let Some(app) = proxy_service.app_logic_mut() {
-        let mut opts = pingora::apps::HttpServerOptions::default();
-        opts.h2c = true;
-        app.server_options = Some(opts);
-    }
+    let mut plain_http = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut opts = pingora::apps::HttpServerOptions::default();
+    opts.h2c = true;
+    // Envoy's idle_timeout: an HTTP/2 connection without streams for an hour is closed.
+    opts.h2_idle_timeout = Some(Duration::from_secs(3600));
+    plain_http.server_options = Some(opts);
+    let mut proxy_service = pingora::services::listening::Service::new(
+        "http".to_string(),
+        edge::PlainApp {
+            http: Arc::new(plain_http),
+            edge,
+        },
+    );
     for addr in &plain {
         proxy_service.add_tcp(&addr.to_string());
     }
@@ -323,6 +386,7 @@ fn run(cli: Cli) -> Result<(), String> {
         AdminService {
             listener: Mutex::new(Some(admin_listener)),
             router,
+            tls: admin_tls,
             health: health.clone(),
             probe: plain
                 .iter()
@@ -361,6 +425,7 @@ fn run(cli: Cli) -> Result<(), String> {
 struct AdminService {
     listener: Mutex<Option<std::net::TcpListener>>,
     router: axum::Router,
+    tls: Option<admin_tls::AdminTls>,
     health: Arc<Health>,
     probe: Vec<SocketAddr>,
     /// Turns true when the admin address goes to a new process (binary upgrade).
@@ -408,10 +473,20 @@ impl BackgroundService for AdminService {
                 std::future::pending::<()>().await;
             }
         };
-        if let Err(e) = axum::serve(listener, self.router.clone())
-            .with_graceful_shutdown(stopped)
-            .await
-        {
+        let served = match &self.tls {
+            Some(tls) => {
+                let listener = admin_tls::TlsListener::new(listener, tls);
+                axum::serve(listener, self.router.clone())
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            None => {
+                axum::serve(listener, self.router.clone())
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "admin server failed");
         }
     }
@@ -450,6 +525,31 @@ fn acme_config(cli: &Cli) -> Result<Option<admin::acme::AcmeConfig>, String> {
         config.renew_after = Some(d);
     }
     Ok(Some(config))
+}
+
+/// The HTTP authorizers of the mesh config, with a warning for each provider that is not served.
+fn ext_authz_providers(mesh: &model::mesh::MeshConfig) -> Vec<ext_authz::Provider> {
+    let (providers, warnings) = ext_authz::Provider::from_mesh(mesh);
+    for w in warnings {
+        tracing::warn!("mesh config: {w}");
+    }
+    providers
+}
+
+/// `--mesh-config`: the Istio defaults without one; fields the gateway does not use are named in
+/// a warning, a field it uses but cannot read stops the start.
+fn read_mesh_config(path: Option<&std::path::Path>) -> Result<model::mesh::MeshConfig, String> {
+    let Some(path) = path else {
+        return Ok(model::mesh::MeshConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--mesh-config {}: {e}", path.display()))?;
+    let parsed =
+        model::mesh::parse(&text).map_err(|e| format!("--mesh-config {}: {e}", path.display()))?;
+    for w in &parsed.warnings {
+        tracing::warn!(path = %path.display(), "{w}");
+    }
+    Ok(parsed.config)
 }
 
 /// The parsed `--store`.
@@ -501,7 +601,7 @@ async fn open_etcd(
                 tracing::info!(endpoints, prefix = %config.prefix, revision = cp.generation(), "configuration loaded from etcd");
                 return Ok(cp);
             }
-            Err(e) if e.code() == http::StatusCode::SERVICE_UNAVAILABLE => {
+            Err(e) if e.is_unavailable() => {
                 tracing::warn!(endpoints, error = %e, retry_in = ?backoff, "waiting for etcd");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

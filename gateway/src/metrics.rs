@@ -32,7 +32,95 @@ pub struct Metrics {
     pub tcp_received_bytes: IntCounterVec,
     /// `gateway_mirror_requests_total{destination_service,result}`.
     pub mirror_requests: IntCounterVec,
+    /// JWT and AuthorizationPolicy series ([`Security`]).
+    pub security: Security,
+    /// `gateway_grpc_requests_total` ([`GRPC_LABELS`]): gRPC requests by their final status.
+    pub grpc_requests: IntCounterVec,
 }
+
+/// The series of authentication and authorization. Labels are bounded: policy ids come from the
+/// configuration, reasons and actions from fixed sets.
+#[derive(Clone)]
+pub struct Security {
+    /// `gateway_authz_denied_total{policy,action}`: requests answered 403 (or the provider's
+    /// denial); `action` is `DENY`, `ALLOW` (no ALLOW rule matched, `policy` empty) or `CUSTOM`.
+    pub denied: IntCounterVec,
+    /// `gateway_authz_audited_total{policy}`: requests an AUDIT policy matched.
+    pub audited: IntCounterVec,
+    /// `gateway_authz_dry_run_denied_total{policy}`: requests a dry-run policy would deny.
+    pub dry_run_denied: IntCounterVec,
+    /// `gateway_jwt_failures_total{reason}`: requests refused 401, by [`model::ir::jwt::JwtError::reason`].
+    pub jwt_failures: IntCounterVec,
+    /// `gateway_jwks_fetches_total{result}`: `ok`, `failed`.
+    pub jwks_fetches: IntCounterVec,
+    /// `gateway_ext_authz_duration_seconds{provider}`: time to the authorizer's answer.
+    pub ext_authz_duration: HistogramVec,
+    /// `gateway_ext_authz_errors_total{provider,reason}`: `timeout`, `connect`, `status`, `unknown_provider`.
+    pub ext_authz_errors: IntCounterVec,
+}
+
+impl Security {
+    fn register(registry: &Registry) -> Result<Security, prometheus::Error> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let ext_authz_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_ext_authz_duration_seconds",
+                "Time from sending a check to a CUSTOM authorizer to its answer, by provider.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["provider"],
+        )?;
+        registry.register(Box::new(ext_authz_duration.clone()))?;
+        Ok(Security {
+            denied: counter(
+                "gateway_authz_denied_total",
+                "Requests an AuthorizationPolicy denied, by policy and action (ALLOW with an empty policy: no ALLOW rule matched).",
+                &["policy", "action"],
+            )?,
+            audited: counter(
+                "gateway_authz_audited_total",
+                "Requests an AUDIT AuthorizationPolicy matched, by policy.",
+                &["policy"],
+            )?,
+            dry_run_denied: counter(
+                "gateway_authz_dry_run_denied_total",
+                "Requests a dry-run AuthorizationPolicy would have denied, by policy (empty: no dry-run ALLOW rule matched).",
+                &["policy"],
+            )?,
+            jwt_failures: counter(
+                "gateway_jwt_failures_total",
+                "Requests refused because their JWT did not verify, by reason.",
+                &["reason"],
+            )?,
+            jwks_fetches: counter(
+                "gateway_jwks_fetches_total",
+                "Fetches of remote JWT key sets (jwksUri, OpenID discovery), by result.",
+                &["result"],
+            )?,
+            ext_authz_duration,
+            ext_authz_errors: counter(
+                "gateway_ext_authz_errors_total",
+                "Checks a CUSTOM authorizer could not answer, by provider and reason (timeout, connect, status, unknown_provider).",
+                &["provider", "reason"],
+            )?,
+        })
+    }
+}
+
+/// Labels of `gateway_grpc_requests_total`: the route, and the gRPC status the client got
+/// (`grpc_response_status`, as Istio's `istio_requests_total` names it; `-` when the stream ended
+/// without one).
+pub const GRPC_LABELS: [&str; 5] = [
+    "gateway",
+    "virtual_service",
+    "route",
+    "destination_service",
+    "grpc_response_status",
+];
 
 /// Labels of the TCP series.
 pub const TCP_LABELS: [&str; 4] = ["gateway", "virtual_service", "route", "destination_service"];
@@ -164,8 +252,19 @@ impl Metrics {
             &["destination_service", "result"],
         )?;
         registry.register(Box::new(mirror_requests.clone()))?;
+        let security = Security::register(registry)?;
+        let grpc_requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_grpc_requests_total",
+                "gRPC requests (content-type application/grpc*, gRPC-Web included), by route and the grpc-status the client got.",
+            ),
+            &GRPC_LABELS,
+        )?;
+        registry.register(Box::new(grpc_requests.clone()))?;
         Ok(Metrics {
+            security,
             mirror_requests,
+            grpc_requests,
             open_connections,
             tcp_connections,
             tcp_sent_bytes,

@@ -44,6 +44,7 @@ pub struct ListenerInfo {
 const X_REQUEST_ID: &str = "x-request-id";
 const TRACEPARENT: &str = "traceparent";
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_ENVOY_EXTERNAL_ADDRESS: &str = "x-envoy-external-address";
 
 /// A local port no listener is registered for (only in tests): plain HTTP on port 80.
 const PLAIN_80: ListenerInfo = ListenerInfo {
@@ -78,14 +79,28 @@ pub struct GatewayProxy {
     /// Draining: every answer closes its connection, so that clients move to the new process
     /// (upgrade) or elsewhere before the listeners close, instead of racing an idle close.
     pub health: Arc<admin::Health>,
+    /// `--mesh-config`: ext-authz providers and the gateway topology.
+    pub mesh: Arc<model::mesh::MeshConfig>,
     /// Mirrored copies: their connector and counters.
     pub mirrors: Arc<mirror::Mirrors>,
     /// ACME HTTP-01 challenges to answer on the port-80 listener (with `--acme-directory`).
     pub acme: Option<Arc<admin::acme::Challenges>>,
+    /// JWT keys, the external authorizer, their counters.
+    pub security: Arc<crate::security::Security>,
+    /// Edge settings: trusted proxies, body limits.
+    pub edge: Arc<crate::edge::Edge>,
 }
 
-/// Decrements the in-flight count when a request's context is dropped, however the request ends.
+/// Decrements the in-flight count when a request's context (or a proxied TCP connection) is
+/// dropped, however it ends: the drain waits for the count to reach zero.
 pub struct InflightGuard(Arc<AtomicUsize>);
+
+impl InflightGuard {
+    pub fn enter(count: &Arc<AtomicUsize>) -> InflightGuard {
+        count.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(count.clone())
+    }
+}
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
@@ -139,6 +154,14 @@ pub struct Ctx {
     connection: Option<ConnectionGuard>,
     /// A gRPC-Web text request on a GRPC-WEB server, bridged here (Pingora's bridge does binary).
     web_text: Option<crate::grpc_web_text::Bridge>,
+    /// What authentication and authorization decided (identity, deciding policy, header changes).
+    auth: crate::security::RequestAuth,
+    /// The `grpc-status` of the answer's trailers, for `gateway_grpc_requests_total`.
+    grpc_status: Option<u32>,
+    /// The body's size and pace so far.
+    body: crate::request_limits::BodyState,
+    /// The client address (`crate::client_addr`), once the header is read.
+    client: Option<std::net::IpAddr>,
 }
 
 impl Ctx {
@@ -230,6 +253,40 @@ impl GatewayProxy {
             }
         }
         ctx.snapshot = Some(snapshot);
+    }
+
+    /// The connection as authorization sees it: ports, addresses, what the TLS handshake chose.
+    fn conn(&self, session: &Session) -> crate::security::Conn {
+        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+        let local_port = local.map_or(0, |a| a.port());
+        let info = self.listeners.get(&local_port).unwrap_or(&PLAIN_80);
+        let handshake = info
+            .connections
+            .as_ref()
+            .zip(peer)
+            .and_then(|(c, p)| c.get(local_port, p));
+        let (sni, principal) = handshake.map_or((None, None), |h| (h.sni, h.principal));
+        crate::security::Conn {
+            gateway_port: info.gateway_port,
+            local,
+            peer,
+            sni,
+            principal,
+            remote: None,
+        }
+    }
+
+    /// The request's client address: the peer, or the `X-Forwarded-For` hop that the trusted
+    /// proxies in front of the gateway name (`crate::client_addr`).
+    fn client_ip(&self, session: &Session) -> Option<std::net::IpAddr> {
+        let peer = session.client_addr().and_then(|a| a.as_inet())?.ip();
+        let xff = session.req_header().headers.get_all(X_FORWARDED_FOR);
+        Some(crate::client_addr::client_ip(
+            peer,
+            xff,
+            self.edge.trusted_hops,
+        ))
     }
 
     /// Routes the request; `Ok(true)` when the gateway already answered.
@@ -348,6 +405,7 @@ impl GatewayProxy {
         let tls = info.tls || handshake.is_some();
         ctx.tls = tls;
         let req = session.req_header();
+        let identity = ctx.auth.identity.clone();
         let view = RequestView {
             method: req.method.as_str(),
             scheme: if tls { "https" } else { "http" },
@@ -356,11 +414,16 @@ impl GatewayProxy {
             query: req.uri.query(),
             port: info.gateway_port,
             headers: &req.headers,
+            claims: identity.as_deref().map(|i| &i.claims),
         };
         if tls {
             // On TLS, routing is restricted to the hosts of the server the SNI selects (in this
             // request's snapshot): another server's hosts are not reachable through this one.
-            ctx.sni = handshake.and_then(|h| h.sni);
+            if let Some(h) = handshake {
+                ctx.sni = h.sni;
+                // For the access log, also when no policy asked for it.
+                ctx.auth.peer_principal = h.principal;
+            }
             if !snapshot.tls_admits(info.gateway_port, ctx.sni.as_deref(), view.authority) {
                 return Ok(Decision::Local(404, "NR", ""));
             }
@@ -448,7 +511,7 @@ impl GatewayProxy {
                     ctx.new_path = new_path.map(|p| if p.is_empty() { "/".to_string() } else { p });
                 }
                 if let LbPolicy::ConsistentHash(key) = &cluster.policy.lb {
-                    ctx.hash = self.hash_key(key, session, req, ctx);
+                    ctx.hash = self.hash_key(key, req, ctx);
                 }
                 ctx.retries_left = route.retries.attempts;
                 ctx.state = Some(self.balancers.get(&cluster.name));
@@ -466,22 +529,16 @@ impl GatewayProxy {
         }
     }
 
-    fn hash_key(
-        &self,
-        key: &HashKey,
-        session: &Session,
-        req: &RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Option<u64> {
+    fn hash_key(&self, key: &HashKey, req: &RequestHeader, ctx: &mut Ctx) -> Option<u64> {
         match key {
             HashKey::Header(name) => req
                 .headers
                 .get(name.as_str())
                 .map(|v| balancer::hash_key(v.as_bytes())),
-            HashKey::SourceIp => session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| balancer::hash_key(a.ip().to_string().as_bytes())),
+            // Envoy hashes the downstream remote address: the client trusted proxies name.
+            HashKey::SourceIp => ctx
+                .client
+                .map(|ip| balancer::hash_key(ip.to_string().as_bytes())),
             HashKey::QueryParameter(name) => req.uri.query().and_then(|q| {
                 q.split('&')
                     .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
@@ -572,9 +629,8 @@ impl ProxyHttp for GatewayProxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
         Ctx {
-            _inflight: InflightGuard(self.inflight.clone()),
+            _inflight: InflightGuard::enter(&self.inflight),
             start: Instant::now(),
             snapshot: None,
             route: None,
@@ -603,6 +659,10 @@ impl ProxyHttp for GatewayProxy {
             mirror: None,
             connection: None,
             web_text: None,
+            auth: crate::security::RequestAuth::default(),
+            grpc_status: None,
+            body: Default::default(),
+            client: None,
         }
     }
 
@@ -624,8 +684,11 @@ impl ProxyHttp for GatewayProxy {
         if self.health.is_draining() {
             session.set_keepalive(None);
         }
+        crate::header_timer::header_done(session);
+        ctx.client = self.client_ip(session);
         self.enable_grpc_web(session, ctx);
-        crate::hygiene::check(session)
+        crate::hygiene::prepare(session)?;
+        self.edge.body.start(session, &mut ctx.body)
     }
 
     fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
@@ -669,8 +732,25 @@ impl ProxyHttp for GatewayProxy {
         if !has_id {
             ctx.request_id = Some(new_request_id());
         }
+        // ACME HTTP-01 is answered before anything else looks at the request, as Envoy's
+        // challenge route would be.
         if let Some(acme) = &self.acme {
             if crate::acme_http::answer(session, acme, &self.listeners).await? {
+                return Ok(true);
+            }
+        }
+        let snapshot = match &ctx.snapshot {
+            Some(s) => s.clone(),
+            None => self.snapshot.load_full(),
+        };
+        if !snapshot.security.is_empty() {
+            let mut conn = self.conn(session);
+            conn.remote = ctx.client;
+            let answered = self
+                .security
+                .check(session, &snapshot, &conn, &mut ctx.auth, &mut ctx.flags)
+                .await?;
+            if answered {
                 return Ok(true);
             }
         }
@@ -679,11 +759,15 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        let len = body.as_ref().map_or(0, Bytes::len);
+        self.edge
+            .body
+            .on_body(session, &mut ctx.body, len, end_of_stream)?;
         if let Some(t) = ctx.web_text.as_mut() {
             t.request_body(body)?;
         }
@@ -857,6 +941,12 @@ impl ProxyHttp for GatewayProxy {
                 upstream.insert_header(http::header::HOST, a.as_str())?;
             }
         }
+        for name in &ctx.auth.upstream_remove {
+            upstream.remove_header(name.as_str());
+        }
+        for (n, v) in &ctx.auth.upstream_set {
+            upstream.insert_header(n.clone(), v.clone())?;
+        }
         apply_request_ops(upstream, &route.request_headers)?;
         if let Some(d) = ctx.destination() {
             apply_request_ops(upstream, &d.request_headers)?;
@@ -868,6 +958,10 @@ impl ProxyHttp for GatewayProxy {
         {
             let xff = forwarded_for(upstream.headers.get(X_FORWARDED_FOR), ip);
             upstream.insert_header(X_FORWARDED_FOR, xff)?;
+        }
+        upstream.remove_header(X_ENVOY_EXTERNAL_ADDRESS);
+        if let Some(c) = ctx.client.filter(|c| !crate::client_addr::is_internal(*c)) {
+            upstream.insert_header(X_ENVOY_EXTERNAL_ADDRESS, c.to_string())?;
         }
         upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
         // gRPC servers insist on `te: trailers`, which Pingora strips from HTTP/1.1 requests as a
@@ -964,6 +1058,9 @@ impl ProxyHttp for GatewayProxy {
         if let Some(c) = ctx.set_cookie.take() {
             resp.append_header("set-cookie", c)?;
         }
+        for (n, v) in &ctx.auth.downstream_set {
+            resp.append_header(n.clone(), v.clone())?;
+        }
         Ok(())
     }
 
@@ -986,6 +1083,10 @@ impl ProxyHttp for GatewayProxy {
         trailers: &mut http::HeaderMap,
         ctx: &mut Ctx,
     ) -> Result<Option<Bytes>> {
+        ctx.grpc_status = trailers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         Ok(ctx
             .web_text
             .as_ref()
@@ -995,6 +1096,8 @@ impl ProxyHttp for GatewayProxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let deadline_passed = ctx.deadline.is_some_and(|d| Instant::now() >= d);
         let (code, flag, body): LocalError = if let Some(l) = ctx.local_error.take() {
+            l
+        } else if let Some(l) = self.edge.body.local_error(e, &mut ctx.body) {
             l
         } else {
             match e.etype() {
@@ -1082,8 +1185,27 @@ impl ProxyHttp for GatewayProxy {
             &ctx.flags,
             elapsed.as_secs_f64(),
         );
+        if crate::grpc::is_grpc(session.req_header()) {
+            // Trailers, else a trailers-only answer (what the gateway's own answers are).
+            let status = ctx.grpc_status.or_else(|| {
+                session
+                    .response_written()
+                    .and_then(crate::grpc::response_status)
+            });
+            let status = status.map_or_else(|| "-".to_string(), |s| s.to_string());
+            self.metrics
+                .grpc_requests
+                .with_label_values(&[gateway, vs, route_id, dest, &status])
+                .inc();
+        }
         if self.access_log.enabled() {
             let req = session.req_header();
+            let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+            let forwarded = peer.map(|p| forwarded_for(req.headers.get(X_FORWARDED_FOR), p.ip()));
+            let remote = match (ctx.client, peer) {
+                (Some(c), Some(p)) if c != p.ip() => Some(SocketAddr::new(c, 0).to_string()),
+                (_, p) => p.map(|p| p.to_string()),
+            };
             let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
             let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
             let protocol = match req.version {
@@ -1104,7 +1226,10 @@ impl ProxyHttp for GatewayProxy {
                 bytes_sent: session.body_bytes_sent(),
                 duration_ms: elapsed.as_millis(),
                 upstream_service_time_ms: ctx.upstream_service_time.map(|d| d.as_millis()),
-                x_forwarded_for: header("x-forwarded-for"),
+                x_forwarded_for: forwarded
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .or_else(|| header(X_FORWARDED_FOR)),
                 user_agent: header("user-agent"),
                 request_id: ctx
                     .request_id
@@ -1116,11 +1241,18 @@ impl ProxyHttp for GatewayProxy {
                 upstream_host: ctx.tried.last().map(|a| a.to_string()),
                 route: route_id,
                 sni: ctx.sni.as_deref(),
+                peer_principal: ctx.auth.peer_principal.as_deref(),
+                request_principal: ctx.auth.request_principal.as_deref(),
+                authz_policy: ctx.auth.policy.as_deref(),
+                downstream_remote_address: remote.as_deref(),
             });
         }
         // The last hook before Pingora closes or reuses the connection, whichever way the
         // request ended; after the metrics and the log, so that neither counts the lingering.
-        crate::linger::discard_unread_body(session).await;
+        if !ctx.body.timed_out() {
+            crate::linger::discard_unread_body(session).await;
+        }
+        crate::header_timer::request_done(session);
     }
 }
 

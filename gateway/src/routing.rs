@@ -272,3 +272,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "routing_prop_tests.rs"]
+mod prop_tests;

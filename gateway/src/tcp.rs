@@ -10,6 +10,7 @@
 use crate::accesslog::{AccessLogger, Entry};
 use crate::balancer::{Balancers, Pick};
 use crate::metrics::Metrics;
+use crate::proxy::InflightGuard;
 use crate::upstream::Upstreams;
 use model::ir::{HashKey, L4Destination, L4Route, LbPolicy, Target};
 use pingora::connectors::TransportConnector;
@@ -17,7 +18,7 @@ use pingora::protocols::Stream;
 use prometheus::IntCounter;
 use rand::Rng;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,6 +36,9 @@ pub struct L4Proxy {
     pub balancers: Arc<Balancers>,
     pub metrics: Metrics,
     pub access_log: AccessLogger,
+    /// The drain's count: a proxied connection is in flight until either side closes, so SIGTERM
+    /// and an upgrade let it finish within the drain timeout.
+    inflight: Arc<AtomicUsize>,
     connector: TransportConnector,
 }
 
@@ -62,12 +66,14 @@ impl L4Proxy {
         balancers: Arc<Balancers>,
         metrics: Metrics,
         access_log: AccessLogger,
+        inflight: Arc<AtomicUsize>,
     ) -> L4Proxy {
         L4Proxy {
             upstreams,
             balancers,
             metrics,
             access_log,
+            inflight,
             connector: TransportConnector::new(None),
         }
     }
@@ -79,6 +85,7 @@ impl L4Proxy {
 
     /// Serves one connection on `route` until it ends.
     pub async fn serve(&self, down: Stream, route: &L4Route, d: &Downstream<'_>) {
+        let _inflight = InflightGuard::enter(&self.inflight);
         let Some(dest) = pick_destination(route) else {
             self.log(d, Some(route), "UH");
             return;
@@ -182,6 +189,7 @@ impl L4Proxy {
         if !self.access_log.enabled() {
             return;
         }
+        let client = d.client.map(|c| c.to_string());
         self.access_log.log(&Entry {
             start: d.start,
             method: "-",
@@ -200,6 +208,10 @@ impl L4Proxy {
             upstream_host: upstream.map(|a| a.to_string()),
             route: route.map_or("-", |r| r.id.as_str()),
             sni: d.sni,
+            peer_principal: None,
+            request_principal: None,
+            authz_policy: None,
+            downstream_remote_address: client.as_deref(),
         });
     }
 }

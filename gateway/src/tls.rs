@@ -44,6 +44,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Handshake {
     /// The SNI the client sent, lowercased.
     pub sni: Option<Arc<str>>,
+    /// The client certificate's identity (mTLS): its first `spiffe://` URI SAN, else its first
+    /// URI SAN, as Envoy's `source.principal` (AuthorizationPolicy `principals`).
+    pub principal: Option<Arc<str>>,
 }
 
 /// The live TLS connections of the listeners, by (local port, client address): the HTTP layer
@@ -346,6 +349,32 @@ impl TlsConn {
     fn l4(&self) -> &Stream {
         self.inner.get_ref().0
     }
+
+    /// The identity of the client certificate, if the client sent one ([`Handshake::principal`]).
+    pub fn principal(&self) -> Option<Arc<str>> {
+        let cert = self.inner.get_ref().1.peer_certificates()?.first()?;
+        uri_san(cert.as_ref()).map(Arc::from)
+    }
+}
+
+/// A certificate's identity: its first `spiffe://` URI SAN, else its first URI SAN.
+pub fn uri_san(der: &[u8]) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let uris: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    uris.iter()
+        .find(|u| u.starts_with("spiffe://"))
+        .or(uris.first())
+        .map(|u| u.to_string())
 }
 
 impl std::fmt::Debug for TlsConn {

@@ -1,5 +1,6 @@
 //! The command line: `gateway validate` checks manifests offline with the same field-path messages
-//! as the API (and the shipped examples are valid), `--version` answers, bad flags are refused.
+//! as the API (and the shipped examples are valid), `--version` answers, bad flags and a bad
+//! `--mesh-config` are refused.
 
 use std::process::Command;
 
@@ -70,4 +71,37 @@ fn version_and_bad_flags() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PORT=ADDR"));
+}
+
+#[test]
+fn a_mesh_config_the_gateway_cannot_read_stops_the_start_naming_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        "extensionProviders:\n- name: authz\n  envoyExtAuthzHttp: {service: authz.example.com, port: 0}\n",
+    )
+    .expect("write");
+    let out = gateway()
+        .arg("--mesh-config")
+        .arg(&mesh)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        // Never reached: the mesh config is read before anything is bound.
+        .args([
+            "--http",
+            "127.0.0.1:1",
+            "--https",
+            "127.0.0.1:2",
+            "--admin",
+            "127.0.0.1:3",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("extensionProviders[0].envoyExtAuthzHttp.port: port number 0"),
+        "{err}"
+    );
 }

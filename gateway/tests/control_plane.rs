@@ -854,9 +854,15 @@ fn malformed_json_is_400_with_line_and_column() {
         "UnsupportedMediaType",
     );
     expect_status(
-        &g.admin_call("PATCH", &format!("{url}/x"), "application/json", b"{}"),
+        &g.admin_call("POST", &format!("{url}/x"), "application/json", b"{}"),
         405,
         "MethodNotAllowed",
+    );
+    // A PATCH must say which patch it is, as Kubernetes requires.
+    expect_status(
+        &g.admin_call("PATCH", &format!("{url}/x"), "application/json", b"{}"),
+        415,
+        "UnsupportedMediaType",
     );
     assert_eq!(state(&g), before);
 }

@@ -456,3 +456,36 @@ fn destination_rule_policy_applies_to_tcp_connections() {
     });
     assert!(idle.is_some(), "logged with IT");
 }
+
+#[test]
+fn sigterm_lets_an_open_tcp_connection_finish_within_the_drain_timeout() {
+    let echo = tcp_server(|got| got.to_vec());
+    let port = free_port();
+    let mut gw = Gateway::start(
+        Opts::default()
+            .arg("--listen")
+            .arg(format!("31400=127.0.0.1:{port}"))
+            .arg("--drain-timeout")
+            .arg("20s"),
+    );
+    apply(&gw, &format!("{}apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: tcp}}\nspec:\n  servers:\n  - port: {{number: 31400, name: tcp, protocol: TCP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: tcp}}\nspec:\n  hosts: ['*']\n  gateways: [tcp]\n  tcp:\n  - route:\n    - destination: {{host: echo.internal, port: {{number: {echo}}}}}\n", service_entry("echo", "echo.internal", echo)));
+    let mut s = TcpStream::connect(local(port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"before ").expect("write");
+    let pid = gw.pid().expect("running");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    // Well after the HTTP side has drained (nothing in flight there), the connection still
+    // carries bytes both ways.
+    std::thread::sleep(Duration::from_secs(2));
+    s.write_all(b"after").expect("write after SIGTERM");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read");
+    assert_eq!(got, b"before after");
+    let status = gw.stop_within(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status:?}");
+}

@@ -65,6 +65,7 @@ const SHOP_HOST: &str = "shop.obs.test";
 const FAULT_HOST: &str = "fault.obs.test";
 const DEAD_HOST: &str = "dead.obs.test";
 const MISSING_HOST: &str = "nothing.obs.test";
+const GRPC_HOST: &str = "grpc.obs.test";
 const SHOP_ROUTE: &str = "vs/default/shop/http/0";
 const FAULT_ROUTE: &str = "vs/default/faulty/http/0";
 const DEAD_ROUTE: &str = "vs/default/dead/http/0";
@@ -157,6 +158,11 @@ fn resources(v1: &Upstream, v2: &Upstream, dead_port: u16) -> Value {
          "metadata": {"name": "faulty"},
          "spec": {"hosts": [FAULT_HOST], "http": [{
             "fault": {"abort": {"httpStatus": 503, "percentage": {"value": 100}}},
+            "route": [{"destination": {"host": "shop.internal", "subset": "v1"}}]}]}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+         "metadata": {"name": "grpc-fault"},
+         "spec": {"hosts": [GRPC_HOST], "http": [{
+            "fault": {"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 100}}},
             "route": [{"destination": {"host": "shop.internal", "subset": "v1"}}]}]}},
         {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
          "metadata": {"name": "dead"},
@@ -536,8 +542,8 @@ const CONTRACT_SAMPLES: [&str; 16] = [
 ];
 
 /// The ones this test's traffic must produce: requests, latencies, retries and connect failures,
-/// TCP connections and bytes, the configuration, the build.
-const TRAFFIC_SAMPLES: [&str; 12] = [
+/// TCP connections and bytes, gRPC requests, the configuration, the build.
+const TRAFFIC_SAMPLES: [&str; 13] = [
     "gateway_requests_total",
     "gateway_request_duration_seconds_bucket",
     "gateway_upstream_request_duration_seconds_bucket",
@@ -550,6 +556,7 @@ const TRAFFIC_SAMPLES: [&str; 12] = [
     "gateway_tcp_connections_total",
     "gateway_tcp_sent_bytes_total",
     "gateway_tcp_received_bytes_total",
+    "gateway_grpc_requests_total",
 ];
 
 fn unix_now() -> f64 {
@@ -653,6 +660,25 @@ fn metrics_pass_promtool_and_every_dashboard_query_runs_on_prometheus() {
             // Some TLS handshake failures for the HTTPS listener's counter (when it is served).
             let _ = request(gw.https, "GET", "/", &[], b"");
             tcp_round_trip(tcp_addr);
+            // A gRPC call (one empty message) that the fault answers UNAVAILABLE.
+            let g = request(
+                gw.http,
+                "POST",
+                "/obs.Svc/Call",
+                &[
+                    ("Host", GRPC_HOST),
+                    ("Content-Type", "application/grpc"),
+                    ("TE", "trailers"),
+                ],
+                &[0, 0, 0, 0, 0],
+            )
+            .expect("gRPC request");
+            assert_eq!(
+                (g.status, g.header("grpc-status")),
+                (200, Some("14")),
+                "{}",
+                g.text()
+            );
         }
         if i == 100 {
             let bad = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",

@@ -56,6 +56,7 @@ fn lookup(c: &mut Criterion) {
             query: Some("page=2"),
             port: 80,
             headers: &headers,
+            claims: None,
         };
         // The bench is meaningless if it measures a miss.
         let hit = snapshot

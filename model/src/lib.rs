@@ -4,6 +4,7 @@
 pub mod acme;
 pub mod ir;
 pub mod load;
+pub mod mesh;
 pub mod resource;
 pub mod translate;
 pub mod validate;

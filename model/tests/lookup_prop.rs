@@ -78,6 +78,7 @@ impl Req {
             query: self.query.as_deref(),
             port: self.port,
             headers: &self.headers,
+            claims: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod tls;
 
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -524,6 +524,24 @@ impl super::Snapshot {
     pub fn security_for(&self, gateway: &str) -> Option<&GatewaySecurity> {
         self.security.get(gateway).map(|s| &**s)
     }
+
+    /// The security that applies to a request on `port` for `authority`, before its route is
+    /// chosen (authentication runs before routing, so that claims can route): the gateway of the
+    /// virtual host's first route; with no virtual host or no route, the one security every
+    /// gateway shares (the usual case: every Gateway selects the same ingress workload).
+    pub fn security_at(&self, port: u16, authority: &str) -> Option<&Arc<GatewaySecurity>> {
+        let routed = self
+            .listeners
+            .get(&port)
+            .and_then(|l| l.hosts.find(authority))
+            .and_then(|vh| vh.routes.first());
+        if let Some(r) = routed {
+            return self.security.get(&r.gateway);
+        }
+        let mut all = self.security.values();
+        let first = all.next()?;
+        all.all(|s| Arc::ptr_eq(s, first)).then_some(first)
+    }
 }
 
 #[cfg(test)]

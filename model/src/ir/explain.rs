@@ -314,6 +314,7 @@ impl Snapshot {
             query,
             port: req.port,
             headers: &headers,
+            claims: None,
         };
         let mut notes = Vec::new();
         if req.client_address.is_some() {
@@ -657,6 +658,14 @@ impl fmt::Display for Mismatch<'_> {
             }
             Mismatch::Header { header, got } => header_mismatch(f, header, got.as_deref()),
             Mismatch::Query { query, got } => query_mismatch(f, query, *got),
+            Mismatch::Claim { claim, got } => {
+                let name = claim.path.join(".");
+                match (got, claim.invert) {
+                    (None, false) => write!(f, "JWT claim {name} is absent (or no verified token)"),
+                    (Some(v), false) => write!(f, "JWT claim {name} does not match {v:?}"),
+                    (v, true) => write!(f, "JWT claim {name} must not match but is {v:?}"),
+                }
+            }
         }
     }
 }

@@ -4,7 +4,8 @@
 //! makes a temporary copy).
 
 use super::{
-    HeaderMatch, HostIndex, Listener, Matcher, QueryMatch, Route, RouteMatch, Snapshot, VirtualHost,
+    ClaimMatch, HeaderMatch, HostIndex, Listener, Matcher, QueryMatch, Route, RouteMatch, Snapshot,
+    VirtualHost,
 };
 use std::borrow::Cow;
 
@@ -23,6 +24,8 @@ pub struct RequestView<'a> {
     /// Gateway port the request arrived on (80, 443, or a `--listen` port).
     pub port: u16,
     pub headers: &'a http::HeaderMap,
+    /// The verified JWT's claims (after authentication), for `@request.auth.claims` matches.
+    pub claims: Option<&'a super::jwt::Claims>,
 }
 
 impl Snapshot {
@@ -120,6 +123,11 @@ pub enum Mismatch<'a> {
     Query {
         query: &'a QueryMatch,
         got: Option<&'a str>,
+    },
+    /// `got` is the claim's string values; `None` without a verified token or the claim.
+    Claim {
+        claim: &'a ClaimMatch,
+        got: Option<Vec<&'a str>>,
     },
 }
 
@@ -322,7 +330,34 @@ pub fn first_mismatch<'a>(m: &'a RouteMatch, req: &RequestView<'a>) -> Option<Mi
             return Some(Mismatch::Query { query: q, got });
         }
     }
+    for c in &m.claims {
+        if let Err(got) = claim_accepts(c, req.claims) {
+            return Some(Mismatch::Claim { claim: c, got });
+        }
+    }
     None
+}
+
+/// `Err` with the claim's values when the condition fails.
+fn claim_accepts<'c>(
+    c: &ClaimMatch,
+    claims: Option<&'c super::jwt::Claims>,
+) -> Result<(), Option<Vec<&'c str>>> {
+    let path: Vec<&str> = c.path.iter().map(String::as_str).collect();
+    let values = claims.and_then(|cl| {
+        cl.get_path(&path)?;
+        Some(cl.values_at(&path, &[]))
+    });
+    let hit = match (&c.matcher, &values) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(m), Some(vs)) => vs.iter().any(|v| m.matches(v)),
+    };
+    if hit != c.invert {
+        Ok(())
+    } else {
+        Err(values)
+    }
 }
 
 /// `Err` with the request's value when the condition fails.
@@ -441,5 +476,56 @@ mod tests {
         assert!(!m.matches("/foobar"));
         assert!(!m.matches("/fo"));
         assert!(!m.matches("/bar/foo"));
+    }
+
+    #[test]
+    fn claim_matches_read_the_verified_token_and_fail_without_one() {
+        let claims = crate::ir::jwt::Claims(
+            serde_json::json!({"realm": {"role": "admin"}, "groups": ["dev", "ops"], "n": 3})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let exact = |path: &[&str], v: &str, invert: bool| ClaimMatch {
+            path: path.iter().map(|s| s.to_string()).collect(),
+            matcher: Some(Matcher::Exact {
+                value: v.to_string(),
+                ignore_case: false,
+            }),
+            invert,
+        };
+        let ok = |c: &ClaimMatch, cl: Option<&crate::ir::jwt::Claims>| claim_accepts(c, cl).is_ok();
+        assert!(ok(
+            &exact(&["realm", "role"], "admin", false),
+            Some(&claims)
+        ));
+        assert!(!ok(
+            &exact(&["realm", "role"], "user", false),
+            Some(&claims)
+        ));
+        assert!(
+            ok(&exact(&["groups"], "ops", false), Some(&claims)),
+            "any element of a list"
+        );
+        assert!(
+            !ok(&exact(&["n"], "3", false), Some(&claims)),
+            "numbers are not strings"
+        );
+        assert!(
+            !ok(&exact(&["realm", "role"], "admin", false), None),
+            "no identity"
+        );
+        assert!(
+            ok(&exact(&["realm", "role"], "admin", true), None),
+            "withoutHeaders holds"
+        );
+        assert!(!ok(&exact(&["groups"], "dev", true), Some(&claims)));
+        let present = ClaimMatch {
+            path: vec!["realm".to_string()],
+            matcher: None,
+            invert: false,
+        };
+        assert!(ok(&present, Some(&claims)));
+        assert!(!ok(&present, None));
     }
 }

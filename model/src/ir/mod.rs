@@ -39,6 +39,23 @@ pub struct Snapshot {
     /// gateway with none is absent. Gateways with the same workload labels share one entry.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub security: BTreeMap<String, Arc<authz::GatewaySecurity>>,
+    /// A cluster for every ServiceEntry host and port no route sends to, by name: how the
+    /// gateway's own clients (the external authorizer of `CUSTOM` policies) reach a ServiceEntry
+    /// host like any destination. Not part of the routing snapshot's JSON.
+    #[serde(skip)]
+    pub service_clusters: BTreeMap<String, Arc<Cluster>>,
+}
+
+impl Snapshot {
+    /// The cluster of `host` on `port` without subset, routed or not, if a route or a
+    /// ServiceEntry defines it.
+    pub fn cluster_for_service(&self, host: &str, port: u16) -> Option<&Arc<Cluster>> {
+        let is = |c: &&Arc<Cluster>| c.host == host && c.port == port && c.subset.is_none();
+        self.clusters
+            .values()
+            .find(is)
+            .or_else(|| self.service_clusters.values().find(is))
+    }
 }
 
 /// The HTTP routing of one port: the union of every Gateway server on that port.
@@ -110,6 +127,20 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatch>,
     pub query_params: Vec<QueryMatch>,
     pub port: Option<u16>,
+    /// `@request.auth.claims.<name>` header matches: evaluated on the verified JWT.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<ClaimMatch>,
+}
+
+/// A JWT claim condition (Istio's metadata match on `request.auth.claims`): a string claim, or
+/// any string of a list claim, matches; `matcher: None` is a presence test. A request without a
+/// verified token has no claims: a `headers` claim match fails, a `withoutHeaders` one holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClaimMatch {
+    /// The claim's path of names (`a.b` is `["a", "b"]`).
+    pub path: Vec<String>,
+    pub matcher: Option<Matcher>,
+    pub invert: bool,
 }
 
 /// A compiled `StringMatch`. `ignore_case` is `ignoreUriCase` (exact and prefix only).

@@ -29,6 +29,10 @@ pub struct ObjectMeta {
     pub uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<String>,
+    /// Server-side apply's field ownership (`manager`, `operation`, `fieldsV1`, …), kept as the
+    /// server wrote it; the admin API computes it, validation never looks at it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_fields: Vec<serde_json::Value>,
 }
 
 impl ObjectMeta {

@@ -108,10 +108,26 @@ pub fn translate_with_files(
     let l4 = l4::build(set, &gws, &mut reg, &mut diag);
     let workloads = security::workloads(set, &gws, &listeners, gateway_namespace);
     let security = security::compile(set, &workloads, gateway_namespace, &mut diag);
+    let clusters = std::mem::take(&mut reg.clusters);
+    for se in set.service_entries() {
+        for host in se.spec.hosts.iter().filter(|h| !h.starts_with('*')) {
+            for port in se
+                .spec
+                .ports
+                .iter()
+                .filter_map(|p| clusters::port_u16(p.number))
+            {
+                if !clusters.contains_key(&clusters::cluster_name(host, port, None)) {
+                    reg.cluster(host, port, None);
+                }
+            }
+        }
+    }
     let snapshot = Snapshot {
+        service_clusters: std::mem::take(&mut reg.clusters),
         listeners,
         l4,
-        clusters: std::mem::take(&mut reg.clusters),
+        clusters,
         tls: tls_listeners,
         secret_certificates: secrets.expiries(),
         security,

@@ -8,9 +8,9 @@ use super::clusters::{port_u16, Registry};
 use super::diag::{Diag, Problem};
 use super::hosts::resolve_gateway_ref;
 use crate::ir::{
-    bytes_body, AbortKind, Cors, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderMatch,
-    HeaderOps, Matcher, QueryMatch, Redirect, RedirectPort, RegexRewrite, RetryPolicy, Rewrite,
-    RouteMatch,
+    bytes_body, AbortKind, ClaimMatch, Cors, DirectResponse, Fault, FaultAbort, FaultDelay,
+    HeaderMatch, HeaderOps, Matcher, QueryMatch, Redirect, RedirectPort, RegexRewrite, RetryPolicy,
+    Rewrite, RouteMatch,
 };
 use crate::resource::{
     CorsPolicy, Destination, HeaderOperations, HttpFaultInjection, HttpMatchRequest, HttpRedirect,
@@ -400,11 +400,25 @@ fn compile_match(m: &HttpMatchRequest, path: &str, sink: &mut Sink<'_>) -> Optio
             let lname = name.to_ascii_lowercase();
             let hpath = format!("{path}.{field}[{name:?}]");
             if lname.starts_with('@') {
-                sink.part(
-                    &hpath,
-                    "JWT claim matches are not supported; match entry skipped",
-                );
-                failed = true;
+                let Some(path) = routing_claim(name) else {
+                    sink.part(
+                        &hpath,
+                        "not a JWT claim (`@request.auth.claims.<name>` or `@request.auth.claims[<name>]`); match entry skipped",
+                    );
+                    failed = true;
+                    continue;
+                };
+                match string_matcher(sm, false) {
+                    Ok(matcher) => out.claims.push(ClaimMatch {
+                        path,
+                        matcher,
+                        invert,
+                    }),
+                    Err(e) => {
+                        sink.part(&hpath, &format!("{e}; match entry skipped"));
+                        failed = true;
+                    }
+                }
                 continue;
             }
             // Istio ignores these keys: they were once how uri/scheme/method/authority matched.
@@ -461,6 +475,22 @@ fn compile_match(m: &HttpMatchRequest, path: &str, sink: &mut Sink<'_>) -> Optio
 }
 
 /// `Ok(None)` for an empty `{}` (no condition, or a presence test where that applies).
+/// Istio's `jwt.ToRoutingClaim`: `@request.auth.claims.a.b` or `@request.auth.claims[a][b]` (the
+/// prefix compared ignoring case) as the claim's path of names.
+fn routing_claim(name: &str) -> Option<Vec<String>> {
+    const PREFIX: &str = "@request.auth.claims";
+    let head = name.get(..PREFIX.len())?;
+    if !head.eq_ignore_ascii_case(PREFIX) {
+        return None;
+    }
+    let rest = &name[PREFIX.len()..];
+    if let Some(dotted) = rest.strip_prefix('.').filter(|r| !r.is_empty()) {
+        return Some(dotted.split('.').map(str::to_string).collect());
+    }
+    let inner = rest.strip_prefix('[')?.strip_suffix(']')?;
+    (!inner.is_empty()).then(|| inner.split("][").map(str::to_string).collect())
+}
+
 fn string_matcher(sm: &StringMatch, ignore_case: bool) -> Result<Option<Matcher>, String> {
     if let Some(v) = &sm.exact {
         return Ok(Some(Matcher::Exact {
@@ -832,6 +862,20 @@ mod tests {
     fn re2_groups_become_regex_crate_groups() {
         assert_eq!(re2_replacement(r"/v2/\1/x\12"), "/v2/${1}/x${12}");
         assert_eq!(re2_replacement(r"a$b\\c"), r"a$$b\c");
+    }
+
+    #[test]
+    fn routing_claims_are_istios_dotted_or_bracketed_names() {
+        let v = |s: &[&str]| Some(s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(routing_claim("@request.auth.claims.a.b"), v(&["a", "b"]));
+        assert_eq!(routing_claim("@Request.Auth.Claims.group"), v(&["group"]));
+        assert_eq!(
+            routing_claim("@request.auth.claims[a.b][c]"),
+            v(&["a.b", "c"])
+        );
+        assert_eq!(routing_claim("@request.auth.claims."), None);
+        assert_eq!(routing_claim("@request.auth.claims[]"), None);
+        assert_eq!(routing_claim("@request.auth.other"), None);
     }
 
     #[test]

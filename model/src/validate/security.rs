@@ -15,8 +15,6 @@ use crate::resource::{
 
 /// Istio's annotation that evaluates an AuthorizationPolicy without enforcing it.
 pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
-/// What the gateway says until the data plane applies these kinds (remove with the wiring).
-const NOT_APPLIED: &str = ": accepted but not enforced yet";
 /// `targetRef(s)` kinds Istio allows: `(group, kind)`, `""` being the core group.
 const TARGET_KINDS: [(&str, &str); 4] = [
     ("", "Service"),
@@ -61,10 +59,6 @@ pub(crate) fn validate_request_authentication(ra: &RequestAuthentication, f: &mu
     for (i, rule) in spec.jwt_rules.iter().enumerate() {
         check_jwt_rule(f, &rp.index(i), rule);
     }
-    f.warn(
-        &p,
-        format!("the data plane does not apply RequestAuthentications yet{NOT_APPLIED}"),
-    );
 }
 
 fn check_jwt_rule(f: &mut Findings, p: &FieldPath, rule: &JwtRule) {
@@ -357,10 +351,6 @@ pub(crate) fn validate_authorization_policy(ap: &AuthorizationPolicy, f: &mut Fi
             f.warn(&ri, "configured AuthorizationPolicy will deny all traffic to TCP ports under its scope due to the use of only HTTP attributes in a DENY rule; it is recommended to explicitly specify the port");
         }
     }
-    f.warn(
-        &p,
-        format!("the data plane does not apply AuthorizationPolicies yet{NOT_APPLIED}"),
-    );
 }
 
 /// What a `CUSTOM` policy may not match on (Istio: "… is currently not supported with CUSTOM

@@ -6,8 +6,7 @@
 //! in Istio's `pkg/config/validation`), case for case: `testdata/istio/virtualservice` holds Istio's
 //! test cases with Istio's verdict. Where the gateway deliberately differs because there is no mesh
 //! here, it accepts with a warning that says so: `hosts: ["*"]` without `gateways`, and IP addresses
-//! as destination hosts. What Istio accepts but this gateway does not do (JWT claim matches,
-//! pseudo-header matches, Envoy header formatters, source selectors, delegation) is accepted with an
+//! as destination hosts. What Istio accepts but this gateway does not do (pseudo-header matches, Envoy header formatters, source selectors, delegation) is accepted with an
 //! "accepted but not enforced yet" note.
 
 use super::common::{
@@ -636,10 +635,7 @@ fn check_match_header_name(f: &mut Findings, p: &FieldPath, name: &str) {
     if name.is_empty() {
         f.invalid(p, name, "a header name must not be empty");
     } else if is_jwt_claim(name) {
-        f.warn(
-            p,
-            format!("JWT claim matches are not evaluated by this gateway yet: the match entry is skipped{NOT_ENFORCED}"),
-        );
+        // Evaluated on the verified JWT, after RequestAuthentication.
     } else if PSEUDO_HEADERS.contains(&name) {
         f.warn(
             p,

@@ -293,6 +293,7 @@ fn explain_agrees_with_lookup_on_the_winner() {
             query: None,
             port: 80,
             headers: &headers,
+            claims: None,
         };
         let looked = s.lookup(&view).and_then(|(_, r)| r).map(|r| r.id.as_str());
         assert_eq!(s.explain(&req(host, path)).expect("ok").route, looked);
