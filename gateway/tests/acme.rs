@@ -20,7 +20,6 @@ use common::{eventually, free_port, Gateway, Opts};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -553,86 +552,15 @@ fn certificates_by_both_challenges_renew_and_survive_an_outage() {
 
 // ----- two replicas on etcd -----
 
-struct Etcd {
-    child: Child,
-    _dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Etcd {
-    fn start() -> Option<Etcd> {
-        let found = Command::new("etcd")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            if ci() {
-                panic!("etcd is not installed (Debian: apt-get install etcd-server; scripts/setup does)");
-            }
-            eprintln!("skipped: no etcd binary (apt-get install etcd-server)");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let client = format!("http://127.0.0.1:{port}");
-        let peer = format!("http://127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
-        let child = Command::new("etcd")
-            .args(["--name", "default", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .arg("--initial-cluster")
-            .arg(format!("default={peer}"))
-            .args(["--log-level", "error"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn etcd");
-        let healthy = eventually(Duration::from_secs(20), || {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-            s.write_all(b"GET /health HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\n\r\n")
-                .ok()?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).ok()?;
-            out.contains("\"health\":\"true\"").then_some(())
-        });
-        assert!(healthy.is_some(), "etcd not healthy");
-        Some(Etcd {
-            child,
-            _dir: dir,
-            port,
-        })
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn two_replicas_on_etcd_place_one_order_per_certificate() {
     if !have("pebble", "pebble") || !have("pebble-challtestsrv", "pebble") {
         return;
     }
-    let Some(etcd) = Etcd::start() else { return };
-    let store = format!("etcd://127.0.0.1:{}/acme-replicas", etcd.port);
+    let Some(etcd) = common::etcd::Etcd::start() else {
+        return;
+    };
+    let store = format!("{}/acme-replicas", etcd.url());
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new("pebble test CA");
     let ca_file = dir.path().join("pebble-ca.pem");
