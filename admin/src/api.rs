@@ -1,5 +1,5 @@
 //! The admin REST API (CONTRACT §3): Kubernetes-style paths for the networking kinds and Secrets,
-//! `/apply`, `/debug/explain`, `/debug/snapshot`, `/metrics`, `/healthz`, `/readyz`. Handlers only translate HTTP to control-plane calls;
+//! `/apply`, `/openapi.json` (this API's own document), `/debug/explain`, `/debug/snapshot`, `/metrics`, `/healthz`, `/readyz`. Handlers only translate HTTP to control-plane calls;
 //! every failure is an [`AdminError`] and so a `Status` object, 404 and 405 included.
 
 use crate::body::read_body;
@@ -36,6 +36,7 @@ pub fn router(cp: Arc<ControlPlane>, health: Arc<Health>, token: Option<String>)
         .route("/version", get(version))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*rest}", get(openapi_document))
+        .route(crate::api_doc::PATH, get(api_document))
         .route("/apply", post(apply))
         .route("/debug/explain", post(debug_explain))
         .route("/debug/snapshot", get(debug_snapshot))
@@ -43,7 +44,8 @@ pub fn router(cp: Arc<ControlPlane>, health: Arc<Health>, token: Option<String>)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { AdminError::no_route() })
-        .method_not_allowed_fallback(|| async { AdminError::method_not_allowed() })
+        // axum adds the route's `Allow` header to this answer.
+        .method_not_allowed_fallback(|| async { AdminError::method_not_allowed(None) })
         .layer(middleware::from_fn_with_state(token, auth))
         .with_state(state)
 }
@@ -94,26 +96,6 @@ fn token_matches(expected: &[u8], given: &[u8]) -> bool {
         bytes_eq &= e.ct_eq(&g);
     }
     bool::from(len_eq & bytes_eq)
-}
-
-/// `?dryRun=All`; any other value of `dryRun` is refused, as Kubernetes does.
-fn dry_run(query: &Option<String>) -> Result<bool, AdminError> {
-    let mut dry = false;
-    for pair in query.as_deref().unwrap_or("").split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k == "dryRun" {
-            match v {
-                "All" => dry = true,
-                "" => {}
-                other => {
-                    return Err(AdminError::bad_request(format!(
-                        "invalid dryRun value {other:?}: the only supported value is All"
-                    )))
-                }
-            }
-        }
-    }
-    Ok(dry)
 }
 
 // ----- responses -----
@@ -222,13 +204,21 @@ async fn openapi_document(uri: axum::http::Uri) -> ApiResult {
     }
 }
 
+async fn api_document() -> ApiResult {
+    Ok(json_response(
+        StatusCode::OK,
+        crate::api_doc::document(),
+        &[],
+    ))
+}
+
 async fn apply(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let dry = dry_run(&q)?;
+    let dry = crate::rest::Query::parse(q.as_deref())?.dry_run;
     let (bytes, format) = read_body(&headers, body).await?;
     let a = s.cp.apply(&bytes, format, dry).await?;
     Ok(json_response(StatusCode::OK, &a.list, &a.warnings))
@@ -314,13 +304,5 @@ mod tests {
             r#"299 - "subset \"v3\" of host \"r\\x\"""#
         );
         assert_eq!(warning_value("é\n"), "299 - \"? \"");
-    }
-
-    #[test]
-    fn dry_run_values() {
-        assert_eq!(dry_run(&None).ok(), Some(false));
-        assert_eq!(dry_run(&Some("dryRun=All".into())).ok(), Some(true));
-        assert_eq!(dry_run(&Some("a=b&dryRun=All".into())).ok(), Some(true));
-        assert!(dry_run(&Some("dryRun=Some".into())).is_err());
     }
 }

@@ -84,6 +84,8 @@ struct Failure {
     message: String,
     details: Option<Details>,
     internal: Option<String>,
+    /// The `Allow` header of a 405 (RFC 9110 §15.5.6).
+    allow: Option<&'static str>,
 }
 
 /// The REST resource name in messages: `virtualservices.networking.istio.io`, `secrets`.
@@ -111,6 +113,7 @@ impl AdminError {
             message: message.into(),
             details: None,
             internal: None,
+            allow: None,
         }))
     }
 
@@ -228,12 +231,16 @@ impl AdminError {
         )
     }
 
-    pub fn method_not_allowed() -> Self {
-        Self::new(
+    /// 405, with the methods the path does allow (`GET, POST`); None where the router writes
+    /// the `Allow` header itself.
+    pub fn method_not_allowed(allow: Option<&'static str>) -> Self {
+        let mut e = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource",
-        )
+        );
+        e.0.allow = allow;
+        e
     }
 
     pub fn too_large(limit: usize) -> Self {
@@ -418,6 +425,9 @@ impl IntoResponse for AdminError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(allow) = self.0.allow {
+            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         if self.0.code == StatusCode::UNAUTHORIZED {
             h.insert(
                 header::WWW_AUTHENTICATE,

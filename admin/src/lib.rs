@@ -5,6 +5,7 @@
 pub mod acme;
 mod admission;
 mod api;
+mod api_doc;
 mod body;
 mod control;
 mod debug;

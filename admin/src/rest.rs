@@ -98,8 +98,10 @@ pub(crate) enum Validation {
     Ignore,
 }
 
-fn truthy(v: &str) -> bool {
-    matches!(v, "true" | "1" | "True")
+/// A boolean query parameter as Kubernetes converts it: `0` and `false` (any case) are false,
+/// anything else, the empty value included, is true.
+fn boolean(v: &str) -> bool {
+    !(v == "0" || v.eq_ignore_ascii_case("false"))
 }
 
 impl Query {
@@ -111,9 +113,9 @@ impl Query {
         let mut q = Query::default();
         for (k, v) in pairs {
             match k.as_str() {
+                // Kubernetes refuses every other value, the empty one too.
                 "dryRun" => match v.as_str() {
                     "All" => q.dry_run = true,
-                    "" => {}
                     other => {
                         return Err(AdminError::bad_request(format!(
                             "invalid dryRun value {other:?}: the only supported value is All"
@@ -126,7 +128,7 @@ impl Query {
                     }
                     q.field_manager = Some(v)
                 }
-                "force" => q.force = truthy(&v),
+                "force" => q.force = boolean(&v),
                 "fieldValidation" => {
                     q.field_validation = match v.as_str() {
                         "Strict" | "" => Validation::Strict,
@@ -147,11 +149,15 @@ impl Query {
                     })?)
                 }
                 "continue" if !v.is_empty() => q.continue_after = Some(select::parse_continue(&v)?),
-                "watch" => q.watch = truthy(&v),
+                "watch" => q.watch = boolean(&v),
                 "resourceVersion" if !v.is_empty() => q.resource_version = Some(v),
-                "allowWatchBookmarks" => q.bookmarks = truthy(&v),
-                "sendInitialEvents" => q.send_initial_events = truthy(&v),
-                "timeoutSeconds" => q.timeout_seconds = v.parse().ok(),
+                "allowWatchBookmarks" => q.bookmarks = boolean(&v),
+                "sendInitialEvents" => q.send_initial_events = boolean(&v),
+                "timeoutSeconds" => {
+                    q.timeout_seconds = Some(v.parse().map_err(|_| {
+                        AdminError::bad_request(format!("timeoutSeconds: invalid value {v:?}: must be a non-negative integer"))
+                    })?)
+                }
                 _ => {}
             }
         }
@@ -211,7 +217,7 @@ pub(crate) async fn handle(
             return if method == Method::GET {
                 Ok(crate::api::json_response(StatusCode::OK, &doc, &[]))
             } else {
-                Err(AdminError::method_not_allowed())
+                Err(AdminError::method_not_allowed(Some("GET")))
             };
         }
         Target::Resource {
@@ -242,7 +248,13 @@ pub(crate) async fn handle(
         (Method::PUT, Some(name)) => ctx.replace(&name, body).await,
         (Method::PATCH, Some(name)) => ctx.patch(&name, body).await,
         (Method::DELETE, Some(name)) => ctx.delete(&name, body).await,
-        _ => Err(AdminError::method_not_allowed()),
+        (_, Some(_)) => Err(AdminError::method_not_allowed(Some(
+            "GET, PUT, PATCH, DELETE",
+        ))),
+        (_, None) if namespace.is_some() || kind.cluster_scoped() => {
+            Err(AdminError::method_not_allowed(Some("GET, POST")))
+        }
+        (_, None) => Err(AdminError::method_not_allowed(Some("GET"))),
     }
 }
 
@@ -780,6 +792,8 @@ mod tests {
         assert_eq!(q.field_validation, Validation::Warn);
         assert!(Query::parse(Some("fieldValidation=Loose")).is_err());
         assert!(Query::parse(Some("dryRun=Some")).is_err());
+        assert!(Query::parse(Some("dryRun=")).is_err());
+        assert!(Query::parse(Some("a=b&dryRun=All")).is_ok_and(|q| q.dry_run));
     }
 
     #[test]
