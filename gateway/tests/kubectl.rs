@@ -761,7 +761,8 @@ fn get_watch_on_one_replica_sees_a_write_on_another_through_etcd() {
 fn a_token_reaches_the_gateway_over_tls() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = common::tls::Ca::new("admin CA");
-    let leaf = ca.server(&["localhost"]);
+    // An IP address SAN: the test does not depend on how the machine resolves `localhost`.
+    let leaf = ca.server(&["127.0.0.1", "localhost"]);
     let ca_file = write_file(dir.path(), "ca.crt", &ca.pem());
     let cert = write_file(dir.path(), "admin.crt", &leaf.pem);
     let key = write_file(dir.path(), "admin.key", &leaf.key_pem);
@@ -798,7 +799,7 @@ fn a_token_reaches_the_gateway_over_tls() {
             .expect("spawn the gateway"),
     );
 
-    let server = format!("https://localhost:{}", admin.port());
+    let server = format!("https://{admin}");
     let good = Kubectl::new(&server, Some("t0ken"), false);
     // The CA of the admin certificate, as a kubeconfig names it.
     let text = std::fs::read_to_string(&good.kubeconfig)
