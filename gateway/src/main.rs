@@ -13,6 +13,7 @@ mod explain_cmd;
 mod ext_authz;
 mod grpc;
 mod grpc_web_text;
+mod hash_policy;
 mod header_timer;
 mod hygiene;
 mod jwks;

@@ -102,6 +102,44 @@ impl Mirrors {
             .inc();
     }
 
+    /// The request as it goes upstream becomes the copies' head (the first attempt's: a retry
+    /// does not change it); a request without a body is mirrored at once.
+    pub fn on_upstream_head(
+        self: &Arc<Self>,
+        pending: &mut Option<Pending>,
+        head: &RequestHeader,
+        no_body: bool,
+    ) {
+        if let Some(m) = pending.as_mut() {
+            if m.head.is_none() {
+                m.head = Some(Box::new(head.clone()));
+            }
+        }
+        if no_body {
+            if let Some(m) = pending.take() {
+                self.fire(m);
+            }
+        }
+    }
+
+    /// A chunk of the request body is kept for the copies; at the body's end, with the head
+    /// known, they go.
+    pub fn on_body(
+        self: &Arc<Self>,
+        pending: &mut Option<Pending>,
+        chunk: Option<&[u8]>,
+        end: bool,
+    ) {
+        if let (Some(m), Some(b)) = (pending.as_mut(), chunk) {
+            m.add_body(b);
+        }
+        if end && pending.as_ref().is_some_and(|m| m.head.is_some()) {
+            if let Some(m) = pending.take() {
+                self.fire(m);
+            }
+        }
+    }
+
     /// Sends the mirrored copies in the background.
     pub fn fire(self: &Arc<Self>, p: Pending) {
         let Some(head) = p.head else {

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http::HeaderValue;
-use model::ir::{self, Forward, HeaderOps, Matcher, Redirect, RedirectPort, RequestView, Route};
+use model::ir::{Forward, HeaderOps, Matcher, Redirect, RedirectPort};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::Result;
@@ -75,15 +75,6 @@ pub fn port_of(authority: &str) -> Option<u16> {
         authority.rsplit_once(':').map(|(_, p)| p)
     };
     tail.and_then(|p| p.parse().ok())
-}
-
-/// The uri matcher of the first match entry that accepts the request: rewrites replace what it matched.
-pub fn matched_uri<'r>(route: &'r Route, view: &RequestView<'_>) -> Option<&'r Matcher> {
-    route
-        .matches
-        .iter()
-        .find(|m| ir::match_accepts(m, view))
-        .and_then(|m| m.uri.as_ref())
 }
 
 pub fn replace_prefix(path: &str, matcher: Option<&Matcher>, replacement: &str) -> String {

@@ -61,7 +61,7 @@ fn lookup(c: &mut Criterion) {
         // The bench is meaningless if it measures a miss.
         let hit = snapshot
             .lookup(&req)
-            .and_then(|(_, r)| r.map(|r| r.id.clone()));
+            .and_then(|(_, r)| r.map(|w| w.route.id.clone()));
         assert_eq!(hit, Some(format!("vs/default/svc-{}/http/1", n / 2)));
         group.bench_with_input(BenchmarkId::from_parameter(n), &req, |b, req| {
             b.iter(|| {

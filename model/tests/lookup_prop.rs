@@ -86,13 +86,13 @@ impl Req {
 /// `(domain, route id)` of a lookup.
 fn hit(s: &Snapshot, r: &Req) -> Option<(String, Option<String>)> {
     s.lookup(&r.view())
-        .map(|(vh, route)| (vh.domain.clone(), route.map(|r| r.id.clone())))
+        .map(|(vh, won)| (vh.domain.clone(), won.map(|w| w.route.id.clone())))
 }
 
 /// The destination host a route forwards to (test routes have one).
 fn dest(s: &Snapshot, r: &Req) -> Option<String> {
     let (_, route) = s.lookup(&r.view())?;
-    match &route?.action {
+    match &route?.route.action {
         RouteAction::Forward(f) => f.destinations.first().map(|d| d.host.clone()),
         _ => None,
     }
@@ -964,7 +964,7 @@ proptest! {
                 Some((vh, winner)) => vh
                     .routes
                     .iter()
-                    .take_while(|x| winner.is_none_or(|w| !Arc::ptr_eq(x, w)))
+                    .take_while(|x| winner.is_none_or(|w| !Arc::ptr_eq(x, w.route)))
                     .map(|x| x.id.clone())
                     .collect(),
             };

@@ -408,33 +408,29 @@ impl Snapshot {
             ));
             return Ok(out);
         }
-        let Some(route) = route else {
+        let Some(winner) = route else {
             out.reason = Some(format!(
                 "no route of virtual host {:?} matches",
                 vhost.domain
             ));
             return Ok(out);
         };
-        describe_route(&mut out, route, &view);
+        describe_route(&mut out, winner);
         Ok(out)
     }
 }
 
-fn describe_route<'s>(out: &mut Explanation<'s>, route: &'s Route, view: &RequestView<'_>) {
+fn describe_route<'s>(out: &mut Explanation<'s>, winner: super::Winner<'s>) {
+    let route: &'s Route = winner.route;
     out.route = Some(&route.id);
     out.virtual_service = Some(&route.virtual_service);
     out.gateway = Some(&route.gateway);
     out.rule = route.id.rsplit('/').next().and_then(|i| i.parse().ok());
-    out.matched = Some(if route.matches.is_empty() {
-        "any request".to_string()
-    } else {
-        route
-            .matches
-            .iter()
-            .find(|m| super::match_accepts(m, view))
-            .map(describe_match)
-            .unwrap_or_default()
-    });
+    out.matched = Some(
+        winner
+            .entry
+            .map_or_else(|| "any request".to_string(), describe_match),
+    );
     out.reason = None;
     let mut rewrite = None;
     match &route.action {

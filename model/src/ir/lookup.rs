@@ -28,13 +28,29 @@ pub struct RequestView<'a> {
     pub claims: Option<&'a super::jwt::Claims>,
 }
 
+/// The route a lookup chose, with the `match` entry that accepted the request, so that what
+/// depends on the match (a prefix rewrite, a redirect's path) never matches again.
+#[derive(Debug, Clone, Copy)]
+pub struct Winner<'s> {
+    pub route: &'s std::sync::Arc<Route>,
+    /// `None` for a route without `match` entries (it accepts every request).
+    pub entry: Option<&'s RouteMatch>,
+}
+
+impl<'s> Winner<'s> {
+    /// The URI matcher of the accepting entry, if it has one.
+    pub fn uri(&self) -> Option<&'s Matcher> {
+        self.entry.and_then(|m| m.uri.as_ref())
+    }
+}
+
 impl Snapshot {
     /// The virtual host then the first matching route for a request on `port`.
     #[inline]
     pub fn lookup<'s>(
         &'s self,
         req: &RequestView<'_>,
-    ) -> Option<(&'s VirtualHost, Option<&'s std::sync::Arc<Route>>)> {
+    ) -> Option<(&'s VirtualHost, Option<Winner<'s>>)> {
         self.lookup_observed(req, &mut ())
     }
 
@@ -45,20 +61,20 @@ impl Snapshot {
         &'s self,
         req: &RequestView<'_>,
         obs: &mut O,
-    ) -> Option<(&'s VirtualHost, Option<&'s std::sync::Arc<Route>>)> {
+    ) -> Option<(&'s VirtualHost, Option<Winner<'s>>)> {
         let listener: Option<&Listener> = self.listeners.get(&req.port);
         obs.listener(listener);
         let vh = listener?.hosts.find(req.authority);
         obs.virtual_host(vh);
         let vh = vh?;
-        let route = vh.routes.iter().find(|r| {
-            let hit = route_matches_observed(r, req, obs);
-            if !hit {
-                obs.skipped(r);
+        let winner = vh.routes.iter().find_map(|route| {
+            let hit = accepting_entry(route, req, obs);
+            if hit.is_none() {
+                obs.skipped(route);
             }
-            hit
+            hit.map(|entry| Winner { route, entry })
         });
-        Some((vh, route))
+        Some((vh, winner))
     }
 
     /// Whether a request for `authority` may be served on a TLS connection to `port` whose
@@ -246,26 +262,26 @@ fn lowercase(s: &str) -> Cow<'_, str> {
 /// Whether a route accepts the request: no matches, or any match entry.
 #[inline]
 pub fn route_matches(route: &Route, req: &RequestView<'_>) -> bool {
-    route_matches_observed(route, req, &mut ())
+    accepting_entry(route, req, &mut ()).is_some()
 }
 
-/// [`route_matches`], telling `obs` why each entry failed when none accepts.
-#[inline]
-fn route_matches_observed<O: LookupObserver>(
-    route: &Route,
+/// Whether `route` accepts the request: `Some(entry)` naming the accepting `match` entry (`None`
+/// inside for a route without entries), `None` when it does not accept.
+fn accepting_entry<'r, O: LookupObserver>(
+    route: &'r Route,
     req: &RequestView<'_>,
     obs: &mut O,
-) -> bool {
+) -> Option<Option<&'r RouteMatch>> {
     if route.matches.is_empty() {
-        return true;
+        return Some(None);
     }
     for (i, m) in route.matches.iter().enumerate() {
         match first_mismatch(m, req) {
-            None => return true,
+            None => return Some(Some(m)),
             Some(why) => obs.mismatch(route, i, why),
         }
     }
-    false
+    None
 }
 
 /// Whether one `match` entry (all its conditions) accepts the request.

@@ -295,7 +295,10 @@ fn explain_agrees_with_lookup_on_the_winner() {
             headers: &headers,
             claims: None,
         };
-        let looked = s.lookup(&view).and_then(|(_, r)| r).map(|r| r.id.as_str());
+        let looked = s
+            .lookup(&view)
+            .and_then(|(_, r)| r)
+            .map(|w| w.route.id.as_str());
         assert_eq!(s.explain(&req(host, path)).expect("ok").route, looked);
     }
 }
