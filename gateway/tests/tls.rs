@@ -2,7 +2,7 @@
 //! ports: certificate selection by SNI (exact, wildcard, `*` for clients without SNI), rotation of
 //! a Secret under a handshake loop, mutual TLS, protocol versions and cipher suites, ALPN h2, TLS
 //! to upstreams (SIMPLE and MUTUAL against a real TLS server), Secret validation (422) and the TLS
-//! metrics; Secrets as Istio reads them (`Opaque` with `cert`/`key`, the client CA from
+//! metrics, session resumption across reloads (OpenSSL's s_client); Secrets as Istio reads them (`Opaque` with `cert`/`key`, the client CA from
 //! `<credentialName>-cacert`) and found where an Istio ingress pod finds them (the Gateway's
 //! namespace, then `--namespace`). Certificates are made at test time with rcgen; no key is
 //! committed.
@@ -1149,4 +1149,100 @@ fn namespace_flag_moves_the_fallback_namespace() {
             "istio-system is not the fallback under --namespace other"
         );
     });
+}
+
+/// One `openssl s_client` session to the HTTPS listener: a request for `sni`, the session saved
+/// to `sess` (and resumed from it when it exists); whether the handshake resumed.
+fn openssl_session(
+    port: u16,
+    sni: &str,
+    sess: &std::path::Path,
+    cert: Option<(&std::path::Path, &std::path::Path)>,
+) -> bool {
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+        "-servername",
+        sni,
+        "-ign_eof",
+    ]);
+    if sess.exists() {
+        cmd.arg("-sess_in").arg(sess);
+    }
+    cmd.arg("-sess_out").arg(sess);
+    if let Some((c, k)) = cert {
+        cmd.arg("-cert").arg(c).arg("-key").arg(k);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client (Debian package openssl)");
+    // The request makes the server answer and close, so that s_client reads the session tickets
+    // TLS 1.3 sends after the handshake before it saves the session.
+    let req = format!("GET / HTTP/1.1\r\nhost: {sni}\r\nconnection: close\r\n\r\n");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), req.as_bytes())
+        .expect("request");
+    let out = child.wait_with_output().expect("s_client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("HTTP/1.1 200"),
+        "no answer through s_client: {text}"
+    );
+    text.lines().any(|l| l.starts_with("Reused,"))
+}
+
+#[test]
+fn sessions_resume_across_reloads_but_not_on_mutual_tls_servers() {
+    let ca = Ca::new("resume ca");
+    let client_ca = Ca::new("resume client ca");
+    let srv = ca.server(&["r.example.com", "m.example.com"]);
+    let client = client_ca.client("c", &["spiffe://example.com/c"]);
+    let gw = Gateway::start(Opts::default());
+    let servers = https_server("r", "[r.example.com]", "{mode: SIMPLE, credentialName: r}")
+        + &https_server("m", "[m.example.com]", "{mode: MUTUAL, credentialName: m}");
+    apply(
+        &gw,
+        &(secret_yaml("r", &srv, None)
+            + &secret_yaml("m", &srv, Some(&client_ca.pem()))
+            + &gateway_yaml(&servers)
+            + &direct("r", "*.example.com", "one")),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("c.key"));
+    std::fs::write(&cert, &client.pem).expect("write");
+    std::fs::write(&key, &client.key_pem).expect("write");
+    let (simple, mutual) = (
+        dir.path().join("simple.sess"),
+        dir.path().join("mutual.sess"),
+    );
+    let port = gw.https.port();
+    assert!(
+        !openssl_session(port, "r.example.com", &simple, None),
+        "a first session is full"
+    );
+    assert!(
+        openssl_session(port, "r.example.com", &simple, None),
+        "the ticket resumes"
+    );
+    let with_cert = Some((cert.as_path(), key.as_path()));
+    assert!(!openssl_session(port, "m.example.com", &mutual, with_cert));
+    assert!(
+        openssl_session(port, "m.example.com", &mutual, with_cert),
+        "mTLS resumes until a reload"
+    );
+    // A reload (a new snapshot, new server configurations): SIMPLE sessions survive it; a
+    // verified client certificate must be verified again against the configuration now served.
+    apply(&gw, &direct("r", "*.example.com", "two"));
+    assert!(
+        openssl_session(port, "r.example.com", &simple, None),
+        "resumed across the reload"
+    );
+    assert!(
+        !openssl_session(port, "m.example.com", &mutual, with_cert),
+        "mTLS verifies again"
+    );
 }

@@ -39,6 +39,12 @@ pub struct Files {
     by_path: BTreeMap<String, Result<Arc<[u8]>, String>>,
     /// `None`: unknown, no server is reported as unserved.
     pub listener_ports: Option<BTreeSet<u16>>,
+    /// The session-ticket keys the caller keeps from one translation to the next, so that a
+    /// client resumes its TLS session across reloads. Servers that verify client certificates
+    /// do not use them: a resumed session skips verification, and must not outlive the CA or
+    /// `subjectAltNames` it was verified against (they keep rustls' per-configuration cache).
+    /// `None`: every server keeps that per-configuration cache.
+    pub tickets: Option<Arc<dyn rustls::server::ProducesTickets>>,
 }
 
 impl Files {
@@ -599,7 +605,14 @@ pub(crate) fn server(
             &versions,
             suites,
         ) {
-            Ok(c) => Some(Arc::new(c)),
+            Ok(mut c) => {
+                // A resumed session is not verified again: only servers without client
+                // certificates share the caller's ticket keys across translations.
+                if let (ClientAuth::None, Some(t)) = (client_auth, &files.tickets) {
+                    c.ticketer = t.clone();
+                }
+                Some(Arc::new(c))
+            }
             Err(e) => {
                 diag.push(key, Problem::Part, &tp, &e);
                 problems.push(e);
