@@ -2,16 +2,19 @@
 # Instructions per proxied request, counted by valgrind's callgrind: a figure that stays the same
 # on a noisy machine (unlike req/s), for before/after comparisons of request-path changes.
 #
-#   loadtests/bench/profile.sh [--gateway BIN] [--seconds N] [--routes N] [--body] [--keep DIR]
+#   loadtests/bench/profile.sh [--gateway BIN | --floor BIN] [--seconds N] [--routes N] [--body] [--keep DIR]
 #
 # Starts an nginx upstream and the gateway (1 worker thread) under callgrind on loopback, applies
 # one VirtualService (or N, with --routes), warms up, zeroes the counters, drives wrk for N seconds,
 # dumps, and prints instructions per request and the top functions (inclusive and self).
+# --floor runs one of Pingora's floor programs instead (loadtests/bench/floor: bare_proxy or
+# core_loop, `cargo build --release -p pingora-floor`), which forward every request upstream.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 gateway="$repo/target/release/gateway"
+floor=""
 seconds=10
 routes=1
 body=0
@@ -19,6 +22,7 @@ keep=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --gateway) gateway=$2; shift 2 ;;
+    --floor) floor=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --routes) routes=$2; shift 2 ;;
     --body) body=1; shift ;;
@@ -29,7 +33,11 @@ done
 for tool in valgrind callgrind_annotate callgrind_control nginx wrk curl python3; do
   command -v "$tool" >/dev/null || { echo "profile.sh needs $tool" >&2; exit 2; }
 done
-[ -x "$gateway" ] || { echo "no gateway binary at $gateway (cargo build --release -p gateway)" >&2; exit 2; }
+if [ -n "$floor" ]; then
+  [ -x "$floor" ] || { echo "no floor binary at $floor (cargo build --release -p pingora-floor)" >&2; exit 2; }
+else
+  [ -x "$gateway" ] || { echo "no gateway binary at $gateway (cargo build --release -p gateway)" >&2; exit 2; }
+fi
 
 tmp=${keep:-$(mktemp -d)}
 mkdir -p "$tmp/www/bench"
@@ -66,6 +74,19 @@ EOF
 nginx -e "$tmp/upstream.error.log" -p "$tmp" -c "$tmp/upstream.conf" >"$tmp/upstream.log" 2>&1 &
 pids+=($!)
 
+if [ -n "$floor" ]; then
+  BENCH_UPSTREAM="127.0.0.1:$up" BENCH_HTTP_PORT=$http BENCH_WORKERS=1 \
+    valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind.out" --dump-instr=no \
+    "$floor" >"$tmp/gateway.log" 2>&1 &
+  gw=$!
+  pids+=($gw)
+  for _ in $(seq 1 600); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$http/" 2>/dev/null && break
+    sleep 0.2
+  done
+  gateway=$floor
+  routes=1
+else
 valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind.out" --dump-instr=no \
   "$gateway" --http "127.0.0.1:$http" --https "127.0.0.1:$https" --admin "127.0.0.1:$admin" \
   --data-dir "$tmp/data" --threads 1 --access-log off --drain-timeout 1s >"$tmp/gateway.log" 2>&1 &
@@ -77,9 +98,10 @@ for _ in $(seq 1 600); do
   sleep 0.2
 done
 curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null
+fi
 
 host=bench.local
-python3 - "$admin" "$up" "$routes" <<'EOF'
+[ -z "$floor" ] && python3 - "$admin" "$up" "$routes" <<'EOF'
 import json, sys, urllib.request
 admin, up, routes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 hosts = ["bench.local"] if routes <= 1 else [f"svc-{i:05d}.bench.local" for i in range(routes)]
@@ -109,7 +131,7 @@ non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
 dump=$(ls -t "$tmp"/callgrind.out.* | head -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
 
-echo "gateway:       $gateway"
+echo "binary:        $gateway"
 echo "path:          $path (host $host, $routes VirtualService(s))"
 echo "requests:      $requests (non-2xx: ${non2xx:-0})"
 echo "instructions:  $total"
