@@ -167,9 +167,9 @@ impl Security {
                 continue;
             }
             let k = if refetch && !matches!(p.keys, JwksSource::Inline(_)) {
-                self.jwks.refetch(p).await
+                Box::pin(self.jwks.refetch(p)).await
             } else {
-                self.jwks.keys(p).await
+                Box::pin(self.jwks.keys(p)).await
             };
             keys.insert(p.id.as_str(), k);
         }
@@ -191,7 +191,8 @@ impl Security {
         self.report(&decision, session);
         if let Outcome::Custom { provider, policy } = &decision.outcome {
             let (provider, policy) = (provider.clone(), policy.clone());
-            match self.ext_authz.check(&provider, session, snapshot).await {
+            // Boxed: the HTTP client's future would size every checked request's future.
+            match Box::pin(self.ext_authz.check(&provider, session, snapshot)).await {
                 Check::Allow {
                     upstream,
                     downstream,

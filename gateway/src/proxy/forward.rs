@@ -16,26 +16,10 @@ impl GatewayProxy {
         let Some(route) = ctx.route.clone() else {
             return Ok(false);
         };
+        // What is awaited off the common path is boxed (see `route`): faults, the gateway's own
+        // answers, endpoints that need DNS.
         if let Some(fault) = &route.fault {
-            if let Some(d) = fault.delay.as_ref().filter(|d| policy::roll(d.percent)) {
-                ctx.flag("DI");
-                tokio::time::sleep(d.delay).await;
-            }
-            if let Some(a) = fault.abort.as_ref().filter(|a| policy::roll(a.percent)) {
-                ctx.flag("FI");
-                match a.kind {
-                    AbortKind::Http(status) => {
-                        respond(session, status, &ctx.flags_header(), "fault filter abort").await?;
-                    }
-                    AbortKind::Grpc(code) => {
-                        let resp = crate::grpc::local_reply(
-                            code,
-                            "fault filter abort",
-                            &ctx.flags_header(),
-                        )?;
-                        crate::grpc::send_local_reply(session, resp).await?;
-                    }
-                }
+            if Box::pin(self.inject_fault(session, ctx, fault)).await? {
                 return Ok(true);
             }
         }
@@ -44,20 +28,25 @@ impl GatewayProxy {
         };
         let Some(slot) = state.admit(&cluster.policy) else {
             ctx.flag("UO");
-            respond(
-                session,
-                503,
-                &ctx.flags_header(),
-                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-            )
-            .await?;
+            let body =
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+            Box::pin(respond(session, 503, &ctx.flags_header(), body)).await?;
             return Ok(true);
         };
         ctx.slots.push(slot);
-        ctx.endpoints = self.upstreams.endpoints(&cluster, &state).await;
+        ctx.endpoints = match state.cached(&cluster) {
+            Some(eps) => eps,
+            None => Box::pin(self.upstreams.endpoints(&cluster, &state)).await,
+        };
         if ctx.endpoints.is_empty() {
             ctx.flag("UH");
-            respond(session, 503, &ctx.flags_header(), "no healthy upstream").await?;
+            Box::pin(respond(
+                session,
+                503,
+                &ctx.flags_header(),
+                "no healthy upstream",
+            ))
+            .await?;
             return Ok(true);
         }
         if ctx.retries_left > 0 {
@@ -75,5 +64,33 @@ impl GatewayProxy {
         };
         ctx.deadline = timeout.map(|t| Instant::now() + t);
         Ok(false)
+    }
+
+    /// The route's fault: a delay, then an abort answered here (`Ok(true)`).
+    async fn inject_fault(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        fault: &model::ir::Fault,
+    ) -> Result<bool> {
+        if let Some(d) = fault.delay.as_ref().filter(|d| policy::roll(d.percent)) {
+            ctx.flag("DI");
+            tokio::time::sleep(d.delay).await;
+        }
+        let Some(a) = fault.abort.as_ref().filter(|a| policy::roll(a.percent)) else {
+            return Ok(false);
+        };
+        ctx.flag("FI");
+        match a.kind {
+            AbortKind::Http(status) => {
+                respond(session, status, &ctx.flags_header(), "fault filter abort").await?;
+            }
+            AbortKind::Grpc(code) => {
+                let resp =
+                    crate::grpc::local_reply(code, "fault filter abort", &ctx.flags_header())?;
+                crate::grpc::send_local_reply(session, resp).await?;
+            }
+        }
+        Ok(true)
     }
 }

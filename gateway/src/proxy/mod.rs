@@ -111,7 +111,7 @@ impl ProxyHttp for GatewayProxy {
         // ACME HTTP-01 is answered before anything else looks at the request, as Envoy's
         // challenge route would be.
         if let Some(acme) = &self.acme {
-            if crate::acme_http::answer(session, acme, &self.listeners).await? {
+            if Box::pin(crate::acme_http::answer(session, acme, &self.listeners)).await? {
                 return Ok(true);
             }
         }
@@ -122,10 +122,12 @@ impl ProxyHttp for GatewayProxy {
         if !snapshot.security.is_empty() {
             let mut conn = self.conn(session);
             conn.remote = ctx.client;
-            let answered = self
-                .security
-                .check(session, &snapshot, &conn, &mut ctx.auth, &mut ctx.flags)
-                .await?;
+            // Boxed, as everything off the common path (see `route`): only requests under a
+            // policy carry its future.
+            let check =
+                self.security
+                    .check(session, &snapshot, &conn, &mut ctx.auth, &mut ctx.flags);
+            let answered = Box::pin(check).await?;
             if answered {
                 return Ok(true);
             }

@@ -29,8 +29,18 @@ enum Decision {
 impl GatewayProxy {
     /// Routes the request; `Ok(true)` when the gateway already answered.
     pub(super) async fn route(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let decision = self.decide(session, ctx)?;
-        match decision {
+        match self.decide(session, ctx)? {
+            Decision::Forward => self.forward(session, ctx).await,
+            // Boxed: a future is as large as its largest await, and the callback's whole future
+            // is copied into Pingora's box on every request; the writes of the gateway's own
+            // answers would size it for the forwarded requests that never make them.
+            answer => Box::pin(self.answer(session, ctx, answer)).await,
+        }
+    }
+
+    /// Writes the answer routing made itself.
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, answer: Decision) -> Result<bool> {
+        match answer {
             Decision::Local(status, flag, body) => {
                 if !flag.is_empty() {
                     ctx.flag(flag);
@@ -49,7 +59,7 @@ impl GatewayProxy {
                 }
                 Ok(true)
             }
-            Decision::Forward => self.forward(session, ctx).await,
+            Decision::Forward => Ok(false),
         }
     }
 
