@@ -60,6 +60,11 @@ use std::time::Duration;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // Transparent huge pages make every 2 MiB the allocator touches resident: 12 of an idle
+    // gateway's 28 MiB. mimalloc is built not to ask for them (`no_thp`); this also keeps a host
+    // whose THP setting is `always` from giving them (mimalloc's own allow_thp=0 does the same,
+    // but can only be set before the allocator starts).
+    let thp = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -68,6 +73,9 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if let Err(e) = thp {
+        tracing::debug!(error = %e, "transparent huge pages stay on");
+    }
     match &cli.command {
         Some(Command::Validate { files }) => std::process::exit(validate_cmd::run(files)),
         Some(Command::Explain {
