@@ -21,7 +21,7 @@ pub struct ListenerInfo {
 }
 
 /// A local port no listener is registered for (only in tests): plain HTTP on port 80.
-pub(super) const PLAIN_80: ListenerInfo = ListenerInfo {
+const PLAIN_80: ListenerInfo = ListenerInfo {
     gateway_port: 80,
     tls: false,
     connections: None,
@@ -57,20 +57,32 @@ impl ConnectionGuard {
 }
 
 impl GatewayProxy {
+    /// The listener the request came on: its local port and what it serves.
+    pub(super) fn listener(&self, session: &Session) -> (u16, &ListenerInfo) {
+        let port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(0, |a| a.port());
+        (port, self.listeners.get(&port).unwrap_or(&PLAIN_80))
+    }
+
+    /// What the TLS handshake of the request's connection chose; `None` on a plain connection.
+    pub(super) fn handshake(
+        &self,
+        session: &Session,
+        port: u16,
+        info: &ListenerInfo,
+    ) -> Option<crate::tls::Handshake> {
+        let peer = session.client_addr().and_then(|a| a.as_inet()).copied()?;
+        info.connections.as_ref()?.get(port, peer)
+    }
+
     /// Turns on Pingora's gRPC-Web bridge (a gRPC-Web request goes upstream as gRPC, its answer
     /// comes back as gRPC-Web with the trailers in the body) when the listener's port has a
     /// GRPC-WEB server in this request's snapshot, as Istio adds Envoy's grpc_web filter there.
     pub(super) fn enable_grpc_web(&self, session: &mut Session, ctx: &mut Ctx) {
         let snapshot = self.snapshot.load_full();
-        let local_port = session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map_or(0, |a| a.port());
-        let port = self
-            .listeners
-            .get(&local_port)
-            .unwrap_or(&PLAIN_80)
-            .gateway_port;
+        let port = self.listener(session).1.gateway_port;
         if snapshot.listeners.get(&port).is_some_and(|l| l.grpc_web) {
             if crate::grpc_web_text::is_text(session.req_header()) {
                 ctx.web_text = Some(crate::grpc_web_text::Bridge::default());
@@ -88,13 +100,8 @@ impl GatewayProxy {
     pub(super) fn conn(&self, session: &Session) -> crate::security::Conn {
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
         let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
-        let local_port = local.map_or(0, |a| a.port());
-        let info = self.listeners.get(&local_port).unwrap_or(&PLAIN_80);
-        let handshake = info
-            .connections
-            .as_ref()
-            .zip(peer)
-            .and_then(|(c, p)| c.get(local_port, p));
+        let (local_port, info) = self.listener(session);
+        let handshake = self.handshake(session, local_port, info);
         let (sni, principal) = handshake.map_or((None, None), |h| (h.sni, h.principal));
         crate::security::Conn {
             gateway_port: info.gateway_port,
@@ -122,15 +129,7 @@ impl GatewayProxy {
     /// the header timer, the client address, gRPC-Web, hygiene, and the body's limits.
     pub(super) fn begin(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         if ctx.connection.is_none() {
-            let local_port = session
-                .server_addr()
-                .and_then(|a| a.as_inet())
-                .map_or(0, |a| a.port());
-            if let Some(g) = self
-                .listeners
-                .get(&local_port)
-                .and_then(|l| l.open_connections.as_ref())
-            {
+            if let Some(g) = self.listener(session).1.open_connections.as_ref() {
                 g.inc();
                 ctx.connection = Some(ConnectionGuard(g.clone()));
             }

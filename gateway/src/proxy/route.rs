@@ -3,7 +3,6 @@
 //! winning route (destination, rewrite, hash, retries, mirrors).
 
 use super::ctx::Ctx;
-use super::downstream::PLAIN_80;
 use super::GatewayProxy;
 use crate::mirror;
 use crate::policy;
@@ -29,38 +28,20 @@ enum Decision {
 impl GatewayProxy {
     /// Routes the request; `Ok(true)` when the gateway already answered.
     pub(super) async fn route(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // The gateway's own answers are boxed: a future is as large as its largest await, and
+        // the callback's whole future is copied into Pingora's box on every request; their
+        // writes would size it for the forwarded requests that never make them.
         match self.decide(session, ctx)? {
-            Decision::Forward => self.forward(session, ctx).await,
-            // Boxed: a future is as large as its largest await, and the callback's whole future
-            // is copied into Pingora's box on every request; the writes of the gateway's own
-            // answers would size it for the forwarded requests that never make them.
-            answer => Box::pin(self.answer(session, ctx, answer)).await,
-        }
-    }
-
-    /// Writes the answer routing made itself.
-    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, answer: Decision) -> Result<bool> {
-        match answer {
+            Decision::Forward => return self.forward(session, ctx).await,
             Decision::Local(status, flag, body) => {
                 if !flag.is_empty() {
                     ctx.flag(flag);
                 }
-                respond(session, status, &ctx.flags_header(), body).await?;
-                Ok(true)
+                Box::pin(respond(session, status, &ctx.flags_header(), body)).await?;
             }
-            Decision::Reply(resp, body) => {
-                let head_only = session.req_header().method == http::Method::HEAD;
-                match body {
-                    Some(b) if !head_only => {
-                        session.write_response_header(resp, false).await?;
-                        session.write_response_body(Some(b), true).await?;
-                    }
-                    _ => session.write_response_header(resp, true).await?,
-                }
-                Ok(true)
-            }
-            Decision::Forward => Ok(false),
+            Decision::Reply(resp, body) => Box::pin(reply(session, resp, body)).await?,
         }
+        Ok(true)
     }
 
     fn decide(&self, session: &Session, ctx: &mut Ctx) -> Result<Decision> {
@@ -73,17 +54,9 @@ impl GatewayProxy {
                 s
             }
         };
-        let local_port = session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.port())
-            .unwrap_or(0);
-        let info = self.listeners.get(&local_port).unwrap_or(&PLAIN_80);
+        let (local_port, info) = self.listener(session);
         // A port listener decides per connection whether it is TLS: its handshake is registered.
-        let handshake = info.connections.as_ref().and_then(|conns| {
-            let peer = session.client_addr().and_then(|a| a.as_inet()).copied()?;
-            conns.get(local_port, peer)
-        });
+        let handshake = self.handshake(session, local_port, info);
         let tls = info.tls || handshake.is_some();
         ctx.tls = tls;
         let req = session.req_header();
@@ -212,5 +185,21 @@ impl GatewayProxy {
                 Ok(Decision::Forward)
             }
         }
+    }
+}
+
+/// Writes a response head routing made (redirects, direct responses, preflights) and its body.
+async fn reply(
+    session: &mut Session,
+    resp: Box<ResponseHeader>,
+    body: Option<Bytes>,
+) -> Result<()> {
+    let head_only = session.req_header().method == http::Method::HEAD;
+    match body {
+        Some(b) if !head_only => {
+            session.write_response_header(resp, false).await?;
+            session.write_response_body(Some(b), true).await
+        }
+        _ => session.write_response_header(resp, true).await,
     }
 }
