@@ -7,7 +7,7 @@ use model::translate::{referenced_files, translate_with_files, Files, Translatio
 use model::ResourceSet;
 use std::sync::{Arc, OnceLock};
 
-/// The process's TLS session-ticket keys, made once and kept across translations (rustls' ring
+/// The process's TLS session-ticket keys, made once and kept across translations (rustls' aws-lc-rs
 /// ticketer: random keys in memory, a new one every 6 hours with the previous still accepted,
 /// tickets valid 12 hours), so that a reload does not end every client's session; a restart
 /// does. TLS 1.3 resumption is psk_dhe_ke only in rustls, so resumed sessions keep forward
@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 fn session_tickets() -> Option<Arc<dyn rustls::server::ProducesTickets>> {
     static TICKETS: OnceLock<Option<Arc<dyn rustls::server::ProducesTickets>>> = OnceLock::new();
     TICKETS
-        .get_or_init(|| match rustls::crypto::ring::Ticketer::new() {
+        .get_or_init(|| match rustls::crypto::aws_lc_rs::Ticketer::new() {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::warn!(error = %e, "no TLS session tickets: sessions resume only until the next reload");

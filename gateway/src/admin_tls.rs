@@ -34,14 +34,13 @@ impl AdminTls {
         }
         let key = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| format!("--admin-tls-key {}: {e}", key.display()))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("--admin-tls-cert/--admin-tls-key: {e}"))?;
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(model::ir::server_crypto()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .map_err(|e| format!("--admin-tls-cert/--admin-tls-key: {e}"))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(AdminTls(Arc::new(config)))
     }

@@ -177,13 +177,12 @@ impl TlsAcceptor {
         connections: Arc<Connections>,
         acme: Option<Arc<admin::acme::Challenges>>,
     ) -> Result<Self, String> {
-        let reject = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(NoCertificate));
+        let reject =
+            rustls::ServerConfig::builder_with_provider(Arc::new(model::ir::server_crypto()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(NoCertificate));
         Ok(TlsAcceptor {
             connections,
             reject: Arc::new(reject),
@@ -208,7 +207,7 @@ impl TlsAcceptor {
             return None;
         };
         let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.key_der.clone().into());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(model::ir::server_crypto());
         // Not `with_single_cert`: its certificate check refuses the critical acmeIdentifier
         // extension that RFC 8737 requires.
         let built = provider

@@ -291,6 +291,22 @@ pub fn parse_private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, PemError>
     }
 }
 
+/// The cryptography of every TLS server the gateway runs (the edge's, the admin API's): aws-lc-rs.
+/// The edge's full handshakes are bound by the certificate's signature, and aws-lc signs RSA-2048
+/// in about half ring's time (measured: 0.41 ms against 0.76, OpenSSL 3 0.41); it also offers the
+/// X25519MLKEM768 post-quantum hybrid to the clients that ask for it. Clients (upstream TLS, ACME,
+/// JWKS) stay on ring, Pingora's provider.
+pub fn server_crypto() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+/// A private key as the servers of [`server_crypto`] sign with it.
+pub fn signing_key(
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+    rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
+}
+
 /// The chain and key as rustls serves them, after checking that the key is supported and belongs
 /// to the leaf. The error says which of the two is wrong: `Err((true, _))` is about the key.
 pub fn served_certificate(
@@ -299,8 +315,7 @@ pub fn served_certificate(
 ) -> Result<ServedCertificate, (bool, PemError)> {
     let chain = parse_certificates(chain_pem).map_err(|e| (false, e))?;
     let key = parse_private_key(key_pem).map_err(|e| (true, e))?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| (true, PemError::BadKey(e.to_string())))?;
+    let signer = signing_key(key).map_err(|e| (true, PemError::BadKey(e.to_string())))?;
     let info = chain
         .first()
         .map(cert_info)

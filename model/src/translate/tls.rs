@@ -683,7 +683,7 @@ fn versions(
 
 /// Envoy's (OpenSSL) names of the TLS 1.2 suites rustls implements.
 const SUITES: &[(&str, SupportedCipherSuite)] = {
-    use rustls::crypto::ring::cipher_suite::*;
+    use rustls::crypto::aws_lc_rs::cipher_suite::*;
     &[
         (
             "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -763,7 +763,7 @@ fn server_config(
     versions: &[TlsVersion],
     suites: Vec<SupportedCipherSuite>,
 ) -> Result<rustls::ServerConfig, String> {
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = crate::ir::server_crypto();
     if !suites.is_empty() {
         // TLS 1.3 suites are not configurable (as in Envoy); the TLS 1.2 ones follow the list.
         let tls13: Vec<SupportedCipherSuite> = provider

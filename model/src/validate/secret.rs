@@ -289,10 +289,8 @@ fn check_pem(s: &Secret, pair: Option<KeyPair>, ca: Option<&str>, f: &mut Findin
     let Some(key) = pem(p.key(), true, f) else {
         return;
     };
-    let signer = parse_private_key(&key).and_then(|k| {
-        rustls::crypto::ring::sign::any_supported_type(&k)
-            .map_err(|e| PemError::BadKey(e.to_string()))
-    });
+    let signer = parse_private_key(&key)
+        .and_then(|k| crate::ir::signing_key(k).map_err(|e| PemError::BadKey(e.to_string())));
     if let Err(e) = signer {
         f.invalid(&at(p.key()), &Redacted, e.to_string());
         return;
