@@ -2,13 +2,15 @@
 # Instructions per proxied request, counted by valgrind's callgrind: a figure that stays the same
 # on a noisy machine (unlike req/s), for before/after comparisons of request-path changes.
 #
-#   loadtests/bench/profile.sh [--gateway BIN | --floor BIN] [--seconds N] [--routes N] [--body] [--keep DIR]
+#   loadtests/bench/profile.sh [--gateway BIN | --floor BIN] [--seconds N] [--routes N] [--body] [--tls] [--keep DIR]
 #
 # Starts an nginx upstream and the gateway (1 worker thread) under callgrind on loopback, applies
 # one VirtualService (or N, with --routes), warms up, zeroes the counters, drives wrk for N seconds,
 # dumps, and prints instructions per request and the top functions (inclusive and self).
 # --floor runs one of Pingora's floor programs instead (loadtests/bench/floor: bare_proxy or
 # core_loop, `cargo build --release -p pingora-floor`), which forward every request upstream.
+# --tls drives the gateway's HTTPS listener instead (a self-signed RSA-2048 certificate, wrk
+# keeping its TLS connections open), so the count includes TLS record work.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +20,7 @@ floor=""
 seconds=10
 routes=1
 body=0
+tls=0
 keep=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,6 +29,7 @@ while [ $# -gt 0 ]; do
     --seconds) seconds=$2; shift 2 ;;
     --routes) routes=$2; shift 2 ;;
     --body) body=1; shift ;;
+    --tls) tls=1; shift ;;
     --keep) keep=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -33,6 +37,9 @@ done
 for tool in valgrind callgrind_annotate callgrind_control nginx wrk curl python3; do
   command -v "$tool" >/dev/null || { echo "profile.sh needs $tool" >&2; exit 2; }
 done
+if [ -n "$floor" ] && [ "$tls" = 1 ]; then
+  echo "--tls drives the gateway only" >&2; exit 2
+fi
 if [ -n "$floor" ]; then
   [ -x "$floor" ] || { echo "no floor binary at $floor (cargo build --release -p pingora-floor)" >&2; exit 2; }
 else
@@ -101,14 +108,33 @@ curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null
 fi
 
 host=bench.local
-[ -z "$floor" ] && python3 - "$admin" "$up" "$routes" <<'EOF'
+if [ "$tls" = 1 ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.local \
+    -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
+fi
+[ -z "$floor" ] && python3 - "$admin" "$up" "$routes" "$tls" "$tmp" <<'EOF'
 import json, sys, urllib.request
-admin, up, routes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+admin, up, routes, tls, tmp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5]
 hosts = ["bench.local"] if routes <= 1 else [f"svc-{i:05d}.bench.local" for i in range(routes)]
+def call(path, obj):
+    req = urllib.request.Request(f"http://127.0.0.1:{admin}{path}", json.dumps(obj).encode(), method="POST",
+                                 headers={"content-type": "application/json"})
+    urllib.request.urlopen(req, timeout=600).read()
+if tls:
+    call("/api/v1/namespaces/default/secrets", {
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "bench-cert", "namespace": "default"},
+        "stringData": {"tls.crt": open(f"{tmp}/tls.crt").read(), "tls.key": open(f"{tmp}/tls.key").read()}})
+    call("/apply", {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                    "metadata": {"name": "bench", "namespace": "default"},
+                    "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+                        {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"],
+                         "tls": {"mode": "SIMPLE", "credentialName": "bench-cert"}}]}})
+gateways = {"gateways": ["bench"]} if tls else {}
 for i in range(0, len(hosts), 500):
     items = [{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
               "metadata": {"name": "vs-" + h.split(".")[0], "namespace": "default"},
-              "spec": {"hosts": [h], "http": [{"name": "bench", "match": [{"uri": {"prefix": "/bench/"}}],
+              "spec": {"hosts": [h], **gateways, "http": [{"name": "bench", "match": [{"uri": {"prefix": "/bench/"}}],
                        "route": [{"destination": {"host": "127.0.0.1", "port": {"number": up}}}]}]}}
              for h in hosts[i:i + 500]]
     body = json.dumps({"apiVersion": "v1", "kind": "List", "items": items}).encode()
@@ -121,13 +147,34 @@ path=/bench/small
 [ "$body" = 1 ] && path=/bench/big
 
 url="http://127.0.0.1:$http$path"
-curl -fsS -H "Host: $host" "$url" -o /dev/null
+[ "$tls" = 1 ] && url="https://127.0.0.1:$https$path"
+curl -fksS -H "Host: $host" "$url" -o /dev/null
 wrk -t1 -c8 -d3s -H "Host: $host" "$url" >/dev/null
+if [ "$tls" = 1 ]; then
+  # wrk's connections shake hands when it starts: the counted window opens after that, while wrk
+  # runs on, and the gateway's own request counter says how many requests it held.
+  served() {
+    curl -fsS "http://127.0.0.1:$admin/metrics" |
+      awk '/^gateway_requests_total/ {n += $NF} END {printf "%d", n}'
+  }
+  wrk -t1 -c8 -d"$((seconds + 8))s" --timeout 10s -H "Host: $host" "$url" >"$tmp/wrk.out" &
+  wrk_pid=$!
+  sleep 4
+  callgrind_control -z "$gw" >/dev/null
+  before=$(served)
+  sleep "$seconds"
+  callgrind_control -d "$gw" >/dev/null
+  after=$(served)
+  wait "$wrk_pid"
+  requests=$((after - before))
+  non2xx=$(awk '/Non-2xx/ {print $NF}' "$tmp/wrk.out")
+else
 callgrind_control -z "$gw" >/dev/null
 out=$(wrk -t1 -c8 -d"${seconds}s" -H "Host: $host" "$url")
 callgrind_control -d "$gw" >/dev/null
 requests=$(awk '/requests in/ {print $1}' <<<"$out")
 non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+fi
 dump=$(ls -t "$tmp"/callgrind.out.* | head -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
 
