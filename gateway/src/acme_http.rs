@@ -3,20 +3,20 @@
 //! while the Gateway redirects that port to HTTPS, or routes nothing there). Other tokens, other
 //! listeners and other paths go on to routing as usual.
 
+use crate::fast_map::FastMap;
 use crate::proxy::ListenerInfo;
 use admin::acme::{Challenges, HTTP01_PREFIX};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
-use std::collections::HashMap;
 
 /// Answers the request if it is a published HTTP-01 challenge on the port-80 listener; returns
 /// whether it did.
 pub async fn answer(
     session: &mut Session,
     challenges: &Challenges,
-    listeners: &HashMap<u16, ListenerInfo>,
+    listeners: &FastMap<u16, ListenerInfo>,
 ) -> Result<bool> {
     let req = session.req_header();
     let Some(token) = req.uri.path().strip_prefix(HTTP01_PREFIX) else {

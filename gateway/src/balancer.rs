@@ -3,10 +3,10 @@
 //! `baseEjectionTime × times ejected`, capped by `maxEjectionPercent`, ignored below
 //! `minHealthPercent`) and circuit-breaker counters.
 
+use crate::fast_map::FastMap;
 use crate::upstream::Resolved;
 use model::ir::{ClusterPolicy, HashAlgo, LbPolicy, OutlierPolicy};
 use rand::Rng;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// Every cluster's state, by cluster name.
 #[derive(Default)]
 pub struct Balancers {
-    map: RwLock<HashMap<String, Arc<ClusterState>>>,
+    map: RwLock<FastMap<String, Arc<ClusterState>>>,
 }
 
 impl Balancers {
@@ -77,7 +77,7 @@ pub struct ClusterState {
     active: AtomicU32,
     /// Retries in flight (`maxRetries`).
     active_retries: AtomicU32,
-    endpoints: Mutex<HashMap<SocketAddr, EndpointState>>,
+    endpoints: Mutex<FastMap<SocketAddr, EndpointState>>,
     /// Endpoints of a cluster whose addresses are all IPs, resolved once per snapshot's cluster.
     resolved: Mutex<Option<ResolvedCache>>,
     /// The hash ring or maglev table, rebuilt when the endpoint set changes.

@@ -224,7 +224,7 @@ pub struct Shared<A> {
 pub fn table(
     https: SocketAddr,
     listen: &[(u16, SocketAddr)],
-    listeners: &mut HashMap<u16, ListenerInfo>,
+    listeners: &mut crate::fast_map::FastMap<u16, ListenerInfo>,
     connections: &Arc<crate::tls::Connections>,
     metrics: &crate::metrics::Metrics,
 ) -> Result<Vec<(u16, String, SocketAddr)>, String> {

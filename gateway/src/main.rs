@@ -11,6 +11,7 @@ mod client_addr;
 mod edge;
 mod explain_cmd;
 mod ext_authz;
+mod fast_map;
 mod grpc;
 mod grpc_web_text;
 mod hash_policy;
@@ -36,6 +37,7 @@ mod upgrade;
 mod upstream;
 mod validate_cmd;
 
+use crate::fast_map::FastMap;
 use admin::store::{EtcdConfig, EtcdStore};
 use admin::{ControlPlane, FileStore, Health};
 use arc_swap::ArcSwap;
@@ -47,7 +49,6 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use proxy::{GatewayProxy, ListenerInfo};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -242,7 +243,7 @@ fn run(cli: Cli) -> Result<(), String> {
         .set_nonblocking(true)
         .map_err(|e| e.to_string())?;
 
-    let mut listeners: HashMap<u16, ListenerInfo> = HashMap::new();
+    let mut listeners: FastMap<u16, ListenerInfo> = FastMap::default();
     let plain: Vec<SocketAddr> = vec![cli.http];
     listeners.insert(
         cli.http.port(),

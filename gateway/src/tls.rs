@@ -14,6 +14,7 @@
 //! Upstream: [`upstream_peer_tls`] turns a cluster's [`UpstreamTls`] into Pingora peer options,
 //! memoised in the snapshot so that requests do not rebuild them.
 
+use crate::fast_map::FastMap;
 use async_trait::async_trait;
 use model::ir::{TlsServer, UpstreamTls};
 use pingora::protocols::tls::SslDigest;
@@ -26,7 +27,6 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 use rustls::server::{Acceptor, ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -53,7 +53,7 @@ pub struct Handshake {
 /// reads a request's SNI here (Pingora keeps no per-connection slot a stream wrapper could fill).
 #[derive(Debug, Default)]
 pub struct Connections {
-    map: Mutex<HashMap<(u16, SocketAddr), Handshake>>,
+    map: Mutex<FastMap<(u16, SocketAddr), Handshake>>,
 }
 
 impl Connections {

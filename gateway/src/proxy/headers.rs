@@ -16,34 +16,92 @@ const TRACEPARENT: &str = "traceparent";
 pub(super) const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_ENVOY_EXTERNAL_ADDRESS: &str = "x-envoy-external-address";
 
+/// An address as text, on the stack: the forwarding headers write one or two per request, and
+/// `Display` for an IPv4 address costs ten times these few digit writes.
+pub(super) struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    pub(super) fn new(ip: std::net::IpAddr) -> IpText {
+        let mut t = IpText {
+            buf: [0; 45],
+            len: 0,
+        };
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                for (i, o) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b'.');
+                    }
+                    if o >= 100 {
+                        t.push(b'0' + o / 100);
+                    }
+                    if o >= 10 {
+                        t.push(b'0' + o / 10 % 10);
+                    }
+                    t.push(b'0' + o % 10);
+                }
+            }
+            std::net::IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut w = &mut t.buf[..];
+                // The longest IPv6 text (an IPv4-mapped address) is 45 bytes: it always fits.
+                let _ = write!(w, "{v6}");
+                t.len = 45 - w.len();
+            }
+        }
+        t
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
 /// `x-forwarded-for` with the client's address appended, built without heap formatting for the
 /// usual case of a short previous value.
 pub(super) fn forwarded_for(
     prev: Option<&http::HeaderValue>,
     ip: std::net::IpAddr,
 ) -> http::HeaderValue {
-    use std::io::Write;
+    let ip = IpText::new(ip);
+    let ip = ip.as_bytes();
     let prev = prev.map(|v| v.as_bytes()).filter(|v| !v.is_empty());
     const CAP: usize = 256;
     let mut buf = [0u8; CAP];
-    let mut w = &mut buf[..];
-    let fits = match prev {
-        Some(p) => w.write_all(p).and_then(|()| write!(w, ", {ip}")),
-        None => write!(w, "{ip}"),
-    }
-    .is_ok();
-    let written = CAP - w.len();
-    if fits {
-        if let Ok(v) = http::HeaderValue::from_bytes(&buf[..written]) {
-            return v;
+    let len = match prev {
+        Some(p) => p.len() + 2 + ip.len(),
+        None => ip.len(),
+    };
+    let joined: &[u8] = match (prev, buf.get_mut(..len)) {
+        (None, _) => ip,
+        (Some(p), Some(out)) => {
+            let (head, tail) = out.split_at_mut(p.len());
+            head.copy_from_slice(p);
+            let (sep, rest) = tail.split_at_mut(2);
+            sep.copy_from_slice(b", ");
+            rest.copy_from_slice(ip);
+            out
         }
-    }
-    let mut long = prev.map(<[u8]>::to_vec).unwrap_or_default();
-    if !long.is_empty() {
-        long.extend_from_slice(b", ");
-    }
-    long.extend_from_slice(ip.to_string().as_bytes());
-    http::HeaderValue::from_bytes(&long).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+        (Some(p), None) => {
+            let mut long = Vec::with_capacity(len);
+            long.extend_from_slice(p);
+            long.extend_from_slice(b", ");
+            long.extend_from_slice(ip);
+            return http::HeaderValue::from_bytes(&long)
+                .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+        }
+    };
+    http::HeaderValue::from_bytes(joined).unwrap_or_else(|_| http::HeaderValue::from_static(""))
 }
 
 impl GatewayProxy {
@@ -102,7 +160,10 @@ impl GatewayProxy {
         }
         upstream.remove_header(X_ENVOY_EXTERNAL_ADDRESS);
         if let Some(c) = ctx.client.filter(|c| !crate::client_addr::is_internal(*c)) {
-            upstream.insert_header(X_ENVOY_EXTERNAL_ADDRESS, c.to_string())?;
+            let text = IpText::new(c);
+            let value = http::HeaderValue::from_bytes(text.as_bytes())
+                .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+            upstream.insert_header(X_ENVOY_EXTERNAL_ADDRESS, value)?;
         }
         upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
         // gRPC servers insist on `te: trailers`, which Pingora strips from HTTP/1.1 requests as a
@@ -163,6 +224,23 @@ impl GatewayProxy {
 mod tests {
     use super::forwarded_for;
     use http::HeaderValue;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "192.0.2.7",
+            "::1",
+            "2001:db8::1",
+            "::ffff:255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("test value");
+            assert_eq!(super::IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn forwarded_for_appends_the_client_address() {

@@ -20,6 +20,7 @@ pub use downstream::{ConnectionGuard, ListenerInfo};
 
 use crate::accesslog::AccessLogger;
 use crate::balancer::Balancers;
+use crate::fast_map::FastMap;
 use crate::metrics::Metrics;
 use crate::mirror;
 use crate::routing::new_request_id;
@@ -31,7 +32,6 @@ use model::ir::Snapshot;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +43,7 @@ pub struct GatewayProxy {
     pub balancers: Arc<Balancers>,
     pub metrics: Metrics,
     /// Local port → listener, fixed at start.
-    pub listeners: Arc<HashMap<u16, ListenerInfo>>,
+    pub listeners: Arc<FastMap<u16, ListenerInfo>>,
     /// Requests in flight, for draining on SIGTERM.
     pub inflight: Arc<AtomicUsize>,
     pub access_log: AccessLogger,
@@ -64,13 +64,16 @@ pub struct GatewayProxy {
 
 #[async_trait]
 impl ProxyHttp for GatewayProxy {
-    type CTX = Ctx;
+    // Boxed: pingora-proxy keeps its context by value in the request's future, which is moved
+    // into a fresh box for every request (`HttpServerApp::process_new_http`); a pointer there
+    // instead of 768 bytes shortens that copy.
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::new(&self.inflight)
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx::new(&self.inflight))
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<()> {
         self.begin(session, ctx)
     }
 
@@ -85,7 +88,7 @@ impl ProxyHttp for GatewayProxy {
     fn persist_connection_context(
         &self,
         _session: &Session,
-        ctx: &Ctx,
+        ctx: &Box<Ctx>,
     ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
         ConnectionGuard::carry(ctx.connection.as_ref())
     }
@@ -93,13 +96,13 @@ impl ProxyHttp for GatewayProxy {
     fn on_connection_reuse(
         &self,
         _session: &mut Session,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         prev: Box<dyn std::any::Any + Send + Sync>,
     ) {
         ctx.connection = ConnectionGuard::resume(prev);
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         let has_id = session
             .req_header()
             .headers
@@ -140,7 +143,7 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let len = body.as_ref().map_or(0, Bytes::len);
         self.edge
@@ -159,7 +162,7 @@ impl ProxyHttp for GatewayProxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<Option<Duration>> {
         if let Some(t) = &ctx.web_text {
             t.response_body(body);
@@ -171,7 +174,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         _session: &mut Session,
         trailers: &mut http::HeaderMap,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<Option<Bytes>> {
         ctx.grpc_status = trailers
             .get("grpc-status")
@@ -183,7 +186,11 @@ impl ProxyHttp for GatewayProxy {
             .and_then(|t| t.response_trailers(trailers)))
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<Box<HttpPeer>> {
         self.pick_peer(session, ctx).await
     }
 
@@ -191,7 +198,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         e: Box<Error>,
     ) -> Box<Error> {
         self.connect_failed(session, ctx, e)
@@ -202,7 +209,7 @@ impl ProxyHttp for GatewayProxy {
         _peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         client_reused: bool,
     ) -> Box<Error> {
         self.attempt_failed(session, e, ctx, client_reused)
@@ -212,7 +219,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         self.upstream_request(session, upstream, ctx)
     }
@@ -221,7 +228,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         self.upstream_response(session, resp, ctx)
     }
@@ -230,16 +237,21 @@ impl ProxyHttp for GatewayProxy {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         self.downstream_response(session, resp, ctx)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Box<Ctx>,
+    ) -> FailToProxy {
         self.answer_failure(session, e, ctx).await
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<Ctx>) {
         self.record(session, ctx).await
     }
 }
