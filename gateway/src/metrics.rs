@@ -3,12 +3,12 @@
 //! handshake failures by listener, and the
 //! expiry of every TLS Secret's certificate (read from the served snapshot at scrape time).
 
+use crate::fast_map::FastMap;
 use model::ir::Route;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Handles to every data-plane series.
@@ -296,8 +296,8 @@ struct Resolved {
 }
 
 thread_local! {
-    static RESOLVED: RefCell<HashMap<(usize, usize, &'static str), Resolved>> =
-        RefCell::new(HashMap::new());
+    static RESOLVED: RefCell<FastMap<(usize, usize, &'static str), Resolved>> =
+        RefCell::new(FastMap::default());
 }
 
 /// Labels of one request's series (`gateway_requests_total`, `gateway_request_duration_seconds`).

@@ -188,7 +188,8 @@ echo
 # into them): not informative, left out.
 top() {
   callgrind_annotate --threshold=100 --auto=no "$@" "$dump" 2>/dev/null |
-    grep -E '^ *[0-9,]+ +\( *[0-9.]+%\)' | grep -Ev '\((100\.0|99\.[0-9]+)%\)' | head -30 | cut -c1-220
+    grep -E '^ *[0-9,]+ +\( *[0-9.]+%\)' | grep -Ev '\((100\.0|99\.[0-9]+)%\)' | head -30 | cut -c1-220 ||
+    true # head closes the pipe early: the writers' SIGPIPE must not end the script (pipefail)
 }
 echo "top functions, inclusive:"
 top --inclusive=yes
