@@ -14,6 +14,7 @@
 //! Upstream: [`upstream_peer_tls`] turns a cluster's [`UpstreamTls`] into Pingora peer options,
 //! memoised in the snapshot so that requests do not rebuild them.
 
+use crate::coalesce::Coalesced;
 use crate::fast_map::FastMap;
 use async_trait::async_trait;
 use model::ir::{TlsServer, UpstreamTls};
@@ -312,7 +313,8 @@ impl ResolvesServerCert for NoCertificate {
 /// A server-side TLS connection as Pingora's HTTP layer wants it: the byte stream plus the TLS
 /// facts it asks for (negotiated ALPN decides HTTP/2, the digest marks the connection as TLS).
 pub struct TlsConn {
-    inner: tokio_rustls::server::TlsStream<Stream>,
+    /// Writes held until Pingora flushes: a response head and a small body become one record.
+    inner: Coalesced<tokio_rustls::server::TlsStream<Stream>>,
     digest: Arc<SslDigest>,
     alpn: Option<ALPN>,
 }
@@ -339,19 +341,25 @@ impl TlsConn {
             .unwrap_or_default();
         let digest = SslDigest::new(cipher, version, organization, serial, cert_digest);
         TlsConn {
-            inner,
+            inner: Coalesced::new(inner),
             digest: Arc::new(digest),
             alpn,
         }
     }
 
     fn l4(&self) -> &Stream {
-        self.inner.get_ref().0
+        self.inner.get_ref().get_ref().0
     }
 
     /// The identity of the client certificate, if the client sent one ([`Handshake::principal`]).
     pub fn principal(&self) -> Option<Arc<str>> {
-        let cert = self.inner.get_ref().1.peer_certificates()?.first()?;
+        let cert = self
+            .inner
+            .get_ref()
+            .get_ref()
+            .1
+            .peer_certificates()?
+            .first()?;
         uri_san(cert.as_ref()).map(Arc::from)
     }
 }
@@ -468,7 +476,11 @@ impl GetSocketDigest for TlsConn {
     }
 
     fn set_socket_digest(&mut self, socket_digest: SocketDigest) {
-        self.inner.get_mut().0.set_socket_digest(socket_digest)
+        self.inner
+            .get_mut()
+            .get_mut()
+            .0
+            .set_socket_digest(socket_digest)
     }
 }
 

@@ -2,7 +2,8 @@
 //! ports: certificate selection by SNI (exact, wildcard, `*` for clients without SNI), rotation of
 //! a Secret under a handshake loop, mutual TLS, protocol versions and cipher suites, ALPN h2, TLS
 //! to upstreams (SIMPLE and MUTUAL against a real TLS server), Secret validation (422) and the TLS
-//! metrics, session resumption across reloads (OpenSSL's s_client); Secrets as Istio reads them (`Opaque` with `cert`/`key`, the client CA from
+//! metrics, session resumption across reloads (OpenSSL's s_client), a small response sealed as one
+//! record; Secrets as Istio reads them (`Opaque` with `cert`/`key`, the client CA from
 //! `<credentialName>-cacert`) and found where an Istio ingress pod finds them (the Gateway's
 //! namespace, then `--namespace`). Certificates are made at test time with rcgen; no key is
 //! committed.
@@ -1245,4 +1246,157 @@ fn sessions_resume_across_reloads_but_not_on_mutual_tls_servers() {
         !openssl_session(port, "m.example.com", &mutual, with_cert),
         "mTLS verifies again"
     );
+}
+
+/// A client socket that counts the TLS records the server sends (their 5-byte headers give each
+/// one's length), for tests of how responses are framed.
+struct RecordCounter {
+    tcp: tokio::net::TcpStream,
+    records: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes left of the record header being read, then of its body.
+    header: Vec<u8>,
+    body_left: usize,
+}
+
+impl RecordCounter {
+    fn count(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (5 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == 5 {
+                self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.header.clear();
+                self.records.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for RecordCounter {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let fresh = buf.filled()[before..].to_vec();
+        self.count(&fresh);
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for RecordCounter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Reads one Content-Length response off `s`, returning its body.
+async fn read_one(s: &mut tokio_rustls::client::TlsStream<RecordCounter>) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .expect("a content-length");
+            if buf.len() >= end + 4 + len {
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                return String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("read in time")
+            .expect("read");
+        assert!(n > 0, "closed after {} bytes", buf.len());
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn a_small_response_is_one_tls_record() {
+    let ca = Ca::new("records ca");
+    let srv = ca.server(&["rec.example.com"]);
+    let up = Upstream::start("records");
+    let gw = Gateway::start(Opts::default());
+    apply(
+        &gw,
+        &(secret_yaml("rec", &srv, None)
+            + &gateway_yaml(&https_server(
+                "rec",
+                "[rec.example.com, direct.rec.example.com]",
+                "{mode: SIMPLE, credentialName: rec}",
+            ))
+            + &direct("direct", "direct.rec.example.com", "fixed")
+            + &format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: rec}}\nspec:\n  hosts: [rec.example.com]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {{host: 127.0.0.1, port: {{number: {}}}}}\n",
+                up.port()
+            )),
+    );
+    rt().block_on(async {
+        let records = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tcp = tokio::net::TcpStream::connect(gw.https)
+            .await
+            .expect("connect");
+        let io = RecordCounter {
+            tcp,
+            records: records.clone(),
+            header: Vec::new(),
+            body_left: 0,
+        };
+        let connector =
+            tokio_rustls::TlsConnector::from(Arc::new(Client::sni("rec.example.com").config()));
+        let name = rustls::pki_types::ServerName::try_from("rec.example.com").expect("name");
+        let mut s = connector.connect(name, io).await.expect("handshake");
+        // The first request also carries the session tickets the server sends after the
+        // handshake; the ones after it see only their response.
+        for (i, (host, want)) in [
+            ("rec.example.com", "records"),
+            ("rec.example.com", "records"),
+            ("direct.rec.example.com", "fixed"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let before = records.load(Ordering::SeqCst);
+            let req = format!("GET /r HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            s.write_all(req.as_bytes()).await.expect("write");
+            s.flush().await.expect("flush");
+            let body = read_one(&mut s).await;
+            assert!(body.contains(want), "{host}: {body}");
+            let n = records.load(Ordering::SeqCst) - before;
+            assert!(
+                i == 0 || n == 1,
+                "{host}: the response came in {n} TLS records, want one (head and body sealed together)"
+            );
+        }
+    });
 }
