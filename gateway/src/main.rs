@@ -8,6 +8,7 @@ mod admin_tls;
 mod balancer;
 mod cli;
 mod client_addr;
+mod coalesce;
 mod edge;
 mod explain_cmd;
 mod ext_authz;
@@ -60,6 +61,23 @@ use std::time::Duration;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The log filter: `GATEWAY_LOG`, else `info`. rustls warns about what a client sent (an IP
+/// address as its SNI, which wrk and some health checkers send) on every such handshake: any
+/// client could fill the log with them. Its messages are kept to errors unless `GATEWAY_LOG`
+/// names rustls itself; the gateway logs and counts failed handshakes on its own.
+fn log_filter(spec: Option<String>) -> tracing_subscriber::EnvFilter {
+    let spec = spec
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "info".to_string());
+    let spec = if spec.contains("rustls") {
+        spec
+    } else {
+        format!("{spec},rustls=error")
+    };
+    tracing_subscriber::EnvFilter::try_new(spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"))
+}
+
 fn main() {
     // Transparent huge pages make every 2 MiB the allocator touches resident: 12 of an idle
     // gateway's 28 MiB. mimalloc is built not to ask for them (`no_thp`); this also keeps a host
@@ -69,10 +87,7 @@ fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter(std::env::var("GATEWAY_LOG").ok()))
         .init();
     if let Err(e) = thp {
         tracing::debug!(error = %e, "transparent huge pages stay on");

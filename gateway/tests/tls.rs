@@ -1248,6 +1248,39 @@ fn sessions_resume_across_reloads_but_not_on_mutual_tls_servers() {
     );
 }
 
+#[test]
+fn a_client_naming_an_ip_address_in_its_sni_is_served_without_a_log_line() {
+    // wrk and some health checkers send the address they dialled as the SNI, which RFC 6066
+    // forbids; rustls ignores it (no SNI: the `*` server answers) and warns, once per handshake.
+    let ca = Ca::new("ip sni ca");
+    let srv = ca.server(&["any.example.com"]);
+    let gw = Gateway::start(Opts::default());
+    apply(
+        &gw,
+        &(secret_yaml("any", &srv, None)
+            + &gateway_yaml(&https_server(
+                "any",
+                "[\"*\"]",
+                "{mode: SIMPLE, credentialName: any}",
+            ))
+            + &direct("any", "*", "any")),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    for i in 0..3 {
+        openssl_session(
+            gw.https.port(),
+            "127.0.0.1",
+            &dir.path().join(format!("{i}.sess")),
+            None,
+        );
+    }
+    let logs = gw.logs();
+    assert!(
+        !logs.contains("Illegal SNI"),
+        "a client-chosen SNI logged a line per handshake:\n{logs}"
+    );
+}
+
 /// A client socket that counts the TLS records the server sends (their 5-byte headers give each
 /// one's length), for tests of how responses are framed.
 struct RecordCounter {
