@@ -2,7 +2,7 @@
 # Instructions per proxied request, counted by valgrind's callgrind: a figure that stays the same
 # on a noisy machine (unlike req/s), for before/after comparisons of request-path changes.
 #
-#   loadtests/bench/profile.sh [--gateway BIN | --floor BIN] [--seconds N] [--routes N] [--body] [--tls] [--keep DIR]
+#   loadtests/bench/profile.sh [--gateway BIN | --floor BIN] [--seconds N] [--routes N] [--body] [--tls | --handshakes] [--keep DIR]
 #
 # Starts an nginx upstream and the gateway (1 worker thread) under callgrind on loopback, applies
 # one VirtualService (or N, with --routes), warms up, zeroes the counters, drives wrk for N seconds,
@@ -10,7 +10,9 @@
 # --floor runs one of Pingora's floor programs instead (loadtests/bench/floor: bare_proxy or
 # core_loop, `cargo build --release -p pingora-floor`), which forward every request upstream.
 # --tls drives the gateway's HTTPS listener instead (a self-signed RSA-2048 certificate, wrk
-# keeping its TLS connections open), so the count includes TLS record work.
+# keeping its TLS connections open), so the count includes TLS record work. --handshakes does the
+# same with `Connection: close` and wrk kept from resuming sessions (bench.py's tlsclose shim):
+# every request is a new connection and a full handshake, so the count is per full handshake.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +23,7 @@ seconds=10
 routes=1
 body=0
 tls=0
+close=0
 keep=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,6 +33,7 @@ while [ $# -gt 0 ]; do
     --routes) routes=$2; shift 2 ;;
     --body) body=1; shift ;;
     --tls) tls=1; shift ;;
+    --handshakes) tls=1; close=1; shift ;;
     --keep) keep=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -108,6 +112,14 @@ curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null
 fi
 
 host=bench.local
+wrk_env=()
+close_header=()
+if [ "$close" = 1 ]; then
+  python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import bench; print(bench.NO_RESUME_C)' "$here" >"$tmp/no-resume.c"
+  cc -shared -fPIC -O2 -o "$tmp/no-resume.so" "$tmp/no-resume.c" -ldl
+  wrk_env=(env "LD_PRELOAD=$tmp/no-resume.so")
+  close_header=(-H "Connection: close")
+fi
 if [ "$tls" = 1 ]; then
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.local \
     -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
@@ -157,7 +169,7 @@ if [ "$tls" = 1 ]; then
     curl -fsS "http://127.0.0.1:$admin/metrics" |
       awk '/^gateway_requests_total/ {n += $NF} END {printf "%d", n}'
   }
-  wrk -t1 -c8 -d"$((seconds + 8))s" --timeout 10s -H "Host: $host" "$url" >"$tmp/wrk.out" &
+  "${wrk_env[@]}" wrk -t1 -c8 -d"$((seconds + 8))s" --timeout 10s -H "Host: $host" "${close_header[@]}" "$url" >"$tmp/wrk.out" &
   wrk_pid=$!
   sleep 4
   callgrind_control -z "$gw" >/dev/null
@@ -182,7 +194,7 @@ echo "binary:        $gateway"
 echo "path:          $path (host $host, $routes VirtualService(s))"
 echo "requests:      $requests (non-2xx: ${non2xx:-0})"
 echo "instructions:  $total"
-echo "per request:   $((total / requests))"
+echo "per request:   $((total / requests))$([ "$close" = 1 ] && echo " (each a new connection and a full handshake)")"
 echo
 # Rows whose share is 99 % or more are the thread entry points (callgrind folds inlined frames
 # into them): not informative, left out.
