@@ -1348,32 +1348,6 @@ impl tokio::io::AsyncWrite for RecordCounter {
     }
 }
 
-/// Reads one Content-Length response off `s`, returning its body.
-async fn read_one(s: &mut tokio_rustls::client::TlsStream<RecordCounter>) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .expect("a content-length");
-            if buf.len() >= end + 4 + len {
-                assert!(head.starts_with("http/1.1 200"), "{head}");
-                return String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
-            .await
-            .expect("read in time")
-            .expect("read");
-        assert!(n > 0, "closed after {} bytes", buf.len());
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 #[test]
 fn a_small_response_is_one_tls_record() {
     let ca = Ca::new("records ca");
@@ -1420,11 +1394,9 @@ fn a_small_response_is_one_tls_record() {
         .enumerate()
         {
             let before = records.load(Ordering::SeqCst);
-            let req = format!("GET /r HTTP/1.1\r\nHost: {host}\r\n\r\n");
-            s.write_all(req.as_bytes()).await.expect("write");
-            s.flush().await.expect("flush");
-            let body = read_one(&mut s).await;
-            assert!(body.contains(want), "{host}: {body}");
+            let r = http1(&mut s, host, "/r", false).await.expect("a response");
+            assert_eq!(r.status, 200, "{host}");
+            assert!(r.text().contains(want), "{host}: {}", r.text());
             let n = records.load(Ordering::SeqCst) - before;
             assert!(
                 i == 0 || n == 1,

@@ -247,8 +247,8 @@ pub async fn handshake(addr: SocketAddr, c: &Client) -> Result<Shook, String> {
 }
 
 /// One HTTP/1.1 request on an established TLS stream; `close` asks the server to close after.
-pub async fn http1(
-    stream: &mut TlsStream,
+pub async fn http1<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
     host: &str,
     path: &str,
     close: bool,
