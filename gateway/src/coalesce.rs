@@ -72,19 +72,11 @@ impl<W: AsyncRead + Unpin> AsyncRead for Coalesced<W> {
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for Coalesced<W> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        if this.held.len() + buf.len() > HOLD {
-            ready!(this.poll_drain(cx))?;
-            if buf.len() >= HOLD {
-                return Pin::new(&mut this.inner).poll_write(cx, buf);
-            }
-        }
-        this.held.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
